@@ -1,0 +1,259 @@
+//! `edgeinfer`: the device runtime's command line. Thin: clap → library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use edgeinfer::config::{Config, FileFormat, SinkConfig};
+use edgeinfer::model::{ModelFile, ModelInfo};
+use edgeinfer::pipeline::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeinfer",
+    version,
+    about = "Run ONNX models on the device and publish compact results.\n\
+             With no command, runs the built-in demo (simulated vibration sensor → 1-D CNN → stdout)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a pipeline (the built-in demo without --config) until Ctrl-C or --count.
+    Run {
+        /// Pipeline config (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stop after this many results.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// One forward pass on .npy inputs; writes the first output as .npy or prints JSON.
+    Infer {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input .npy files (f32, i64 or u8), one per model input, in order.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where to write the first output (.npy).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print every output as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a model, or validate a config end to end.
+    Check {
+        /// The ONNX model to describe.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        model: Option<PathBuf>,
+        /// The config to validate.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Predict over a recorded CSV file, offline, as fast as possible.
+    Replay {
+        /// Pipeline config (model, window, preprocess, postprocess).
+        #[arg(long)]
+        config: PathBuf,
+        /// The recording: CSV with a header line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Results file (JSON lines; postcard frames when it ends in .bin); default stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Replay at the recording's pace instead of as fast as possible.
+        #[arg(long)]
+        realtime: bool,
+        /// Stop after this many results.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// A failure and its exit code: 2 for bad input (config, model, files),
+/// 1 for failures while running.
+struct Failure(u8, anyhow::Error);
+
+fn bad_input<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure(2, e.into())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(None, None),
+        Some(Cmd::Run { config, count }) => run(config.as_deref(), count),
+        Some(Cmd::Infer {
+            model,
+            inputs,
+            output,
+            json,
+        }) => infer(&model, &inputs, output.as_deref(), json),
+        Some(Cmd::Check { model, config }) => match (model, config) {
+            (Some(m), _) => check_model(&m),
+            (_, Some(c)) => check_config(&c),
+            _ => Err(bad_input(anyhow!("check needs --model or --config"))),
+        },
+        Some(Cmd::Replay {
+            config,
+            input,
+            output,
+            realtime,
+            count,
+        }) => replay(&config, &input, output.as_deref(), realtime, count),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, e)) => {
+            for line in format!("{e:#}").lines() {
+                eprintln!("edgeinfer: error: {line}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(bad_input)
+}
+
+fn run(config: Option<&Path>, count: Option<u64>) -> Result<(), Failure> {
+    let (config, embedded) = match config {
+        Some(p) => (load_config(p)?, None),
+        None => (
+            edgeinfer::demo::config(),
+            Some((edgeinfer::demo::MODEL, edgeinfer::demo::MODEL_NAME)),
+        ),
+    };
+    run_pipeline(&config, embedded, count)
+}
+
+fn run_pipeline(
+    config: &Config,
+    embedded: Option<(&[u8], &str)>,
+    count: Option<u64>,
+) -> Result<(), Failure> {
+    let (prepared, source, sinks) = pipeline::build(config, embedded).map_err(bad_input)?;
+    let stop = pipeline::stop_on_signals()
+        .context("installing signal handlers")
+        .map_err(|e| Failure(1, e))?;
+    let summary = prepared
+        .run(source, sinks, &RunOptions { count, stop })
+        .map_err(|e| Failure(1, e.into()))?;
+    log::info!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    let skipped = summary.bad_records + summary.bad_samples + summary.rejected_samples;
+    eprintln!(
+        "edgeinfer: {} samples, {} inferences, {} results, {} skipped, {} dropped, {} inference errors",
+        summary.samples,
+        summary.inferences,
+        summary.emitted,
+        skipped,
+        summary.dropped_batches,
+        summary.inference_errors
+    );
+    Ok(())
+}
+
+fn replay(
+    config: &Path,
+    input: &Path,
+    output: Option<&Path>,
+    realtime: bool,
+    count: Option<u64>,
+) -> Result<(), Failure> {
+    let mut config = load_config(config)?;
+    let cwd = std::env::current_dir().context("current directory").map_err(bad_input)?;
+    let input = cwd.join(input);
+    config.source = edgeinfer::source::replay_config(&config, &input, realtime).map_err(bad_input)?;
+    config.sink = vec![match output {
+        None => SinkConfig::Stdout {},
+        Some(p) => SinkConfig::File {
+            path: cwd.join(p),
+            format: if p.extension().is_some_and(|e| e == "bin") {
+                FileFormat::Postcard
+            } else {
+                FileFormat::Jsonl
+            },
+        },
+    }];
+    run_pipeline(&config, None, count)
+}
+
+fn infer(model: &Path, inputs: &[PathBuf], output: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let out = edgeinfer::infer::infer_files(model, inputs).map_err(bad_input)?;
+    if let Some(path) = output {
+        let first = out
+            .tensors
+            .first()
+            .ok_or_else(|| bad_input(anyhow!("{}: the model has no outputs", model.display())))?;
+        edgeinfer::infer::write_tensor(path, first).map_err(|e| Failure(1, e.into()))?;
+    }
+    if json || output.is_none() {
+        println!("{}", out.to_json());
+    }
+    Ok(())
+}
+
+fn print_model(info: &ModelInfo) {
+    println!("model: {}", info.origin);
+    println!("  file size: {} bytes", info.file_size);
+    println!("  sha256: {}", info.sha256);
+    println!("  params: {}", info.params);
+    println!("  MACs per inference: {}", info.macs);
+    println!("  FLOPs per inference: {}", info.flops);
+    println!("  inputs:");
+    for t in &info.inputs {
+        println!("    {} {} {:?}", t.name, t.dtype, t.shape);
+    }
+    println!("  outputs:");
+    for t in &info.outputs {
+        println!("    {} {} {:?}", t.name, t.dtype, t.shape);
+    }
+    if !info.metadata.is_empty() {
+        println!("  metadata:");
+        for (k, v) in &info.metadata {
+            println!("    {k} = {v}");
+        }
+    }
+}
+
+fn check_model(path: &Path) -> Result<(), Failure> {
+    let model = ModelFile::read(path)
+        .and_then(|f| f.load(None))
+        .map_err(bad_input)?;
+    print_model(model.info());
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let file = ModelFile::read(&config.resolve(&config.model.path)).map_err(bad_input)?;
+    let channels = edgeinfer::source::static_channels(&config).map_err(bad_input)?;
+    let prepared = pipeline::prepare(&config, &file, channels)
+        .map_err(|problems| bad_input(pipeline::BuildError::Config(problems)))?;
+    print_model(prepared.model.info());
+    let w = &prepared.window;
+    println!("config: {}", path.display());
+    println!(
+        "  window: {} samples x {} channels, hop {}, layout {:?} → input {:?}",
+        w.size(),
+        w.channels(),
+        w.hop(),
+        w.layout(),
+        w.shape()
+    );
+    println!("  postprocess: {:?}", prepared.postprocess);
+    if !prepared.labels.is_empty() {
+        println!("  labels: {}", prepared.labels.join(", "));
+    }
+    println!("  sinks: {}", config.sink.len());
+    println!("ok: the config would run");
+    Ok(())
+}

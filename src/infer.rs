@@ -1,0 +1,130 @@
+//! One-shot inference on .npy files: `edgeinfer infer`.
+//!
+//! Any ONNX model with any number of f32 / i64 / u8 inputs: the inputs'
+//! shapes are pinned from the files, so one model runs on whatever batch
+//! size the files hold.
+
+use std::path::{Path, PathBuf};
+
+use ndarray_npy::{read_npy, write_npy, ReadNpyError};
+use tract_onnx::prelude::*;
+
+use crate::model::{InputPin, ModelError, ModelFile, TensorSpec};
+
+/// Errors of `infer`.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// An input file could not be read as .npy of a supported type.
+    #[error("{path}: expected a .npy file of f32, i64 or u8: {reason}")]
+    Input {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The model refused the inputs or failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The output could not be written.
+    #[error("{path}: cannot write output: {reason}")]
+    Output {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads a .npy file of f32, i64 or u8 into a tensor.
+pub fn read_tensor(path: &Path) -> Result<Tensor, InferError> {
+    let err = |reason: String| InferError::Input {
+        path: path.display().to_string(),
+        reason,
+    };
+    fn wrong_type(e: &ReadNpyError) -> bool {
+        matches!(e, ReadNpyError::WrongDescriptor(_))
+    }
+    match read_npy::<_, tract_ndarray::ArrayD<f32>>(path) {
+        Ok(a) => return Ok(a.into()),
+        Err(e) if !wrong_type(&e) => return Err(err(e.to_string())),
+        Err(_) => {}
+    }
+    match read_npy::<_, tract_ndarray::ArrayD<i64>>(path) {
+        Ok(a) => return Ok(a.into()),
+        Err(e) if !wrong_type(&e) => return Err(err(e.to_string())),
+        Err(_) => {}
+    }
+    read_npy::<_, tract_ndarray::ArrayD<u8>>(path)
+        .map(Into::into)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Writes a tensor as .npy (f32, i64 and u8 as they are; other types as f32).
+pub fn write_tensor(path: &Path, t: &Tensor) -> Result<(), InferError> {
+    let err = |reason: String| InferError::Output {
+        path: path.display().to_string(),
+        reason,
+    };
+    let r = match t.datum_type() {
+        DatumType::I64 => write_npy(path, &t.to_plain_array_view::<i64>().map_err(|e| err(e.to_string()))?),
+        DatumType::U8 => write_npy(path, &t.to_plain_array_view::<u8>().map_err(|e| err(e.to_string()))?),
+        _ => {
+            let f = t.cast_to::<f32>().map_err(|e| err(e.to_string()))?;
+            write_npy(path, &f.to_plain_array_view::<f32>().map_err(|e| err(e.to_string()))?)
+        }
+    };
+    r.map_err(|e| err(e.to_string()))
+}
+
+/// All outputs of one forward pass, with their specs.
+#[derive(Debug)]
+pub struct InferOutput {
+    /// Output specs, in graph order.
+    pub specs: Vec<TensorSpec>,
+    /// Output tensors, in graph order.
+    pub tensors: Vec<Tensor>,
+}
+
+impl InferOutput {
+    /// `{"outputs":[{"name","dtype","shape","data"}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let outputs: Vec<serde_json::Value> = self
+            .specs
+            .iter()
+            .zip(&self.tensors)
+            .map(|(spec, t)| {
+                let data: Vec<f64> = t
+                    .cast_to::<f64>()
+                    .ok()
+                    .and_then(|f| f.to_plain_array_view::<f64>().ok().map(|v| v.iter().copied().collect()))
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "name": spec.name,
+                    "dtype": format!("{:?}", t.datum_type()),
+                    "shape": t.shape(),
+                    "data": data,
+                })
+            })
+            .collect();
+        serde_json::json!({ "outputs": outputs })
+    }
+}
+
+/// Runs `model` once on the .npy `inputs`, pinned to the files' shapes.
+pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, InferError> {
+    let file = ModelFile::read(model)?;
+    let tensors = inputs.iter().map(|p| read_tensor(p)).collect::<Result<Vec<_>, _>>()?;
+    let pins: Vec<InputPin> = tensors
+        .iter()
+        .map(|t| InputPin {
+            dtype: t.datum_type(),
+            shape: t.shape().to_vec(),
+        })
+        .collect();
+    let mut model = file.load(Some(&pins))?;
+    let out = model.run(tensors.into_iter().map(|t| t.into_tvalue()).collect())?;
+    Ok(InferOutput {
+        specs: model.info().outputs.clone(),
+        tensors: out.into_iter().map(|v| v.into_tensor()).collect(),
+    })
+}

@@ -1,0 +1,474 @@
+//! The model stage: load an ONNX file with tract, pin concrete input shapes,
+//! optimize once, then run many times on one reused state.
+//!
+//! Shapes are pinned *before* `into_optimized` because tract only picks its
+//! fastest kernels (and only computes exact costs) for concrete shapes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
+
+/// ONNX `metadata_props` keys that the runtime reads as defaults.
+pub mod meta {
+    /// Class labels, comma-separated or a JSON array of strings.
+    pub const LABELS: &str = "edgeinfer.labels";
+    /// Window length in samples.
+    pub const WINDOW: &str = "edgeinfer.window";
+    /// Window hop in samples.
+    pub const HOP: &str = "edgeinfer.hop";
+    /// Channel names, comma-separated or a JSON array of strings.
+    pub const CHANNELS: &str = "edgeinfer.channels";
+    /// Input layout: `ncw`, `nwc` or `flat`.
+    pub const LAYOUT: &str = "edgeinfer.layout";
+    /// What the output means: `classify`, `regress` or `anomaly`.
+    pub const TASK: &str = "edgeinfer.task";
+    /// Per-channel means for a `standardize` step without its own values (JSON array).
+    pub const MEAN: &str = "edgeinfer.mean";
+    /// Per-channel standard deviations to go with [`MEAN`] (JSON array).
+    pub const STD: &str = "edgeinfer.std";
+}
+
+/// Errors raised while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file could not be read.
+    #[error("{path}: cannot read model file: {source}")]
+    Read {
+        /// The model file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The bytes are not an ONNX model.
+    #[error("{path}: not an ONNX model: expected an ONNX protobuf with a graph ({reason})")]
+    NotOnnx {
+        /// The model file.
+        path: String,
+        /// Why decoding failed.
+        reason: String,
+    },
+    /// tract could not turn the graph into a runnable plan.
+    #[error("{path}: tract cannot load the model: {reason}")]
+    Load {
+        /// The model file.
+        path: String,
+        /// tract's error chain, on one line.
+        reason: String,
+    },
+    /// A given input does not fit the model's declared input.
+    #[error("{path}: input {index} ('{name}'): expected {expected}, got {got}")]
+    Input {
+        /// The model file.
+        path: String,
+        /// Input position.
+        index: usize,
+        /// Input name in the graph.
+        name: String,
+        /// What the model declares.
+        expected: String,
+        /// What was given.
+        got: String,
+    },
+    /// The forward pass failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// Name, shape and element type of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TensorSpec {
+    /// Name in the graph.
+    pub name: String,
+    /// Concrete shape after pinning.
+    pub shape: Vec<usize>,
+    /// Element type, e.g. `F32`.
+    pub dtype: String,
+}
+
+/// What `edgeinfer check` and the `info` topic report about a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// Where the model came from (a path, or `embedded:NAME`).
+    pub origin: String,
+    /// Size of the ONNX file in bytes.
+    pub file_size: u64,
+    /// sha256 of the ONNX file, hex.
+    pub sha256: String,
+    /// Inputs with their pinned shapes.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs with their shapes.
+    pub outputs: Vec<TensorSpec>,
+    /// Number of weights stored in the file's initializers.
+    pub params: u64,
+    /// Multiply-accumulates per inference, from tract's cost model.
+    pub macs: u64,
+    /// Floating-point operations per inference (2 × MACs + divisions).
+    pub flops: u64,
+    /// The file's `metadata_props`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A model input as the ONNX file declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredInput {
+    /// Name in the graph.
+    pub name: String,
+    /// Element type.
+    pub dtype: DatumType,
+    /// Dimensions; `None` for a symbolic one (e.g. batch `N`).
+    pub dims: Vec<Option<usize>>,
+}
+
+impl std::fmt::Display for DeclaredInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "?".into()))
+            .collect();
+        write!(f, "'{}' {:?} [{}]", self.name, self.dtype, dims.join(", "))
+    }
+}
+
+/// An ONNX file read and decoded, not yet turned into a plan: enough to read
+/// its metadata and declared inputs before choosing the shapes to pin.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    origin: String,
+    bytes: Vec<u8>,
+    proto: pb::ModelProto,
+    declared: Vec<DeclaredInput>,
+}
+
+impl ModelFile {
+    /// Reads and decodes `path`.
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_bytes(bytes, &origin)
+    }
+
+    /// Decodes ONNX `bytes`; `origin` names them in errors.
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, ModelError> {
+        let not_onnx = |reason: String| ModelError::NotOnnx {
+            path: origin.into(),
+            reason,
+        };
+        let proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| not_onnx(e.to_string()))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| not_onnx("no graph in the file".into()))?;
+        if graph.node.is_empty() || graph.output.is_empty() {
+            return Err(not_onnx("the graph has no nodes or no outputs".into()));
+        }
+        let declared = declared_inputs(graph);
+        Ok(ModelFile {
+            origin: origin.into(),
+            bytes,
+            proto,
+            declared,
+        })
+    }
+
+    /// Where the bytes came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The graph inputs (initializers excluded).
+    pub fn inputs(&self) -> &[DeclaredInput] {
+        &self.declared
+    }
+
+    /// One `metadata_props` value.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.proto
+            .metadata_props
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
+    }
+
+    /// Builds the optimized plan. `pins` gives the concrete type and shape of
+    /// each input; `None` takes the declared shapes with symbolic dimensions
+    /// (batch) set to 1.
+    pub fn load(&self, pins: Option<&[InputPin]>) -> Result<Model, ModelError> {
+        let origin = self.origin.as_str();
+        let pins: Vec<InputPin> = match pins {
+            Some(p) => {
+                check_pins(origin, &self.declared, p)?;
+                p.to_vec()
+            }
+            None => self
+                .declared
+                .iter()
+                .map(|d| InputPin {
+                    dtype: d.dtype,
+                    shape: d.dims.iter().map(|n| n.unwrap_or(1)).collect(),
+                })
+                .collect(),
+        };
+        let load_err = |e: TractError| ModelError::Load {
+            path: origin.into(),
+            reason: format!("{e:#}"),
+        };
+        let mut inference = tract_onnx::onnx()
+            .model_for_proto_model(&self.proto)
+            .map_err(load_err)?;
+        for (i, pin) in pins.iter().enumerate() {
+            inference = inference
+                .with_input_fact(i, InferenceFact::dt_shape(pin.dtype, pin.shape.clone()))
+                .map_err(load_err)?;
+        }
+        let typed = inference
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(load_err)?;
+        let (macs, divs) = cost(&typed).map_err(load_err)?;
+        let graph = self.proto.graph.as_ref().expect("checked in from_bytes");
+        let outputs = typed
+            .output_outlets()
+            .map_err(load_err)?
+            .iter()
+            .zip(graph.output.iter())
+            .map(|(o, vi)| {
+                let fact = typed.outlet_fact(*o)?;
+                Ok(TensorSpec {
+                    name: vi.name.clone(),
+                    shape: fact
+                        .shape
+                        .as_concrete()
+                        .map(|s| s.to_vec())
+                        .unwrap_or_default(),
+                    dtype: format!("{:?}", fact.datum_type),
+                })
+            })
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(load_err)?;
+        let inputs = self
+            .declared
+            .iter()
+            .zip(&pins)
+            .map(|(d, pin)| TensorSpec {
+                name: d.name.clone(),
+                shape: pin.shape.clone(),
+                dtype: format!("{:?}", pin.dtype),
+            })
+            .collect();
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(load_err)?;
+        let state = plan.spawn().map_err(load_err)?;
+        let info = ModelInfo {
+            origin: origin.into(),
+            file_size: self.bytes.len() as u64,
+            sha256: hex(&Sha256::digest(&self.bytes)),
+            inputs,
+            outputs,
+            params: graph
+                .initializer
+                .iter()
+                .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+                .sum(),
+            macs,
+            flops: 2 * macs + divs,
+            metadata: self
+                .proto
+                .metadata_props
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
+        };
+        Ok(Model {
+            info,
+            state,
+            input_dt: pins.iter().map(|p| p.dtype).collect(),
+        })
+    }
+}
+
+/// A loaded, optimized model with its run state.
+pub struct Model {
+    info: ModelInfo,
+    state: TypedSimpleState,
+    input_dt: Vec<DatumType>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
+}
+
+/// A concrete input to pin: element type and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPin {
+    /// Element type.
+    pub dtype: DatumType,
+    /// Concrete shape.
+    pub shape: Vec<usize>,
+}
+
+impl Model {
+    /// Reads `path` and builds its plan (see [`ModelFile::load`]).
+    pub fn load(path: &Path, pins: Option<&[InputPin]>) -> Result<Model, ModelError> {
+        ModelFile::read(path)?.load(pins)
+    }
+
+    /// What the model takes, gives and costs.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// One forward pass over tensors of the pinned shapes; all outputs.
+    pub fn run(&mut self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
+        self.state
+            .run(inputs)
+            .map_err(|e| ModelError::Run(format!("{e:#}")))
+    }
+
+    /// One forward pass of a single-input f32 model: `input` is the flat
+    /// tensor in the pinned shape; returns the first output, flattened.
+    pub fn run_f32(&mut self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let shape = &self.info.inputs[0].shape;
+        if self.input_dt.first() != Some(&f32::datum_type()) || self.input_dt.len() != 1 {
+            return Err(ModelError::Run(
+                "run_f32 needs a model with exactly one f32 input".into(),
+            ));
+        }
+        let tensor = Tensor::from_shape(shape, input)
+            .map_err(|e| ModelError::Run(format!("input of {} values: {e:#}", input.len())))?;
+        let out = self.run(tvec!(tensor.into()))?;
+        let view = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Run(format!("first output: {e:#}")))?;
+        Ok(view.iter().copied().collect())
+    }
+}
+
+fn declared_inputs(graph: &pb::GraphProto) -> Vec<DeclaredInput> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|vi| !initializers.contains(vi.name.as_str()))
+        .map(|vi| {
+            let (dtype, dims) = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(pb::type_proto::Value::TensorType(t)) => {
+                    let dims = t
+                        .shape
+                        .as_ref()
+                        .map(|s| {
+                            s.dim
+                                .iter()
+                                .map(|d| match d.value {
+                                    Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
+                                    _ => None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (onnx_datum_type(t.elem_type), dims)
+                }
+                None => (f32::datum_type(), vec![]),
+            };
+            DeclaredInput {
+                name: vi.name.clone(),
+                dtype,
+                dims,
+            }
+        })
+        .collect()
+}
+
+fn onnx_datum_type(code: i32) -> DatumType {
+    use pb::tensor_proto::DataType as D;
+    match D::try_from(code) {
+        Ok(D::Int64) => i64::datum_type(),
+        Ok(D::Int32) => i32::datum_type(),
+        Ok(D::Uint8) => u8::datum_type(),
+        Ok(D::Int8) => i8::datum_type(),
+        Ok(D::Double) => f64::datum_type(),
+        Ok(D::Bool) => bool::datum_type(),
+        _ => f32::datum_type(),
+    }
+}
+
+/// True when a concrete `shape` fits `dims` (symbolic dimensions take anything).
+pub fn shape_fits(dims: &[Option<usize>], shape: &[usize]) -> bool {
+    dims.is_empty()
+        || (dims.len() == shape.len()
+            && dims.iter().zip(shape).all(|(d, &n)| d.is_none_or(|m| m == n)))
+}
+
+fn check_pins(origin: &str, declared: &[DeclaredInput], pins: &[InputPin]) -> Result<(), ModelError> {
+    if pins.len() != declared.len() {
+        return Err(ModelError::Input {
+            path: origin.into(),
+            index: pins.len().min(declared.len()),
+            name: declared
+                .get(pins.len())
+                .map(|d| d.name.clone())
+                .unwrap_or_default(),
+            expected: format!("{} inputs", declared.len()),
+            got: format!("{} inputs", pins.len()),
+        });
+    }
+    for (i, (d, pin)) in declared.iter().zip(pins).enumerate() {
+        if d.dtype != pin.dtype || !shape_fits(&d.dims, &pin.shape) {
+            return Err(ModelError::Input {
+                path: origin.into(),
+                index: i,
+                name: d.name.clone(),
+                expected: d.to_string(),
+                got: format!("{:?} {:?}", pin.dtype, pin.shape),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sums tract's per-node cost model: (multiply-accumulates, divisions).
+fn cost(model: &TypedModel) -> TractResult<(u64, u64)> {
+    let (mut macs, mut divs) = (0u64, 0u64);
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id)?;
+        for (kind, count) in node.op.cost(&inputs)? {
+            let n = count.to_i64().unwrap_or(0).max(0) as u64;
+            match kind {
+                Cost::FMA(_) => macs += n,
+                Cost::Div(_) => divs += n,
+                _ => {}
+            }
+        }
+    }
+    Ok((macs, divs))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Splits a metadata list value: a JSON array of strings, or comma-separated.
+pub fn meta_list(value: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<String>>(value).unwrap_or_else(|_| {
+        value
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}

@@ -1,0 +1,531 @@
+//! Wiring: resolve a config against its model, then run source → window →
+//! preprocess → model → postprocess → policy → sinks on their threads.
+//!
+//! Threads: the source reads on its own thread (it may block on a sensor or
+//! a pipe), inference runs on another, and the calling thread feeds the
+//! sinks. Shutdown (stop flag, `--count`, end of input) drains what was
+//! already queued before returning.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::{Config, ConfigProblem, Layout, PipelineConfig, PostprocessConfig};
+use crate::model::{meta, meta_list, shape_fits, InputPin, Model, ModelFile};
+use crate::policy::Policy;
+use crate::postprocess::Postprocess;
+use crate::preprocess::Preprocess;
+use crate::queue::BoundedQueue;
+use crate::schema::ResultRecord;
+use crate::sink::{Sink, SinkError};
+use crate::source::{Sample, Source, SourceError};
+use crate::window::{shape_for, Window};
+use tract_onnx::prelude::{DatumType, Datum};
+
+/// Samples handed from the source thread to the inference thread at once
+/// when the source is not paced: one queue operation per sample would cost
+/// more than a small model's forward pass.
+const CHUNK: usize = 64;
+
+/// Everything a config resolves to, checked against the model and ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The optimized model, input pinned to the window's shape.
+    pub model: Model,
+    /// The window stage.
+    pub window: Window,
+    /// The preprocess stage.
+    pub preprocess: Preprocess,
+    /// The postprocess stage.
+    pub postprocess: Postprocess,
+    /// The policy stage.
+    pub policy: Policy,
+    /// Class names, empty when unknown.
+    pub labels: Vec<String>,
+    /// Queue settings.
+    pub queues: PipelineConfig,
+}
+
+/// Errors while running.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed and could not go on.
+    #[error("source stopped: {0}")]
+    Source(#[from] SourceError),
+    /// A sink failed.
+    #[error("sink failed: {0}")]
+    Sink(#[from] SinkError),
+    /// A pipeline thread died.
+    #[error("pipeline thread failed: {0}")]
+    Thread(String),
+}
+
+/// Counters of one run, for the exit summary (and later the metrics topic).
+#[derive(Debug, Default, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Samples read from the source.
+    pub samples: u64,
+    /// Records the source could not parse (skipped).
+    pub bad_records: u64,
+    /// Samples with the wrong channel count (skipped).
+    pub bad_samples: u64,
+    /// Samples rejected by preprocessing (NaN policy).
+    pub rejected_samples: u64,
+    /// Batches of samples dropped by a full queue.
+    pub dropped_batches: u64,
+    /// Forward passes run.
+    pub inferences: u64,
+    /// Forward passes that failed.
+    pub inference_errors: u64,
+    /// Results filtered by postprocess (`min_score`) or held back by the policy.
+    pub suppressed: u64,
+    /// Results written to the sinks.
+    pub emitted: u64,
+    /// Total time spent in forward passes, in microseconds.
+    pub inference_us: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    samples: AtomicU64,
+    bad_records: AtomicU64,
+    bad_samples: AtomicU64,
+    rejected: AtomicU64,
+    inferences: AtomicU64,
+    inference_errors: AtomicU64,
+    suppressed: AtomicU64,
+    inference_ns: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many emitted results.
+    pub count: Option<u64>,
+    /// Raised by a signal handler (or the caller) to stop and drain.
+    pub stop: Arc<AtomicBool>,
+}
+
+fn parse_layout(s: &str) -> Option<Layout> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "ncw" => Some(Layout::Ncw),
+        "nwc" => Some(Layout::Nwc),
+        "flat" => Some(Layout::Flat),
+        _ => None,
+    }
+}
+
+fn meta_usize(file: &ModelFile, key: &str) -> Option<usize> {
+    file.metadata(key).and_then(|v| v.trim().parse().ok())
+}
+
+/// Resolves `config` against `file`: window, preprocess and postprocess
+/// settings (config first, then the model's metadata, then its input shape),
+/// pins the model's input to the window and checks that everything fits.
+/// `source_channels` is what the source knows of its channel count.
+/// Every problem found is returned, not just the first.
+pub fn prepare(
+    config: &Config,
+    file: &ModelFile,
+    source_channels: Option<usize>,
+) -> Result<Prepared, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let model_problem = |message: String| ConfigProblem {
+        file: file.origin().into(),
+        field: "model".into(),
+        message,
+    };
+    let input = match file.inputs() {
+        [one] if one.dtype == f32::datum_type() => one.clone(),
+        inputs => {
+            let list: Vec<String> = inputs.iter().map(|i| i.to_string()).collect();
+            return Err(vec![model_problem(format!(
+                "expected one f32 input for the pipeline (use `edgeinfer infer` for others), found {}",
+                if list.is_empty() { "none".into() } else { list.join(", ") }
+            ))]);
+        }
+    };
+    let dims = &input.dims;
+    let layout = config
+        .window
+        .layout
+        .or_else(|| file.metadata(meta::LAYOUT).and_then(parse_layout))
+        .or(match dims.len() {
+            3 => Some(Layout::Ncw),
+            2 => Some(Layout::Flat),
+            _ => None,
+        });
+    let Some(layout) = layout else {
+        return Err(vec![config.problem(
+            "window.layout",
+            format!("expected ncw, nwc or flat; the model input {input} has no obvious layout"),
+        )]);
+    };
+    let (chan_dim, size_dim) = match layout {
+        Layout::Ncw => (dims.get(1).copied().flatten(), dims.get(2).copied().flatten()),
+        Layout::Nwc => (dims.get(2).copied().flatten(), dims.get(1).copied().flatten()),
+        Layout::Flat => (None, None),
+    };
+    let channels = source_channels
+        .or_else(|| file.metadata(meta::CHANNELS).map(|v| meta_list(v).len()))
+        .or(chan_dim)
+        .unwrap_or(1);
+    let flat_size = match (layout, dims.get(1).copied().flatten()) {
+        (Layout::Flat, Some(n)) if n % channels == 0 => Some(n / channels),
+        _ => None,
+    };
+    let size = config
+        .window
+        .size
+        .or_else(|| meta_usize(file, meta::WINDOW))
+        .or(size_dim)
+        .or(flat_size);
+    let Some(size) = size else {
+        return Err(vec![config.problem(
+            "window.size",
+            format!("expected a value: the model input {input} has no fixed length and no {} metadata", meta::WINDOW),
+        )]);
+    };
+    let hop = config
+        .window
+        .hop
+        .or_else(|| meta_usize(file, meta::HOP))
+        .unwrap_or(size);
+    let shape = shape_for(layout, size, channels);
+    if !shape_fits(dims, &shape) {
+        problems.push(config.problem(
+            "window",
+            format!(
+                "a window of {size} samples x {channels} channels ({layout:?}) makes a tensor {shape:?}, \
+                 but the model takes {input}"
+            ),
+        ));
+        return Err(problems);
+    }
+    let model = match file.load(Some(&[InputPin {
+        dtype: DatumType::F32,
+        shape: shape.clone(),
+    }])) {
+        Ok(m) => m,
+        Err(e) => return Err(vec![model_problem(e.to_string())]),
+    };
+    let info = model.info().clone();
+    let preprocess = Preprocess::build(config, channels, &info).map_err(|p| problems.extend(p));
+    let outputs: usize = info.outputs.first().map(|o| o.shape.iter().product()).unwrap_or(0);
+    let task = file.metadata(meta::TASK).unwrap_or("regress");
+    let post_config = config.postprocess.clone().unwrap_or(match task {
+        "classify" => PostprocessConfig::Classify {
+            softmax: false,
+            top_k: 1,
+            labels: vec![],
+            min_score: None,
+        },
+        _ => PostprocessConfig::Regress {},
+    });
+    let mut labels = file
+        .metadata(meta::LABELS)
+        .map(meta_list)
+        .unwrap_or_default();
+    let postprocess = match post_config {
+        PostprocessConfig::Classify {
+            softmax,
+            top_k,
+            labels: configured,
+            min_score,
+        } => {
+            if !configured.is_empty() {
+                labels = configured;
+            }
+            if !labels.is_empty() && labels.len() != outputs {
+                problems.push(config.problem(
+                    "postprocess.labels",
+                    format!("expected {outputs} labels (one per model output), found {}", labels.len()),
+                ));
+            }
+            if top_k > outputs {
+                problems.push(config.problem(
+                    "postprocess.top_k",
+                    format!("expected at most {outputs} (the model's outputs), found {top_k}"),
+                ));
+            }
+            Postprocess::Classify {
+                softmax,
+                top_k,
+                min_score,
+            }
+        }
+        PostprocessConfig::Regress {} => Postprocess::Regress,
+        PostprocessConfig::Anomaly { score, threshold } => {
+            if score == crate::config::AnomalyScore::Reconstruction && outputs != size * channels {
+                problems.push(config.problem(
+                    "postprocess.score",
+                    format!(
+                        "reconstruction needs an output as large as the input ({} values), found {outputs}",
+                        size * channels
+                    ),
+                ));
+            }
+            Postprocess::Anomaly { score, threshold }
+        }
+    };
+    match preprocess {
+        Ok(preprocess) if problems.is_empty() => Ok(Prepared {
+            model,
+            window: Window::new(size, hop, channels, layout),
+            preprocess,
+            postprocess,
+            policy: Policy::new(&config.policy),
+            labels,
+            queues: config.pipeline.clone(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Raises the returned flag on SIGINT or SIGTERM; a second signal exits at once.
+pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag before the second handler sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+impl Prepared {
+    /// Runs until the source ends, `opts.count` results were emitted, or
+    /// `opts.stop` is raised; then drains and flushes.
+    pub fn run(
+        self,
+        source: Box<dyn Source>,
+        mut sinks: Vec<Box<dyn Sink>>,
+        opts: &RunOptions,
+    ) -> Result<Summary, PipelineError> {
+        let Prepared {
+            mut model,
+            mut window,
+            mut preprocess,
+            postprocess,
+            mut policy,
+            queues,
+            ..
+        } = self;
+        let stop = opts.stop.clone();
+        let counters = Arc::new(Counters::default());
+        let queue: Arc<BoundedQueue<Vec<Sample>>> =
+            Arc::new(BoundedQueue::new(queues.capacity, queues.on_full));
+        let source_error: Arc<Mutex<Option<SourceError>>> = Arc::default();
+
+        // The source thread is not joined: it may be blocked reading a pipe
+        // that never closes, and must not hold up a shutdown.
+        {
+            let (queue, stop, counters, source_error) =
+                (queue.clone(), stop.clone(), counters.clone(), source_error.clone());
+            std::thread::Builder::new()
+                .name("source".into())
+                .spawn(move || read_source(source, &queue, &stop, &counters, &source_error))
+                .map_err(|e| PipelineError::Thread(e.to_string()))?;
+        }
+
+        let (tx, rx) = sync_channel::<ResultRecord>(queues.capacity.max(1) * CHUNK);
+        let infer = {
+            let (queue, stop, counters) = (queue.clone(), stop.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name("inference".into())
+                .spawn(move || {
+                    let mut input = Vec::new();
+                    let mut seq = 0u64;
+                    let channels = window.channels();
+                    'outer: while let Some(batch) = queue.pop(&stop) {
+                        for mut s in batch {
+                            bump(&counters.samples);
+                            if s.values.len() != channels {
+                                bump(&counters.bad_samples);
+                                log::warn!(
+                                    "skipped sample at {} ms: expected {channels} channels, found {}",
+                                    s.ts_ms,
+                                    s.values.len()
+                                );
+                                continue;
+                            }
+                            if let Err(reason) = preprocess.apply(&mut s.values) {
+                                bump(&counters.rejected);
+                                log::warn!("rejected sample at {} ms: {reason}", s.ts_ms);
+                                continue;
+                            }
+                            if !window.push(&s.values) {
+                                continue;
+                            }
+                            window.fill(&mut input);
+                            let t0 = Instant::now();
+                            let output = model.run_f32(&input);
+                            counters
+                                .inference_ns
+                                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            let output = match output {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    bump(&counters.inference_errors);
+                                    log::error!("{e}");
+                                    continue;
+                                }
+                            };
+                            bump(&counters.inferences);
+                            let admitted = postprocess
+                                .apply(&input, &output)
+                                .filter(|p| policy.admit(s.ts_ms, p));
+                            let Some(result) = admitted else {
+                                bump(&counters.suppressed);
+                                continue;
+                            };
+                            let record = ResultRecord {
+                                seq,
+                                ts_ms: s.ts_ms,
+                                result,
+                            };
+                            seq += 1;
+                            if tx.send(record).is_err() {
+                                break 'outer;
+                            }
+                        }
+                    }
+                    // Unblocks a source waiting on a full queue.
+                    queue.close();
+                })
+                .map_err(|e| PipelineError::Thread(e.to_string()))?
+        };
+
+        let mut emitted = 0u64;
+        let mut sink_result = Ok(());
+        'sinks: loop {
+            let record = match rx.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Empty) => {
+                    // Idle: a good moment to push buffered output out.
+                    if let Err(e) = sinks.iter_mut().try_for_each(|s| s.flush()) {
+                        sink_result = Err(e);
+                        break;
+                    }
+                    match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            for sink in sinks.iter_mut() {
+                if let Err(e) = sink.write(&record) {
+                    sink_result = Err(e);
+                    break 'sinks;
+                }
+            }
+            emitted += 1;
+            if opts.count.is_some_and(|n| emitted >= n) {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let flushed = sinks.iter_mut().try_for_each(|s| s.flush());
+        drop(rx);
+        infer
+            .join()
+            .map_err(|_| PipelineError::Thread("inference thread panicked".into()))?;
+        sink_result?;
+        flushed?;
+        if let Some(e) = source_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(e.into());
+        }
+        let c = &counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Ok(Summary {
+            samples: get(&c.samples),
+            bad_records: get(&c.bad_records),
+            bad_samples: get(&c.bad_samples),
+            rejected_samples: get(&c.rejected),
+            dropped_batches: queue.dropped(),
+            inferences: get(&c.inferences),
+            inference_errors: get(&c.inference_errors),
+            suppressed: get(&c.suppressed),
+            emitted,
+            inference_us: get(&c.inference_ns) / 1000,
+        })
+    }
+}
+
+fn read_source(
+    mut source: Box<dyn Source>,
+    queue: &BoundedQueue<Vec<Sample>>,
+    stop: &AtomicBool,
+    counters: &Counters,
+    error: &Mutex<Option<SourceError>>,
+) {
+    let chunk = if source.paced() { 1 } else { CHUNK };
+    let mut batch = Vec::with_capacity(chunk);
+    while !stop.load(Ordering::Relaxed) {
+        match source.next_sample() {
+            Ok(Some(sample)) => {
+                batch.push(sample);
+                if batch.len() >= chunk
+                    && !queue.push(std::mem::replace(&mut batch, Vec::with_capacity(chunk)), stop)
+                {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) if e.is_recoverable() => {
+                bump(&counters.bad_records);
+                log::warn!("skipped: {e}");
+            }
+            Err(e) => {
+                log::error!("{e}");
+                *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        queue.push(batch, stop);
+    }
+    queue.close();
+}
+
+/// Reads the config's model (or `embedded` bytes instead of its path),
+/// resolves everything and opens the source and sinks: one call from a
+/// config to a pipeline ready to [`Prepared::run`].
+pub fn build(
+    config: &Config,
+    embedded: Option<(&[u8], &str)>,
+) -> Result<(Prepared, Box<dyn Source>, Vec<Box<dyn Sink>>), BuildError> {
+    let file = match embedded {
+        Some((bytes, name)) => ModelFile::from_bytes(bytes.to_vec(), name)?,
+        None => ModelFile::read(&config.resolve(&config.model.path))?,
+    };
+    let source = crate::source::open(config)?;
+    let prepared = prepare(config, &file, source.channels()).map_err(BuildError::Config)?;
+    let sinks = crate::sink::open(config, &prepared.labels)?;
+    Ok((prepared, source, sinks))
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Config values that do not fit the model (every one found).
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigProblem>),
+    /// The model file.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The source could not start.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink could not open.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}

@@ -1,0 +1,179 @@
+//! A bounded queue between pipeline threads with an explicit full policy.
+//!
+//! `std::sync::mpsc::sync_channel` can block or refuse the new item, but not
+//! drop the oldest one, which is what a live sensor usually wants: fresh
+//! data beats stale data.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::config::OnFull;
+
+/// How often blocked callers look at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+struct Inner<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// A bounded multi-producer, multi-consumer queue.
+#[derive(Debug)]
+pub struct BoundedQueue<T> {
+    inner: Mutex<Inner<T>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    capacity: usize,
+    on_full: OnFull,
+    dropped: AtomicU64,
+}
+
+impl<T> BoundedQueue<T> {
+    /// A queue of at most `capacity` items (at least 1).
+    pub fn new(capacity: usize, on_full: OnFull) -> Self {
+        BoundedQueue {
+            inner: Mutex::new(Inner {
+                items: VecDeque::with_capacity(capacity.max(1)),
+                closed: false,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity: capacity.max(1),
+            on_full,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
+        // A poisoned lock means a pipeline thread panicked; the queue's
+        // contents are still consistent, so keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `item` under the full policy. Returns false when the queue is
+    /// closed or `stop` was raised while waiting (the item is then dropped).
+    pub fn push(&self, item: T, stop: &AtomicBool) -> bool {
+        let mut g = self.lock();
+        loop {
+            if g.closed {
+                return false;
+            }
+            if g.items.len() < self.capacity {
+                break;
+            }
+            match self.on_full {
+                OnFull::DropNewest => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                OnFull::DropOldest => {
+                    g.items.pop_front();
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                OnFull::Block => {
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    g = self
+                        .not_full
+                        .wait_timeout(g, POLL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        g.items.push_back(item);
+        drop(g);
+        self.not_empty.notify_one();
+        true
+    }
+
+    /// The oldest item; waits while the queue is empty. `None` once the
+    /// queue is closed and empty, or `stop` is raised and it is empty:
+    /// what was queued before a stop is still handed out (drained).
+    pub fn pop(&self, stop: &AtomicBool) -> Option<T> {
+        let mut g = self.lock();
+        loop {
+            if let Some(item) = g.items.pop_front() {
+                drop(g);
+                self.not_full.notify_one();
+                return Some(item);
+            }
+            if g.closed || stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            g = self
+                .not_empty
+                .wait_timeout(g, POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// No more pushes; consumers drain what is left.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Items dropped by the full policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn full_policies() {
+        let stop = AtomicBool::new(false);
+        for (policy, expect) in [
+            (OnFull::DropOldest, vec![2, 3]),
+            (OnFull::DropNewest, vec![1, 2]),
+        ] {
+            let q = BoundedQueue::new(2, policy);
+            for i in 1..=3 {
+                assert!(q.push(i, &stop));
+            }
+            q.close();
+            let got: Vec<i32> = std::iter::from_fn(|| q.pop(&stop)).collect();
+            assert_eq!(got, expect);
+            assert_eq!(q.dropped(), 1);
+        }
+    }
+
+    #[test]
+    fn block_waits_for_the_consumer_and_loses_nothing() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let q = Arc::new(BoundedQueue::new(1, OnFull::Block));
+        let (q2, s2) = (q.clone(), stop.clone());
+        let producer = std::thread::spawn(move || {
+            for i in 0..100 {
+                assert!(q2.push(i, &s2));
+            }
+            q2.close();
+        });
+        let got: Vec<i32> = std::iter::from_fn(|| q.pop(&stop)).collect();
+        producer.join().unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[test]
+    fn stop_ends_an_empty_wait_but_drains_first() {
+        let stop = AtomicBool::new(false);
+        let q = BoundedQueue::new(4, OnFull::Block);
+        q.push(7, &stop);
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(q.pop(&stop), Some(7));
+        assert_eq!(q.pop(&stop), None);
+    }
+}

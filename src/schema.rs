@@ -1,0 +1,205 @@
+//! The wire types: what a device publishes and a subscriber decodes.
+//!
+//! Encoded with postcard (compact, not self-describing), so field order *is*
+//! the format: append new variants and fields at the end and bump
+//! [`SCHEMA_VERSION`]. No tract and no I/O here, so a subscriber can embed
+//! this module alone.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the types below; the first field of every [`ResultBatch`].
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// One message on `<prefix>/result`: many records from one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultBatch {
+    /// [`SCHEMA_VERSION`] of the encoder.
+    pub version: u16,
+    /// The publishing device's id.
+    pub device: String,
+    /// Records in sequence order.
+    pub records: Vec<ResultRecord>,
+}
+
+/// One result of one inference (or one summary of many).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// Per-device sequence number, +1 per record: gaps and duplicates show.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch of the newest sample in the window.
+    pub ts_ms: u64,
+    /// What the model said.
+    pub result: Prediction,
+}
+
+/// A postprocessed model output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// A classification.
+    Class(ClassResult),
+    /// Raw regression values.
+    Values(Vec<f32>),
+    /// An anomaly score against a threshold.
+    Anomaly(AnomalyResult),
+}
+
+/// The winning class and the runners-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassResult {
+    /// Index of the best class.
+    pub class: u32,
+    /// Its score (a probability when softmax applies).
+    pub score: f32,
+    /// The best `top_k` classes, best first, as (index, score).
+    pub top: Vec<(u32, f32)>,
+}
+
+/// An anomaly score and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyResult {
+    /// The score (model output, or reconstruction error).
+    pub score: f32,
+    /// The configured threshold.
+    pub threshold: f32,
+    /// `score > threshold`.
+    pub anomalous: bool,
+}
+
+/// Errors from decoding wire bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The bytes are not a valid encoding.
+    #[error("undecodable payload: {0}")]
+    Decode(#[from] postcard::Error),
+    /// Encoded by a newer or unknown schema.
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    Version(u16),
+}
+
+impl ResultBatch {
+    /// Postcard bytes of the batch.
+    pub fn to_postcard(&self) -> Vec<u8> {
+        // Serializing these plain types into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes postcard bytes, checking the schema version.
+    pub fn from_postcard(bytes: &[u8]) -> Result<Self, SchemaError> {
+        let batch: ResultBatch = postcard::from_bytes(bytes)?;
+        if batch.version != SCHEMA_VERSION {
+            return Err(SchemaError::Version(batch.version));
+        }
+        Ok(batch)
+    }
+}
+
+impl ResultRecord {
+    /// The flat JSON object printed by the stdout and file sinks:
+    /// `{"seq":..,"ts_ms":..,"class":..,"label":..,"score":..,"top":[..]}`.
+    /// `labels` names classes for people; the wire carries only indices.
+    pub fn to_json(&self, labels: &[String]) -> serde_json::Value {
+        use serde_json::json;
+        let mut obj = json!({ "seq": self.seq, "ts_ms": self.ts_ms });
+        let map = obj.as_object_mut().expect("json! of an object is an object");
+        let label = |i: u32| labels.get(i as usize).cloned();
+        match &self.result {
+            Prediction::Class(c) => {
+                map.insert("class".into(), json!(c.class));
+                if let Some(l) = label(c.class) {
+                    map.insert("label".into(), json!(l));
+                }
+                map.insert("score".into(), json!(c.score));
+                map.insert("top".into(), json!(c.top));
+            }
+            Prediction::Values(v) => {
+                map.insert("values".into(), json!(v));
+            }
+            Prediction::Anomaly(a) => {
+                map.insert("score".into(), json!(a.score));
+                map.insert("threshold".into(), json!(a.threshold));
+                map.insert("anomalous".into(), json!(a.anomalous));
+            }
+        }
+        obj
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_batch() -> ResultBatch {
+        ResultBatch {
+            version: SCHEMA_VERSION,
+            device: "pi".into(),
+            records: vec![
+                ResultRecord {
+                    seq: 1,
+                    ts_ms: 1000,
+                    result: Prediction::Class(ClassResult {
+                        class: 1,
+                        score: 0.5,
+                        top: vec![(1, 0.5)],
+                    }),
+                },
+                ResultRecord {
+                    seq: 2,
+                    ts_ms: 1001,
+                    result: Prediction::Values(vec![1.0]),
+                },
+                ResultRecord {
+                    seq: 3,
+                    ts_ms: 1002,
+                    result: Prediction::Anomaly(AnomalyResult {
+                        score: 2.0,
+                        threshold: 1.0,
+                        anomalous: true,
+                    }),
+                },
+            ],
+        }
+    }
+
+    /// Frozen bytes: if this fails, the wire format changed. Update
+    /// docs/wire-format.md and SCHEMA_VERSION with it, deliberately.
+    #[test]
+    fn encoding_is_frozen() {
+        let bytes = sample_batch().to_postcard();
+        let expected: Vec<u8> = vec![
+            0x01, // version 1 (varint)
+            0x02, b'p', b'i', // device: len 2, "pi"
+            0x03, // 3 records
+            0x01, 0xe8, 0x07, // seq 1, ts_ms 1000 (varint)
+            0x00, 0x01, 0x00, 0x00, 0x00, 0x3f, // Class, class 1, score 0.5 f32 LE
+            0x01, 0x01, 0x00, 0x00, 0x00, 0x3f, // top: 1 entry (1, 0.5)
+            0x02, 0xe9, 0x07, // seq 2, ts_ms 1001
+            0x01, 0x01, 0x00, 0x00, 0x80, 0x3f, // Values, 1 value: 1.0
+            0x03, 0xea, 0x07, // seq 3, ts_ms 1002
+            0x02, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x80, 0x3f, 0x01, // Anomaly 2.0 1.0 true
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(ResultBatch::from_postcard(&bytes).unwrap(), sample_batch());
+    }
+
+    #[test]
+    fn garbage_and_future_versions_are_errors() {
+        assert!(ResultBatch::from_postcard(&[0xff, 0xff, 0xff]).is_err());
+        let mut b = sample_batch();
+        b.version = 99;
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        assert!(matches!(
+            ResultBatch::from_postcard(&bytes),
+            Err(SchemaError::Version(99))
+        ));
+    }
+
+    #[test]
+    fn json_view_names_the_class() {
+        let rec = &sample_batch().records[0];
+        let v = rec.to_json(&["normal".into(), "fault".into()]);
+        assert_eq!(v["label"], "fault");
+        assert_eq!(v["class"], 1);
+        assert_eq!(v["seq"], 1);
+    }
+}
