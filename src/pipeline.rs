@@ -174,6 +174,10 @@ pub fn prepare(
     let channels = source_channels
         .or_else(|| file.metadata(meta::CHANNELS).map(|v| meta_list(v).len()))
         .or(chan_dim)
+        .or(match (layout, dims.get(1).copied().flatten(), config.window.size) {
+            (Layout::Flat, Some(n), Some(size)) if size > 0 && n % size == 0 => Some(n / size),
+            _ => None,
+        })
         .unwrap_or(1);
     let flat_size = match (layout, dims.get(1).copied().flatten()) {
         (Layout::Flat, Some(n)) if n % channels == 0 => Some(n / channels),

@@ -6,6 +6,7 @@
 //! through [`GraphBuilder`].
 
 pub mod reference;
+pub mod zoo;
 
 use std::path::Path;
 

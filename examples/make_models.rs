@@ -1,0 +1,66 @@
+//! Rebuilds the shipped models in `models/` with their reference input and
+//! output files, and the recording in `examples/data/`. Run from the
+//! repository root: `cargo run --example make_models`.
+//!
+//! Reference outputs come from the plain reference evaluator
+//! (`edgeinfer::export::reference`), not from tract, so tests that compare
+//! tract's results with them check tract against an independent computation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use edgeinfer::config::SimMode;
+use edgeinfer::export::reference::{eval, Dense};
+use edgeinfer::export::{write_model, zoo};
+use edgeinfer::rng::Rng;
+use ndarray_npy::write_npy;
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+
+fn save(dir: &Path, model: &ModelProto, input: Dense) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_model(model, &dir.join("model.onnx"))?;
+    let output = eval(model, std::slice::from_ref(&input))?.remove(0);
+    for (name, t) in [("input.npy", input), ("output.npy", output)] {
+        let a = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data)?;
+        write_npy(dir.join(name), &a).with_context(|| format!("writing {name}"))?;
+    }
+    println!("wrote {}", dir.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let repo = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".".into()));
+    let root = repo.join("models");
+
+    // The seed network, untrained: normal(0, 0.1) weights from seed 1.
+    let mut rng = Rng::new(2);
+    let x = Dense::new(vec![4, 10], rng.normal_vec(40, 1.0));
+    save(&root.join("seed-mlp"), &zoo::seed_mlp(1)?, x)?;
+
+    // The demo CNN, its threshold calibrated on 200 windows of each mode.
+    let (threshold, max_normal, min_fault) = zoo::calibrate_demo(7, 200);
+    println!("demo: max normal feature {max_normal:.4}, min fault feature {min_fault:.4}, threshold {threshold:.4}");
+    let model = zoo::demo_cnn(threshold, 20.0)?;
+    let normal = zoo::simulated_windows(SimMode::Normal, 11, 1).remove(0);
+    let fault = zoo::simulated_windows(SimMode::Fault, 11, 1).remove(0);
+    let input = Dense::new(
+        vec![2, zoo::DEMO_CHANNELS, zoo::DEMO_WINDOW],
+        normal.into_iter().chain(fault).collect(),
+    );
+    save(&root.join("demo"), &model, input)?;
+
+    // The temperature trend regressor: closed-form mean and slope weights.
+    let ramp: Vec<f32> = (0..2 * zoo::TREND_WINDOW)
+        .map(|i| 40.0 + 0.25 * (i % zoo::TREND_WINDOW) as f32 + (i / zoo::TREND_WINDOW) as f32)
+        .collect();
+    let input = Dense::new(vec![2, zoo::TREND_WINDOW], ramp);
+    save(&root.join("thermal-trend"), &zoo::thermal_trend()?, input)?;
+
+    // A 20 s recording of the simulated sensor for the replay example.
+    let csv = repo.join("examples/data/vibration.csv");
+    std::fs::create_dir_all(repo.join("examples/data"))?;
+    std::fs::write(&csv, zoo::simulated_csv(5, 2000))?;
+    println!("wrote {}", csv.display());
+    Ok(())
+}
