@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: the built binary, the repo's
+//! files, .npy I/O and process plumbing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use edgeinfer::export::reference::Dense;
+use ndarray_npy::{read_npy, write_npy};
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+
+/// The `edgeinfer` binary cargo built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+}
+
+/// A path inside the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs `cmd` to completion.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn edgeinfer")
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a bad-input failure: exit code 2, no panic, and exactly one
+/// error line that contains every one of `needles`.
+pub fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {:?}", lines[0]);
+    }
+}
+
+/// Parses every stdout line as JSON.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Reads an f32 .npy file.
+pub fn read_f32(path: &Path) -> Dense {
+    let a: ArrayD<f32> = read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Dense::new(a.shape().to_vec(), a.iter().copied().collect())
+}
+
+/// Writes an f32 .npy file.
+pub fn write_f32(path: &Path, t: &Dense) {
+    let a = ArrayD::from_shape_vec(IxDyn(&t.shape), t.data.clone()).unwrap();
+    write_npy(path, &a).unwrap();
+}
+
+/// Largest absolute difference; panics when shapes differ.
+pub fn max_abs_diff(a: &Dense, b: &Dense) -> f32 {
+    assert_eq!(a.shape, b.shape);
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
