@@ -478,7 +478,10 @@ impl Config {
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             ConfigErrors(vec![problem(
                 &line.map(|l| format!("line {l}")).unwrap_or_default(),
-                format!("invalid TOML: {}", e.message()),
+                format!(
+                    "invalid TOML: {}",
+                    e.message().split('\n').map(str::trim).collect::<Vec<_>>().join("; ")
+                ),
             )])
         })?;
         let mut problems = Vec::new();
@@ -509,7 +512,7 @@ impl Config {
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
-                ConfigErrors(vec![problem(&e.path().to_string(), e.inner().to_string())])
+                ConfigErrors(vec![problem(&e.path().to_string(), e.inner().message().to_string())])
             })?;
         config.base_dir = base_dir.to_path_buf();
         config.origin = origin.into();
@@ -610,7 +613,7 @@ fn section_check(single: toml::Table, key: &str) -> Result<(), (String, String)>
     fn run<T: serde::de::DeserializeOwned>(single: toml::Table) -> Result<(), (String, String)> {
         serde_path_to_error::deserialize::<_, T>(toml::Value::Table(single))
             .map(|_| ())
-            .map_err(|e| (e.path().to_string(), e.inner().to_string()))
+            .map_err(|e| (e.path().to_string(), e.inner().message().to_string()))
     }
     #[derive(Deserialize)]
     #[allow(dead_code)]
