@@ -480,7 +480,11 @@ impl Config {
                 &line.map(|l| format!("line {l}")).unwrap_or_default(),
                 format!(
                     "invalid TOML: {}",
-                    e.message().split('\n').map(str::trim).collect::<Vec<_>>().join("; ")
+                    e.message()
+                        .split('\n')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             )])
         })?;
@@ -512,7 +516,10 @@ impl Config {
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
-                ConfigErrors(vec![problem(&e.path().to_string(), e.inner().message().to_string())])
+                ConfigErrors(vec![problem(
+                    &e.path().to_string(),
+                    e.inner().message().to_string(),
+                )])
             })?;
         config.base_dir = base_dir.to_path_buf();
         config.origin = origin.into();
@@ -554,13 +561,21 @@ impl Config {
                 ..
             } => {
                 if !positive_rate(*rate_hz) {
-                    p.push(self.problem("source.rate_hz", format!("expected a positive number of samples per second, found {rate_hz}")));
+                    p.push(self.problem(
+                        "source.rate_hz",
+                        format!(
+                            "expected a positive number of samples per second, found {rate_hz}"
+                        ),
+                    ));
                 }
                 if *channels == 0 {
                     p.push(self.problem("source.channels", "expected at least 1 channel, found 0"));
                 }
                 if !positive_rate(*switch_every_s) {
-                    p.push(self.problem("source.switch_every_s", format!("expected a positive number of seconds, found {switch_every_s}")));
+                    p.push(self.problem(
+                        "source.switch_every_s",
+                        format!("expected a positive number of seconds, found {switch_every_s}"),
+                    ));
                 }
             }
             SourceConfig::Replay { rate_hz, .. } | SourceConfig::FilePoll { rate_hz, .. }
@@ -579,10 +594,16 @@ impl Config {
             }
         }
         if self.window.size == Some(0) {
-            p.push(self.problem("window.size", "expected a positive number of samples, found 0"));
+            p.push(self.problem(
+                "window.size",
+                "expected a positive number of samples, found 0",
+            ));
         }
         if self.window.hop == Some(0) {
-            p.push(self.problem("window.hop", "expected a positive number of samples, found 0"));
+            p.push(self.problem(
+                "window.hop",
+                "expected a positive number of samples, found 0",
+            ));
         }
         for (i, step) in self.preprocess.iter().enumerate() {
             if let PreprocessStep::Clamp { min, max } = step {

@@ -66,11 +66,23 @@ pub fn write_tensor(path: &Path, t: &Tensor) -> Result<(), InferError> {
         reason,
     };
     let r = match t.datum_type() {
-        DatumType::I64 => write_npy(path, &t.to_plain_array_view::<i64>().map_err(|e| err(e.to_string()))?),
-        DatumType::U8 => write_npy(path, &t.to_plain_array_view::<u8>().map_err(|e| err(e.to_string()))?),
+        DatumType::I64 => write_npy(
+            path,
+            &t.to_plain_array_view::<i64>()
+                .map_err(|e| err(e.to_string()))?,
+        ),
+        DatumType::U8 => write_npy(
+            path,
+            &t.to_plain_array_view::<u8>()
+                .map_err(|e| err(e.to_string()))?,
+        ),
         _ => {
             let f = t.cast_to::<f32>().map_err(|e| err(e.to_string()))?;
-            write_npy(path, &f.to_plain_array_view::<f32>().map_err(|e| err(e.to_string()))?)
+            write_npy(
+                path,
+                &f.to_plain_array_view::<f32>()
+                    .map_err(|e| err(e.to_string()))?,
+            )
         }
     };
     r.map_err(|e| err(e.to_string()))
@@ -96,7 +108,11 @@ impl InferOutput {
                 let data: Vec<f64> = t
                     .cast_to::<f64>()
                     .ok()
-                    .and_then(|f| f.to_plain_array_view::<f64>().ok().map(|v| v.iter().copied().collect()))
+                    .and_then(|f| {
+                        f.to_plain_array_view::<f64>()
+                            .ok()
+                            .map(|v| v.iter().copied().collect())
+                    })
                     .unwrap_or_default();
                 serde_json::json!({
                     "name": spec.name,
@@ -113,7 +129,10 @@ impl InferOutput {
 /// Runs `model` once on the .npy `inputs`, pinned to the files' shapes.
 pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, InferError> {
     let file = ModelFile::read(model)?;
-    let tensors = inputs.iter().map(|p| read_tensor(p)).collect::<Result<Vec<_>, _>>()?;
+    let tensors = inputs
+        .iter()
+        .map(|p| read_tensor(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let pins: Vec<InputPin> = tensors
         .iter()
         .map(|t| InputPin {

@@ -12,6 +12,8 @@
 //! decodes, and [`export`] writes ONNX models (the shipped ones are made
 //! with it).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod export;
 pub mod infer;
@@ -44,7 +46,11 @@ pub mod demo {
 
     /// The demo config, parsed.
     pub fn config() -> crate::Config {
-        crate::Config::parse(CONFIG, "embedded:examples/demo.toml", std::path::Path::new("."))
-            .expect("the shipped demo config is valid (tested)")
+        crate::Config::parse(
+            CONFIG,
+            "embedded:examples/demo.toml",
+            std::path::Path::new("."),
+        )
+        .expect("the shipped demo config is valid (tested)")
     }
 }

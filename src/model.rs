@@ -410,10 +410,17 @@ fn onnx_datum_type(code: i32) -> DatumType {
 pub fn shape_fits(dims: &[Option<usize>], shape: &[usize]) -> bool {
     dims.is_empty()
         || (dims.len() == shape.len()
-            && dims.iter().zip(shape).all(|(d, &n)| d.is_none_or(|m| m == n)))
+            && dims
+                .iter()
+                .zip(shape)
+                .all(|(d, &n)| d.is_none_or(|m| m == n)))
 }
 
-fn check_pins(origin: &str, declared: &[DeclaredInput], pins: &[InputPin]) -> Result<(), ModelError> {
+fn check_pins(
+    origin: &str,
+    declared: &[DeclaredInput],
+    pins: &[InputPin],
+) -> Result<(), ModelError> {
     if pins.len() != declared.len() {
         return Err(ModelError::Input {
             path: origin.into(),

@@ -21,7 +21,7 @@ use crate::schema::ResultRecord;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Sample, Source, SourceError};
 use crate::window::{shape_for, Window};
-use tract_onnx::prelude::{DatumType, Datum};
+use tract_onnx::prelude::{Datum, DatumType};
 
 /// Samples handed from the source thread to the inference thread at once
 /// when the source is not paced: one queue operation per sample would cost
@@ -167,17 +167,25 @@ pub fn prepare(
         )]);
     };
     let (chan_dim, size_dim) = match layout {
-        Layout::Ncw => (dims.get(1).copied().flatten(), dims.get(2).copied().flatten()),
-        Layout::Nwc => (dims.get(2).copied().flatten(), dims.get(1).copied().flatten()),
+        Layout::Ncw => (
+            dims.get(1).copied().flatten(),
+            dims.get(2).copied().flatten(),
+        ),
+        Layout::Nwc => (
+            dims.get(2).copied().flatten(),
+            dims.get(1).copied().flatten(),
+        ),
         Layout::Flat => (None, None),
     };
     let channels = source_channels
         .or_else(|| file.metadata(meta::CHANNELS).map(|v| meta_list(v).len()))
         .or(chan_dim)
-        .or(match (layout, dims.get(1).copied().flatten(), config.window.size) {
-            (Layout::Flat, Some(n), Some(size)) if size > 0 && n % size == 0 => Some(n / size),
-            _ => None,
-        })
+        .or(
+            match (layout, dims.get(1).copied().flatten(), config.window.size) {
+                (Layout::Flat, Some(n), Some(size)) if size > 0 && n % size == 0 => Some(n / size),
+                _ => None,
+            },
+        )
         .unwrap_or(1);
     let flat_size = match (layout, dims.get(1).copied().flatten()) {
         (Layout::Flat, Some(n)) if n % channels == 0 => Some(n / channels),
@@ -192,7 +200,10 @@ pub fn prepare(
     let Some(size) = size else {
         return Err(vec![config.problem(
             "window.size",
-            format!("expected a value: the model input {input} has no fixed length and no {} metadata", meta::WINDOW),
+            format!(
+                "expected a value: the model input {input} has no fixed length and no {} metadata",
+                meta::WINDOW
+            ),
         )]);
     };
     let hop = config
@@ -220,7 +231,11 @@ pub fn prepare(
     };
     let info = model.info().clone();
     let preprocess = Preprocess::build(config, channels, &info).map_err(|p| problems.extend(p));
-    let outputs: usize = info.outputs.first().map(|o| o.shape.iter().product()).unwrap_or(0);
+    let outputs: usize = info
+        .outputs
+        .first()
+        .map(|o| o.shape.iter().product())
+        .unwrap_or(0);
     let task = file.metadata(meta::TASK).unwrap_or("regress");
     let post_config = config.postprocess.clone().unwrap_or(match task {
         "classify" => PostprocessConfig::Classify {
@@ -248,7 +263,10 @@ pub fn prepare(
             if !labels.is_empty() && labels.len() != outputs {
                 problems.push(config.problem(
                     "postprocess.labels",
-                    format!("expected {outputs} labels (one per model output), found {}", labels.len()),
+                    format!(
+                        "expected {outputs} labels (one per model output), found {}",
+                        labels.len()
+                    ),
                 ));
             }
             if top_k > outputs {
@@ -330,8 +348,12 @@ impl Prepared {
         // The source thread is not joined: it may be blocked reading a pipe
         // that never closes, and must not hold up a shutdown.
         {
-            let (queue, stop, counters, source_error) =
-                (queue.clone(), stop.clone(), counters.clone(), source_error.clone());
+            let (queue, stop, counters, source_error) = (
+                queue.clone(),
+                stop.clone(),
+                counters.clone(),
+                source_error.clone(),
+            );
             std::thread::Builder::new()
                 .name("source".into())
                 .spawn(move || read_source(source, &queue, &stop, &counters, &source_error))
@@ -443,7 +465,11 @@ impl Prepared {
             .map_err(|_| PipelineError::Thread("inference thread panicked".into()))?;
         sink_result?;
         flushed?;
-        if let Some(e) = source_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(e) = source_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             return Err(e.into());
         }
         let c = &counters;
@@ -477,7 +503,10 @@ fn read_source(
             Ok(Some(sample)) => {
                 batch.push(sample);
                 if batch.len() >= chunk
-                    && !queue.push(std::mem::replace(&mut batch, Vec::with_capacity(chunk)), stop)
+                    && !queue.push(
+                        std::mem::replace(&mut batch, Vec::with_capacity(chunk)),
+                        stop,
+                    )
                 {
                     break;
                 }
@@ -500,13 +529,27 @@ fn read_source(
     queue.close();
 }
 
+/// A pipeline ready to run: its stages, source and sinks.
+pub struct Built {
+    /// The resolved stages.
+    pub prepared: Prepared,
+    /// The opened source.
+    pub source: Box<dyn Source>,
+    /// The opened sinks.
+    pub sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Built {
+    /// Runs it (see [`Prepared::run`]).
+    pub fn run(self, opts: &RunOptions) -> Result<Summary, PipelineError> {
+        self.prepared.run(self.source, self.sinks, opts)
+    }
+}
+
 /// Reads the config's model (or `embedded` bytes instead of its path),
 /// resolves everything and opens the source and sinks: one call from a
-/// config to a pipeline ready to [`Prepared::run`].
-pub fn build(
-    config: &Config,
-    embedded: Option<(&[u8], &str)>,
-) -> Result<(Prepared, Box<dyn Source>, Vec<Box<dyn Sink>>), BuildError> {
+/// config to a pipeline ready to run.
+pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, BuildError> {
     let file = match embedded {
         Some((bytes, name)) => ModelFile::from_bytes(bytes.to_vec(), name)?,
         None => ModelFile::read(&config.resolve(&config.model.path))?,
@@ -514,7 +557,11 @@ pub fn build(
     let source = crate::source::open(config)?;
     let prepared = prepare(config, &file, source.channels()).map_err(BuildError::Config)?;
     let sinks = crate::sink::open(config, &prepared.labels)?;
-    Ok((prepared, source, sinks))
+    Ok(Built {
+        prepared,
+        source,
+        sinks,
+    })
 }
 
 /// Why a pipeline could not be built.

@@ -5,15 +5,24 @@
 //! windows do not redo the work. Scale, standardize and min-max all compile
 //! to one per-channel affine map.
 
-use crate::config::{MissingPolicy, PerChannel, PreprocessStep};
 use crate::config::{Config, ConfigProblem};
+use crate::config::{MissingPolicy, PerChannel, PreprocessStep};
 use crate::model::{meta, ModelInfo};
 
 #[derive(Debug, Clone)]
 enum Step {
-    Affine { mul: Vec<f32>, add: Vec<f32> },
-    Clamp { min: f32, max: f32 },
-    Missing { policy: MissingPolicy, last: Vec<f32> },
+    Affine {
+        mul: Vec<f32>,
+        add: Vec<f32>,
+    },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
+    Missing {
+        policy: MissingPolicy,
+        last: Vec<f32>,
+    },
 }
 
 /// The compiled steps for a fixed channel count.
@@ -22,13 +31,21 @@ pub struct Preprocess {
     steps: Vec<Step>,
 }
 
-fn expand(v: &PerChannel, channels: usize, field: &str, config: &Config) -> Result<Vec<f32>, ConfigProblem> {
+fn expand(
+    v: &PerChannel,
+    channels: usize,
+    field: &str,
+    config: &Config,
+) -> Result<Vec<f32>, ConfigProblem> {
     match v {
         PerChannel::One(x) => Ok(vec![*x; channels]),
         PerChannel::Each(xs) if xs.len() == channels => Ok(xs.clone()),
         PerChannel::Each(xs) => Err(config.problem(
             field,
-            format!("expected one number or {channels} (one per channel), found {}", xs.len()),
+            format!(
+                "expected one number or {channels} (one per channel), found {}",
+                xs.len()
+            ),
         )),
     }
 }
@@ -42,7 +59,11 @@ fn meta_floats(info: &ModelInfo, key: &str) -> Option<Vec<f32>> {
 impl Preprocess {
     /// Compiles the config's steps for `channels` channels; missing
     /// standardize values come from the model's metadata.
-    pub fn build(config: &Config, channels: usize, info: &ModelInfo) -> Result<Self, Vec<ConfigProblem>> {
+    pub fn build(
+        config: &Config,
+        channels: usize,
+        info: &ModelInfo,
+    ) -> Result<Self, Vec<ConfigProblem>> {
         let mut steps = Vec::new();
         let mut problems = Vec::new();
         for (i, step) in config.preprocess.iter().enumerate() {
@@ -69,14 +90,23 @@ impl Preprocess {
                             format!("expected a value here or {key} in the model's metadata"),
                         )),
                     };
-                    let mean = mean.clone().map(Ok).unwrap_or_else(|| from_meta(meta::MEAN, "mean"));
-                    let std = std.clone().map(Ok).unwrap_or_else(|| from_meta(meta::STD, "std"));
+                    let mean = mean
+                        .clone()
+                        .map(Ok)
+                        .unwrap_or_else(|| from_meta(meta::MEAN, "mean"));
+                    let std = std
+                        .clone()
+                        .map(Ok)
+                        .unwrap_or_else(|| from_meta(meta::STD, "std"));
                     let mean = mean.and_then(|m| expand(&m, channels, &field("mean"), config));
                     let std = std.and_then(|s| expand(&s, channels, &field("std"), config));
                     match (mean, std) {
                         (Ok(mean), Ok(std)) => {
                             if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-                                problems.push(config.problem(&field("std"), "expected positive standard deviations"));
+                                problems.push(config.problem(
+                                    &field("std"),
+                                    "expected positive standard deviations",
+                                ));
                                 None
                             } else {
                                 Some(Step::Affine {
@@ -99,7 +129,10 @@ impl Preprocess {
                     ) {
                         (Ok(lo), Ok(hi)) => {
                             if lo.iter().zip(&hi).any(|(l, h)| h <= l) {
-                                problems.push(config.problem(&field("max"), "expected max > min for every channel"));
+                                problems.push(config.problem(
+                                    &field("max"),
+                                    "expected max > min for every channel",
+                                ));
                                 None
                             } else {
                                 Some(Step::Affine {
@@ -115,7 +148,10 @@ impl Preprocess {
                         }
                     }
                 }
-                PreprocessStep::Clamp { min, max } => Some(Step::Clamp { min: *min, max: *max }),
+                PreprocessStep::Clamp { min, max } => Some(Step::Clamp {
+                    min: *min,
+                    max: *max,
+                }),
                 PreprocessStep::Missing { policy } => Some(Step::Missing {
                     policy: *policy,
                     last: vec![0.0; channels],
@@ -191,7 +227,10 @@ mod tests {
             params: 0,
             macs: 0,
             flops: 0,
-            metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -255,7 +294,11 @@ mod tests {
         assert_eq!(v, [1.0, 1.0]);
         let errs = build("[[preprocess]]\nop = \"standardize\"\n", &[]).unwrap_err();
         assert_eq!(errs.len(), 2);
-        let errs = build("[[preprocess]]\nop = \"scale\"\nfactor = [1.0, 2.0, 3.0]\n", &[]).unwrap_err();
+        let errs = build(
+            "[[preprocess]]\nop = \"scale\"\nfactor = [1.0, 2.0, 3.0]\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(errs[0].field, "preprocess[0].factor");
     }
 }

@@ -101,7 +101,9 @@ impl ResultRecord {
     pub fn to_json(&self, labels: &[String]) -> serde_json::Value {
         use serde_json::json;
         let mut obj = json!({ "seq": self.seq, "ts_ms": self.ts_ms });
-        let map = obj.as_object_mut().expect("json! of an object is an object");
+        let map = obj
+            .as_object_mut()
+            .expect("json! of an object is an object");
         let label = |i: u32| labels.get(i as usize).cloned();
         match &self.result {
             Prediction::Class(c) => {
@@ -176,7 +178,8 @@ mod tests {
             0x02, 0xe9, 0x07, // seq 2, ts_ms 1001
             0x01, 0x01, 0x00, 0x00, 0x80, 0x3f, // Values, 1 value: 1.0
             0x03, 0xea, 0x07, // seq 3, ts_ms 1002
-            0x02, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x80, 0x3f, 0x01, // Anomaly 2.0 1.0 true
+            0x02, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x80, 0x3f,
+            0x01, // Anomaly 2.0 1.0 true
         ];
         assert_eq!(bytes, expected);
         assert_eq!(ResultBatch::from_postcard(&bytes).unwrap(), sample_batch());

@@ -270,13 +270,39 @@ fn bad_configs_exit_2_naming_file_field_and_expectation() {
     let model = repo("models/demo/model.onnx");
     let base = format!("[model]\npath = {model:?}\n[source]\nkind = \"simulated\"\n");
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("{base}[window]\nsizee = 3\n"), vec!["bad.toml", "window", "unknown field `sizee`"]),
-        (format!("{base}[window]\nsize = \"big\"\n"), vec!["bad.toml", "window.size", "expected"]),
-        (format!("{base}[window]\nsize = 10\n"), vec!["bad.toml", "window", "[1, 3, 10]", "'vibration' F32 [?, 3, 64]"]),
-        (format!("{base}[postprocess]\nkind = \"classify\"\nlabels = [\"a\"]\n"), vec!["postprocess.labels", "expected 2 labels"]),
-        ("[model]\npath = \"nowhere.onnx\"\n[source]\nkind = \"stdin\"\n".into(), vec!["nowhere.onnx", "cannot read model file"]),
-        (format!("{base}[source.extra]\n"), vec!["bad.toml", "source"]),
-        ("[model\n".into(), vec!["bad.toml", "line 1", "invalid TOML"]),
+        (
+            format!("{base}[window]\nsizee = 3\n"),
+            vec!["bad.toml", "window", "unknown field `sizee`"],
+        ),
+        (
+            format!("{base}[window]\nsize = \"big\"\n"),
+            vec!["bad.toml", "window.size", "expected"],
+        ),
+        (
+            format!("{base}[window]\nsize = 10\n"),
+            vec![
+                "bad.toml",
+                "window",
+                "[1, 3, 10]",
+                "'vibration' F32 [?, 3, 64]",
+            ],
+        ),
+        (
+            format!("{base}[postprocess]\nkind = \"classify\"\nlabels = [\"a\"]\n"),
+            vec!["postprocess.labels", "expected 2 labels"],
+        ),
+        (
+            "[model]\npath = \"nowhere.onnx\"\n[source]\nkind = \"stdin\"\n".into(),
+            vec!["nowhere.onnx", "cannot read model file"],
+        ),
+        (
+            format!("{base}[source.extra]\n"),
+            vec!["bad.toml", "source"],
+        ),
+        (
+            "[model\n".into(),
+            vec!["bad.toml", "line 1", "invalid TOML"],
+        ),
     ];
     for (body, needles) in cases {
         let cfg = write_config(tmp.path(), &body);
@@ -285,7 +311,9 @@ fn bad_configs_exit_2_naming_file_field_and_expectation() {
             assert_bad_input(&o, &needles);
         }
     }
-    let o = run(bin().args(["run", "--config"]).arg(tmp.path().join("absent.toml")));
+    let o = run(bin()
+        .args(["run", "--config"])
+        .arg(tmp.path().join("absent.toml")));
     assert_bad_input(&o, &["absent.toml", "cannot read"]);
 }
 
@@ -300,7 +328,10 @@ fn several_config_mistakes_are_reported_together() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     for field in ["colour", "model.path", "window.hop"] {
-        assert!(err.contains(&format!("bad.toml: {field}")), "{field} missing from {err}");
+        assert!(
+            err.contains(&format!("bad.toml: {field}")),
+            "{field} missing from {err}"
+        );
     }
     assert!(!err.contains("panicked"));
 }

@@ -90,12 +90,20 @@ fn random(shape: &[usize], seed: u64) -> Dense {
 
 #[test]
 fn mobilenet_style_cnn_runs_right() {
-    infer_vs_reference(&zoo::mobilenet_style(3).unwrap(), random(&[1, 3, 32, 32], 4), 1e-4);
+    infer_vs_reference(
+        &zoo::mobilenet_style(3).unwrap(),
+        random(&[1, 3, 32, 32], 4),
+        1e-4,
+    );
 }
 
 #[test]
 fn resnet_style_cnn_runs_right() {
-    infer_vs_reference(&zoo::resnet_style(5).unwrap(), random(&[1, 3, 16, 16], 6), 1e-4);
+    infer_vs_reference(
+        &zoo::resnet_style(5).unwrap(),
+        random(&[1, 3, 16, 16], 6),
+        1e-4,
+    );
 }
 
 #[test]
@@ -128,12 +136,17 @@ fn several_inputs_of_f32_i64_and_u8() {
         .arg("infer")
         .arg("--model")
         .arg(&m)
-        .args(["--input", "a.npy", "--input", "b.npy", "--input", "c.npy", "--json"])
+        .args([
+            "--input", "a.npy", "--input", "b.npy", "--input", "c.npy", "--json",
+        ])
         .current_dir(tmp.path()));
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["outputs"][0]["name"], "sum");
-    assert_eq!(v["outputs"][0]["data"], serde_json::json!([1.5, 2.25, 249.0]));
+    assert_eq!(
+        v["outputs"][0]["data"],
+        serde_json::json!([1.5, 2.25, 249.0])
+    );
     assert_eq!(v["outputs"][1]["dtype"], "I64");
     assert_eq!(
         v["outputs"][1]["data"],
@@ -169,7 +182,10 @@ fn cost_and_size_figures() {
     let bytes = std::fs::read(repo("models/seed-mlp/model.onnx")).unwrap();
     assert_eq!(info.file_size, bytes.len() as u64);
     use sha2::Digest;
-    assert_eq!(info.sha256, edgeinfer::model::hex(&sha2::Sha256::digest(&bytes)));
+    assert_eq!(
+        info.sha256,
+        edgeinfer::model::hex(&sha2::Sha256::digest(&bytes))
+    );
     let o = run(bin()
         .args(["check", "--model"])
         .arg(repo("models/seed-mlp/model.onnx")));
@@ -191,23 +207,46 @@ fn infer_rejects_bad_files_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let mlp = repo("models/seed-mlp/model.onnx");
     let infer = |model: &Path, input: &Path| {
-        run(bin().arg("infer").arg("--model").arg(model).arg("--input").arg(input))
+        run(bin()
+            .arg("infer")
+            .arg("--model")
+            .arg(model)
+            .arg("--input")
+            .arg(input))
     };
     let good_input = repo("models/seed-mlp/input.npy");
     let missing = tmp.path().join("nope.onnx");
-    assert_bad_input(&infer(&missing, &good_input), &["nope.onnx", "cannot read model file"]);
+    assert_bad_input(
+        &infer(&missing, &good_input),
+        &["nope.onnx", "cannot read model file"],
+    );
     let text = tmp.path().join("text.onnx");
     std::fs::write(&text, "this is not a model\n").unwrap();
-    assert_bad_input(&infer(&text, &good_input), &["text.onnx", "not an ONNX model"]);
+    assert_bad_input(
+        &infer(&text, &good_input),
+        &["text.onnx", "not an ONNX model"],
+    );
     let wrong_shape = tmp.path().join("wrong.npy");
     write_f32(&wrong_shape, &Dense::new(vec![1, 7], vec![0.0; 7]));
-    assert_bad_input(&infer(&mlp, &wrong_shape), &["seed-mlp", "input 0 ('x')", "[?, 10]", "[1, 7]"]);
+    assert_bad_input(
+        &infer(&mlp, &wrong_shape),
+        &["seed-mlp", "input 0 ('x')", "[?, 10]", "[1, 7]"],
+    );
     let wrong_type = tmp.path().join("ints.npy");
     use tract_onnx::prelude::tract_ndarray::arr2;
     ndarray_npy::write_npy(&wrong_type, &arr2(&[[1i64; 10]])).unwrap();
-    assert_bad_input(&infer(&mlp, &wrong_type), &["input 0 ('x')", "expected 'x' F32", "I64"]);
+    assert_bad_input(
+        &infer(&mlp, &wrong_type),
+        &["input 0 ('x')", "expected 'x' F32", "I64"],
+    );
     let not_npy = tmp.path().join("junk.npy");
     std::fs::write(&not_npy, "junk").unwrap();
-    assert_bad_input(&infer(&mlp, &not_npy), &["junk.npy", "expected a .npy file"]);
-    assert_bad_input(&infer(&mlp, &tmp.path().join("absent.npy")), &["absent.npy"]);
+    assert_bad_input(
+        &infer(&mlp, &not_npy),
+        &["junk.npy", "expected a .npy file"],
+    );
+    assert_bad_input(
+        &infer(&mlp, &tmp.path().join("absent.npy")),
+        &["absent.npy"],
+    );
 }

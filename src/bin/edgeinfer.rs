@@ -140,12 +140,12 @@ fn run_pipeline(
     embedded: Option<(&[u8], &str)>,
     count: Option<u64>,
 ) -> Result<(), Failure> {
-    let (prepared, source, sinks) = pipeline::build(config, embedded).map_err(bad_input)?;
+    let built = pipeline::build(config, embedded).map_err(bad_input)?;
     let stop = pipeline::stop_on_signals()
         .context("installing signal handlers")
         .map_err(|e| Failure(1, e))?;
-    let summary = prepared
-        .run(source, sinks, &RunOptions { count, stop })
+    let summary = built
+        .run(&RunOptions { count, stop })
         .map_err(|e| Failure(1, e.into()))?;
     log::info!("{}", serde_json::to_string(&summary).unwrap_or_default());
     let skipped = summary.bad_records + summary.bad_samples + summary.rejected_samples;
@@ -169,9 +169,12 @@ fn replay(
     count: Option<u64>,
 ) -> Result<(), Failure> {
     let mut config = load_config(config)?;
-    let cwd = std::env::current_dir().context("current directory").map_err(bad_input)?;
+    let cwd = std::env::current_dir()
+        .context("current directory")
+        .map_err(bad_input)?;
     let input = cwd.join(input);
-    config.source = edgeinfer::source::replay_config(&config, &input, realtime).map_err(bad_input)?;
+    config.source =
+        edgeinfer::source::replay_config(&config, &input, realtime).map_err(bad_input)?;
     config.sink = vec![match output {
         None => SinkConfig::Stdout {},
         Some(p) => SinkConfig::File {
@@ -186,7 +189,12 @@ fn replay(
     run_pipeline(&config, None, count)
 }
 
-fn infer(model: &Path, inputs: &[PathBuf], output: Option<&Path>, json: bool) -> Result<(), Failure> {
+fn infer(
+    model: &Path,
+    inputs: &[PathBuf],
+    output: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
     let out = edgeinfer::infer::infer_files(model, inputs).map_err(bad_input)?;
     if let Some(path) = output {
         let first = out

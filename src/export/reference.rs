@@ -38,7 +38,11 @@ fn err<T>(m: impl Into<String>) -> Result<T, RefError> {
 }
 
 fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i).unwrap_or(default)
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.i)
+        .unwrap_or(default)
 }
 
 fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
@@ -100,14 +104,29 @@ fn conv(node: &pb::NodeProto, x: &Dense, w: &Dense, b: Option<&Dense>) -> Result
     let spatial = x.shape.len() - 2;
     // Treat 1-D as 2-D with height 1: one loop nest serves both.
     let (n, c) = (x.shape[0], x.shape[1]);
-    let (h, wd) = if spatial == 1 { (1, x.shape[2]) } else { (x.shape[2], x.shape[3]) };
+    let (h, wd) = if spatial == 1 {
+        (1, x.shape[2])
+    } else {
+        (x.shape[2], x.shape[3])
+    };
     let (m, cg) = (w.shape[0], w.shape[1]);
-    let (kh, kw) = if spatial == 1 { (1, w.shape[2]) } else { (w.shape[2], w.shape[3]) };
+    let (kh, kw) = if spatial == 1 {
+        (1, w.shape[2])
+    } else {
+        (w.shape[2], w.shape[3])
+    };
     let groups = attr_i(node, "group", 1) as usize;
     let strides = attr_ints(node, "strides").unwrap_or(vec![1; spatial]);
     let pads = attr_ints(node, "pads").unwrap_or(vec![0; 2 * spatial]);
     let (sh, sw, ph0, pw0, ph1, pw1) = if spatial == 1 {
-        (1, strides[0] as usize, 0, pads[0] as usize, 0, pads[1] as usize)
+        (
+            1,
+            strides[0] as usize,
+            0,
+            pads[0] as usize,
+            0,
+            pads[1] as usize,
+        )
     } else {
         (
             strides[0] as usize,
@@ -140,7 +159,8 @@ fn conv(node: &pb::NodeProto, x: &Dense, w: &Dense, b: Option<&Dense>) -> Result
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
-                                let xv = x.data[((bi * c + ci) * h + iy as usize) * wd + ix as usize];
+                                let xv =
+                                    x.data[((bi * c + ci) * h + iy as usize) * wd + ix as usize];
                                 let wv = w.data[((oc * cg + ic) * kh + ky) * kw + kx];
                                 acc += xv * wv;
                             }
@@ -151,14 +171,22 @@ fn conv(node: &pb::NodeProto, x: &Dense, w: &Dense, b: Option<&Dense>) -> Result
             }
         }
     }
-    let shape = if spatial == 1 { vec![n, m, ow] } else { vec![n, m, oh, ow] };
+    let shape = if spatial == 1 {
+        vec![n, m, ow]
+    } else {
+        vec![n, m, oh, ow]
+    };
     Ok(Dense::new(shape, out))
 }
 
 fn pool(node: &pb::NodeProto, x: &Dense, max: bool, global: bool) -> Dense {
     let spatial = x.shape.len() - 2;
     let (n, c) = (x.shape[0], x.shape[1]);
-    let (h, w) = if spatial == 1 { (1, x.shape[2]) } else { (x.shape[2], x.shape[3]) };
+    let (h, w) = if spatial == 1 {
+        (1, x.shape[2])
+    } else {
+        (x.shape[2], x.shape[3])
+    };
     let (kh, kw, sh, sw) = if global {
         (h, w, 1, 1)
     } else {
@@ -186,13 +214,21 @@ fn pool(node: &pb::NodeProto, x: &Dense, max: bool, global: bool) -> Dense {
             }
         }
     }
-    let shape = if spatial == 1 { vec![n, c, ow] } else { vec![n, c, oh, ow] };
+    let shape = if spatial == 1 {
+        vec![n, c, ow]
+    } else {
+        vec![n, c, oh, ow]
+    };
     Dense::new(shape, out)
 }
 
 fn matmul(a: &Dense, b: &Dense, trans_b: bool) -> Result<Dense, RefError> {
     let (m, k) = (a.shape[0], a.shape[1]);
-    let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (k2, n) = if trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     if k != k2 {
         return err(format!("matmul: {:?} x {:?}", a.shape, b.shape));
     }
@@ -201,7 +237,11 @@ fn matmul(a: &Dense, b: &Dense, trans_b: bool) -> Result<Dense, RefError> {
         for j in 0..n {
             let mut acc = 0.0;
             for p in 0..k {
-                let bv = if trans_b { b.data[j * k + p] } else { b.data[p * n + j] };
+                let bv = if trans_b {
+                    b.data[j * k + p]
+                } else {
+                    b.data[p * n + j]
+                };
                 acc += a.data[i * k + p] * bv;
             }
             out[i * n + j] = acc;
@@ -220,7 +260,9 @@ fn softmax(x: &Dense, axis: i64) -> Dense {
     for o in 0..outer {
         for i in 0..inner {
             let idx = |d: usize| (o * dim + d) * inner + i;
-            let max = (0..dim).map(|d| data[idx(d)]).fold(f32::NEG_INFINITY, f32::max);
+            let max = (0..dim)
+                .map(|d| data[idx(d)])
+                .fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = (0..dim).map(|d| (data[idx(d)] - max).exp()).sum();
             for d in 0..dim {
                 data[idx(d)] = (data[idx(d)] - max).exp() / sum;
@@ -233,7 +275,10 @@ fn softmax(x: &Dense, axis: i64) -> Dense {
 /// Evaluates `model` on f32 `inputs` (in graph input order); returns the
 /// graph outputs in order.
 pub fn eval(model: &pb::ModelProto, inputs: &[Dense]) -> Result<Vec<Dense>, RefError> {
-    let graph = model.graph.as_ref().ok_or_else(|| RefError("no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| RefError("no graph".into()))?;
     let mut values: HashMap<String, Dense> = HashMap::new();
     for t in &graph.initializer {
         let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
@@ -247,10 +292,17 @@ pub fn eval(model: &pb::ModelProto, inputs: &[Dense]) -> Result<Vec<Dense>, RefE
         };
         values.insert(t.name.clone(), Dense::new(shape, data));
     }
-    let free: Vec<&pb::ValueInfoProto> =
-        graph.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
+    let free: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !values.contains_key(&i.name))
+        .collect();
     if free.len() != inputs.len() {
-        return err(format!("expected {} inputs, got {}", free.len(), inputs.len()));
+        return err(format!(
+            "expected {} inputs, got {}",
+            free.len(),
+            inputs.len()
+        ));
     }
     for (vi, x) in free.iter().zip(inputs) {
         values.insert(vi.name.clone(), x.clone());

@@ -41,7 +41,9 @@ pub const DEMO_CHANNELS: usize = 3;
 pub fn demo_feature(ncw: &[f32]) -> f32 {
     let per: f32 = ncw
         .chunks(DEMO_WINDOW)
-        .map(|ch| ch.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>() / (DEMO_WINDOW - 1) as f32)
+        .map(|ch| {
+            ch.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>() / (DEMO_WINDOW - 1) as f32
+        })
         .sum();
     per / DEMO_CHANNELS as f32
 }
@@ -52,7 +54,9 @@ pub fn simulated_windows(mode: SimMode, seed: u64, n: usize) -> Vec<Vec<f32>> {
     let mut w = Window::new(DEMO_WINDOW, DEMO_HOP, DEMO_CHANNELS, Layout::Ncw);
     let mut out = Vec::new();
     while out.len() < n {
-        let Ok(Some(s)) = src.next_sample() else { break };
+        let Ok(Some(s)) = src.next_sample() else {
+            break;
+        };
         if w.push(&s.values) {
             let mut buf = Vec::new();
             w.fill(&mut buf);
@@ -85,7 +89,11 @@ pub fn calibrate_demo(seed: u64, n: usize) -> (f32, f32, f32) {
 pub fn demo_cnn(threshold: f32, gain: f32) -> Result<ModelProto, ExportError> {
     let c = DEMO_CHANNELS;
     let mut g = GraphBuilder::new("demo_vibration_cnn");
-    let x = g.input("vibration", ElemType::F32, &[batch(), c.into(), DEMO_WINDOW.into()]);
+    let x = g.input(
+        "vibration",
+        ElemType::F32,
+        &[batch(), c.into(), DEMO_WINDOW.into()],
+    );
     let kernels: Vec<f32> = (0..c).flat_map(|_| [-1.0, 1.0, 1.0, -1.0]).collect();
     let d = g.conv(&x, c, 2 * c, &[2], 1, 0, c, kernels, vec![0.0; 2 * c])?;
     let d = g.relu(&d);
@@ -95,7 +103,13 @@ pub fn demo_cnn(threshold: f32, gain: f32) -> Result<ModelProto, ExportError> {
     let k = gain / c as f32;
     let mut w = vec![-k; 2 * c];
     w.extend(vec![k; 2 * c]);
-    let logits = g.gemm(&features, 2 * c, 2, w, vec![gain * threshold, -gain * threshold])?;
+    let logits = g.gemm(
+        &features,
+        2 * c,
+        2,
+        w,
+        vec![gain * threshold, -gain * threshold],
+    )?;
     let probs = g.softmax(&logits, 1);
     g.output(&probs, "probs", ElemType::F32, &[batch(), 2.into()]);
     g.metadata(meta::TASK, "classify");
@@ -117,14 +131,48 @@ fn he(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
 pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
     let mut rng = Rng::new(seed);
     let mut g = GraphBuilder::new("mobilenet_style");
-    let x = g.input("image", ElemType::F32, &[1.into(), 3.into(), 32.into(), 32.into()]);
-    let h = g.conv(&x, 3, 16, &[3, 3], 2, 1, 1, he(&mut rng, 16 * 27, 27), rng.normal_vec(16, 0.01))?;
+    let x = g.input(
+        "image",
+        ElemType::F32,
+        &[1.into(), 3.into(), 32.into(), 32.into()],
+    );
+    let h = g.conv(
+        &x,
+        3,
+        16,
+        &[3, 3],
+        2,
+        1,
+        1,
+        he(&mut rng, 16 * 27, 27),
+        rng.normal_vec(16, 0.01),
+    )?;
     let mut h = g.clip(&h, 0.0, 6.0);
     let mut ch = 16;
     for (out, stride) in [(32, 1), (64, 2)] {
-        let dw = g.conv(&h, ch, ch, &[3, 3], stride, 1, ch, he(&mut rng, ch * 9, 9), vec![0.0; ch])?;
+        let dw = g.conv(
+            &h,
+            ch,
+            ch,
+            &[3, 3],
+            stride,
+            1,
+            ch,
+            he(&mut rng, ch * 9, 9),
+            vec![0.0; ch],
+        )?;
         let dw = g.clip(&dw, 0.0, 6.0);
-        let pw = g.conv(&dw, ch, out, &[1, 1], 1, 0, 1, he(&mut rng, out * ch, ch), vec![0.0; out])?;
+        let pw = g.conv(
+            &dw,
+            ch,
+            out,
+            &[1, 1],
+            1,
+            0,
+            1,
+            he(&mut rng, out * ch, ch),
+            vec![0.0; out],
+        )?;
         h = g.clip(&pw, 0.0, 6.0);
         ch = out;
     }
@@ -142,12 +190,46 @@ pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
 pub fn resnet_style(seed: u64) -> Result<ModelProto, ExportError> {
     let mut rng = Rng::new(seed);
     let mut g = GraphBuilder::new("resnet_style");
-    let x = g.input("image", ElemType::F32, &[1.into(), 3.into(), 16.into(), 16.into()]);
-    let h = g.conv(&x, 3, 8, &[3, 3], 1, 1, 1, he(&mut rng, 8 * 27, 27), rng.normal_vec(8, 0.01))?;
+    let x = g.input(
+        "image",
+        ElemType::F32,
+        &[1.into(), 3.into(), 16.into(), 16.into()],
+    );
+    let h = g.conv(
+        &x,
+        3,
+        8,
+        &[3, 3],
+        1,
+        1,
+        1,
+        he(&mut rng, 8 * 27, 27),
+        rng.normal_vec(8, 0.01),
+    )?;
     let h = g.relu(&h);
-    let r = g.conv(&h, 8, 8, &[3, 3], 1, 1, 1, he(&mut rng, 8 * 72, 72), vec![0.0; 8])?;
+    let r = g.conv(
+        &h,
+        8,
+        8,
+        &[3, 3],
+        1,
+        1,
+        1,
+        he(&mut rng, 8 * 72, 72),
+        vec![0.0; 8],
+    )?;
     let r = g.relu(&r);
-    let r = g.conv(&r, 8, 8, &[3, 3], 1, 1, 1, he(&mut rng, 8 * 72, 72), vec![0.0; 8])?;
+    let r = g.conv(
+        &r,
+        8,
+        8,
+        &[3, 3],
+        1,
+        1,
+        1,
+        he(&mut rng, 8 * 72, 72),
+        vec![0.0; 8],
+    )?;
     let sum = g.add(&h, &r);
     let h = g.relu(&sum);
     let h = g.max_pool(&h, &[2, 2], 2);
@@ -166,7 +248,17 @@ pub fn cnn1d_mixed(seed: u64) -> Result<ModelProto, ExportError> {
     let mut g = GraphBuilder::new("cnn1d_mixed");
     let x = g.input("signal", ElemType::F32, &[batch(), 2.into(), 32.into()]);
     let n = g.normalize(&x, &[1, 2, 1], vec![0.5, -1.0], vec![2.0, 0.5]);
-    let h = g.conv(&n, 2, 4, &[3], 1, 1, 1, he(&mut rng, 24, 6), rng.normal_vec(4, 0.1))?;
+    let h = g.conv(
+        &n,
+        2,
+        4,
+        &[3],
+        1,
+        1,
+        1,
+        he(&mut rng, 24, 6),
+        rng.normal_vec(4, 0.1),
+    )?;
     let h = g.tanh(&h);
     let h = g.max_pool(&h, &[2], 2);
     let h = g.avg_pool(&h, &[2], 2);
@@ -209,7 +301,9 @@ pub fn simulated_csv(seed: u64, rows: usize) -> String {
     let mut src = SimulatedSource::new(100.0, DEMO_CHANNELS, SimMode::Alternate, 5.0, seed, false);
     let mut out = String::from("ts_ms,x,y,z\n");
     for i in 0..rows {
-        let Ok(Some(s)) = src.next_sample() else { break };
+        let Ok(Some(s)) = src.next_sample() else {
+            break;
+        };
         let v: Vec<String> = s.values.iter().map(|x| format!("{x:.5}")).collect();
         out.push_str(&format!("{},{}\n", i * 10, v.join(",")));
     }

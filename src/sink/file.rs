@@ -49,9 +49,11 @@ impl FileSink {
 impl Sink for FileSink {
     fn write(&mut self, record: &ResultRecord) -> Result<(), SinkError> {
         let r = match self.format {
-            FileFormat::Jsonl => serde_json::to_writer(&mut self.out, &record.to_json(&self.labels))
-                .map_err(std::io::Error::from)
-                .and_then(|_| self.out.write_all(b"\n")),
+            FileFormat::Jsonl => {
+                serde_json::to_writer(&mut self.out, &record.to_json(&self.labels))
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| self.out.write_all(b"\n"))
+            }
             FileFormat::Postcard => {
                 let bytes = postcard::to_stdvec(record).unwrap_or_default();
                 self.out

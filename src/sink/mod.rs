@@ -38,9 +38,11 @@ pub fn open(config: &Config, labels: &[String]) -> Result<Vec<Box<dyn Sink>>, Si
         .map(|s| -> Result<Box<dyn Sink>, SinkError> {
             Ok(match s {
                 SinkConfig::Stdout {} => Box::new(StdoutSink::new(labels.to_vec())),
-                SinkConfig::File { path, format } => {
-                    Box::new(FileSink::open(&config.resolve(path), *format, labels.to_vec())?)
-                }
+                SinkConfig::File { path, format } => Box::new(FileSink::open(
+                    &config.resolve(path),
+                    *format,
+                    labels.to_vec(),
+                )?),
             })
         })
         .collect()

@@ -121,7 +121,12 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>, SourceError> {
             args,
             format,
             fields,
-        } => Box::new(CommandSource::spawn(program, args, *format, fields.clone())?),
+        } => Box::new(CommandSource::spawn(
+            program,
+            args,
+            *format,
+            fields.clone(),
+        )?),
     })
 }
 

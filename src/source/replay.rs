@@ -47,7 +47,9 @@ impl ReplaySource {
             .map_err(|e| fatal(format!("cannot read header: {e}")))?;
         let names: Vec<&str> = header.trim().split(',').map(str::trim).collect();
         if header.trim().is_empty() {
-            return Err(fatal("expected a header line naming the columns, found an empty file".into()));
+            return Err(fatal(
+                "expected a header line naming the columns, found an empty file".into(),
+            ));
         }
         let find = |name: &str| {
             names.iter().position(|n| *n == name).ok_or_else(|| {

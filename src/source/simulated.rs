@@ -83,7 +83,9 @@ impl Source for SimulatedSource {
         self.index += 1;
         let t = i as f64 / self.rate_hz;
         let fault = self.is_fault(i);
-        let values = (0..self.channels).map(|c| self.value(c, t, fault)).collect();
+        let values = (0..self.channels)
+            .map(|c| self.value(c, t, fault))
+            .collect();
         Ok(Some(Sample {
             ts_ms: self.start_ms + (t * 1000.0) as u64,
             values,
