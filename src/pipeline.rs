@@ -2,12 +2,11 @@
 //! preprocess → model → postprocess → policy → sinks on their threads.
 //!
 //! Threads: the source reads on its own thread (it may block on a sensor or
-//! a pipe), inference runs on another, and the calling thread feeds the
-//! sinks. Shutdown (stop flag, `--count`, end of input) drains what was
+//! a pipe); the calling thread runs inference, policy and sinks. Sinks that
+//! talk to the network hand their messages to their own threads. Shutdown (stop flag, `--count`, end of input) drains what was
 //! already queued before returning.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -360,116 +359,85 @@ impl Prepared {
                 .map_err(|e| PipelineError::Thread(e.to_string()))?;
         }
 
-        let (tx, rx) = sync_channel::<ResultRecord>(queues.capacity.max(1) * CHUNK);
-        let infer = {
-            let (queue, stop, counters) = (queue.clone(), stop.clone(), counters.clone());
-            std::thread::Builder::new()
-                .name("inference".into())
-                .spawn(move || {
-                    let mut input = Vec::new();
-                    let mut seq = 0u64;
-                    let channels = window.channels();
-                    'outer: while let Some(batch) = queue.pop(&stop) {
-                        for mut s in batch {
-                            bump(&counters.samples);
-                            if s.values.len() != channels {
-                                bump(&counters.bad_samples);
-                                log::warn!(
-                                    "skipped sample at {} ms: expected {channels} channels, found {}",
-                                    s.ts_ms,
-                                    s.values.len()
-                                );
-                                continue;
-                            }
-                            if let Err(reason) = preprocess.apply(&mut s.values) {
-                                bump(&counters.rejected);
-                                log::warn!("rejected sample at {} ms: {reason}", s.ts_ms);
-                                continue;
-                            }
-                            if !window.push(&s.values) {
-                                continue;
-                            }
-                            window.fill(&mut input);
-                            let t0 = Instant::now();
-                            let output = model.run_f32(&input);
-                            counters
-                                .inference_ns
-                                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                            let output = match output {
-                                Ok(o) => o,
-                                Err(e) => {
-                                    bump(&counters.inference_errors);
-                                    log::error!("{e}");
-                                    continue;
-                                }
-                            };
-                            bump(&counters.inferences);
-                            let admitted = postprocess
-                                .apply(&input, &output)
-                                .filter(|p| policy.admit(s.ts_ms, p));
-                            let Some(result) = admitted else {
-                                bump(&counters.suppressed);
-                                continue;
-                            };
-                            let record = ResultRecord {
-                                seq,
-                                ts_ms: s.ts_ms,
-                                result,
-                            };
-                            seq += 1;
-                            if tx.send(record).is_err() {
-                                break 'outer;
-                            }
-                        }
-                    }
-                    // Unblocks a source waiting on a full queue.
-                    queue.close();
-                })
-                .map_err(|e| PipelineError::Thread(e.to_string()))?
-        };
-
+        // Inference, policy and sinks run on the calling thread: one hand-off
+        // per batch of samples, none per result.
+        let mut input = Vec::new();
+        let mut seq = 0u64;
         let mut emitted = 0u64;
-        let mut sink_result = Ok(());
-        'sinks: loop {
-            let record = match rx.try_recv() {
-                Ok(r) => r,
-                Err(TryRecvError::Empty) => {
-                    // Idle: a good moment to push buffered output out.
-                    if let Err(e) = sinks.iter_mut().try_for_each(|s| s.flush()) {
-                        sink_result = Err(e);
-                        break;
-                    }
-                    match rx.recv() {
-                        Ok(r) => r,
-                        Err(_) => break,
-                    }
+        let channels = window.channels();
+        let mut outcome: Result<(), PipelineError> = Ok(());
+        'outer: while let Some(batch) = queue.pop(&stop) {
+            for mut s in batch {
+                bump(&counters.samples);
+                if s.values.len() != channels {
+                    bump(&counters.bad_samples);
+                    log::warn!(
+                        "skipped sample at {} ms: expected {channels} channels, found {}",
+                        s.ts_ms,
+                        s.values.len()
+                    );
+                    continue;
                 }
-                Err(TryRecvError::Disconnected) => break,
-            };
-            for sink in sinks.iter_mut() {
-                if let Err(e) = sink.write(&record) {
-                    sink_result = Err(e);
-                    break 'sinks;
+                if let Err(reason) = preprocess.apply(&mut s.values) {
+                    bump(&counters.rejected);
+                    log::warn!("rejected sample at {} ms: {reason}", s.ts_ms);
+                    continue;
+                }
+                if !window.push(&s.values) {
+                    continue;
+                }
+                window.fill(&mut input);
+                let t0 = Instant::now();
+                let output = model.run_f32(&input);
+                counters
+                    .inference_ns
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                let output = match output {
+                    Ok(o) => o,
+                    Err(e) => {
+                        bump(&counters.inference_errors);
+                        log::error!("{e}");
+                        continue;
+                    }
+                };
+                bump(&counters.inferences);
+                let admitted = postprocess
+                    .apply(&input, &output)
+                    .filter(|p| policy.admit(s.ts_ms, p));
+                let Some(result) = admitted else {
+                    bump(&counters.suppressed);
+                    continue;
+                };
+                let record = ResultRecord {
+                    seq,
+                    ts_ms: s.ts_ms,
+                    result,
+                };
+                seq += 1;
+                if let Err(e) = sinks.iter_mut().try_for_each(|k| k.write(&record)) {
+                    outcome = Err(e.into());
+                    break 'outer;
+                }
+                emitted += 1;
+                if opts.count.is_some_and(|n| emitted >= n) {
+                    break 'outer;
                 }
             }
-            emitted += 1;
-            if opts.count.is_some_and(|n| emitted >= n) {
-                break;
+            if queue.is_empty() {
+                // Idle: a good moment to push buffered output out.
+                if let Err(e) = sinks.iter_mut().try_for_each(|k| k.flush()) {
+                    outcome = Err(e.into());
+                    break;
+                }
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let flushed = sinks.iter_mut().try_for_each(|s| s.flush());
-        drop(rx);
-        infer
-            .join()
-            .map_err(|_| PipelineError::Thread("inference thread panicked".into()))?;
-        sink_result?;
+        // Unblocks a source waiting on a full queue.
+        queue.close();
+        let flushed = sinks.iter_mut().try_for_each(|k| k.flush());
+        outcome?;
         flushed?;
-        if let Some(e) = source_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(e) = source_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Err(e.into());
         }
         let c = &counters;

@@ -114,6 +114,11 @@ impl<T> BoundedQueue<T> {
         }
     }
 
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
     /// No more pushes; consumers drain what is left.
     pub fn close(&self) {
         self.lock().closed = true;
