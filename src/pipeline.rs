@@ -27,6 +27,36 @@ use tract_onnx::prelude::{Datum, DatumType};
 /// more than a small model's forward pass.
 const CHUNK: usize = 64;
 
+/// Samples moved from the source thread to the inference thread in one
+/// hand-off, stored flat so the consumer touches no per-sample allocation.
+#[derive(Debug, Default)]
+struct Batch {
+    ts_ms: Vec<u64>,
+    /// Sample `i` is `values[ends[i - 1]..ends[i]]` (from 0 for the first).
+    ends: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl Batch {
+    fn with_capacity(samples: usize, channels: usize) -> Self {
+        Batch {
+            ts_ms: Vec::with_capacity(samples),
+            ends: Vec::with_capacity(samples),
+            values: Vec::with_capacity(samples * channels),
+        }
+    }
+
+    fn push(&mut self, s: &Sample) {
+        self.ts_ms.push(s.ts_ms);
+        self.values.extend_from_slice(&s.values);
+        self.ends.push(self.values.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ts_ms.len()
+    }
+}
+
 /// Everything a config resolves to, checked against the model and ready to run.
 #[derive(Debug)]
 pub struct Prepared {
@@ -340,7 +370,7 @@ impl Prepared {
         } = self;
         let stop = opts.stop.clone();
         let counters = Arc::new(Counters::default());
-        let queue: Arc<BoundedQueue<Vec<Sample>>> =
+        let queue: Arc<BoundedQueue<Batch>> =
             Arc::new(BoundedQueue::new(queues.capacity, queues.on_full));
         let source_error: Arc<Mutex<Option<SourceError>>> = Arc::default();
 
@@ -366,24 +396,28 @@ impl Prepared {
         let mut emitted = 0u64;
         let channels = window.channels();
         let mut outcome: Result<(), PipelineError> = Ok(());
-        'outer: while let Some(batch) = queue.pop(&stop) {
-            for mut s in batch {
-                bump(&counters.samples);
-                if s.values.len() != channels {
+        'outer: while let Some(mut batch) = queue.pop(&stop) {
+            counters
+                .samples
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for i in 0..batch.len() {
+                let start = if i == 0 { 0 } else { batch.ends[i - 1] };
+                let ts_ms = batch.ts_ms[i];
+                let values = &mut batch.values[start..batch.ends[i]];
+                if values.len() != channels {
                     bump(&counters.bad_samples);
                     log::warn!(
-                        "skipped sample at {} ms: expected {channels} channels, found {}",
-                        s.ts_ms,
-                        s.values.len()
+                        "skipped sample at {ts_ms} ms: expected {channels} channels, found {}",
+                        values.len()
                     );
                     continue;
                 }
-                if let Err(reason) = preprocess.apply(&mut s.values) {
+                if let Err(reason) = preprocess.apply(values) {
                     bump(&counters.rejected);
-                    log::warn!("rejected sample at {} ms: {reason}", s.ts_ms);
+                    log::warn!("rejected sample at {ts_ms} ms: {reason}");
                     continue;
                 }
-                if !window.push(&s.values) {
+                if !window.push(values) {
                     continue;
                 }
                 window.fill(&mut input);
@@ -403,16 +437,12 @@ impl Prepared {
                 bump(&counters.inferences);
                 let admitted = postprocess
                     .apply(&input, &output)
-                    .filter(|p| policy.admit(s.ts_ms, p));
+                    .filter(|p| policy.admit(ts_ms, p));
                 let Some(result) = admitted else {
                     bump(&counters.suppressed);
                     continue;
                 };
-                let record = ResultRecord {
-                    seq,
-                    ts_ms: s.ts_ms,
-                    result,
-                };
+                let record = ResultRecord { seq, ts_ms, result };
                 seq += 1;
                 if let Err(e) = sinks.iter_mut().try_for_each(|k| k.write(&record)) {
                     outcome = Err(e.into());
@@ -459,20 +489,21 @@ impl Prepared {
 
 fn read_source(
     mut source: Box<dyn Source>,
-    queue: &BoundedQueue<Vec<Sample>>,
+    queue: &BoundedQueue<Batch>,
     stop: &AtomicBool,
     counters: &Counters,
     error: &Mutex<Option<SourceError>>,
 ) {
     let chunk = if source.paced() { 1 } else { CHUNK };
-    let mut batch = Vec::with_capacity(chunk);
+    let channels = source.channels().unwrap_or(1);
+    let mut batch = Batch::with_capacity(chunk, channels);
     while !stop.load(Ordering::Relaxed) {
         match source.next_sample() {
             Ok(Some(sample)) => {
-                batch.push(sample);
+                batch.push(&sample);
                 if batch.len() >= chunk
                     && !queue.push(
-                        std::mem::replace(&mut batch, Vec::with_capacity(chunk)),
+                        std::mem::replace(&mut batch, Batch::with_capacity(chunk, channels)),
                         stop,
                     )
                 {
@@ -491,7 +522,7 @@ fn read_source(
             }
         }
     }
-    if !batch.is_empty() {
+    if batch.len() > 0 {
         queue.push(batch, stop);
     }
     queue.close();

@@ -1,21 +1,25 @@
 //! The window stage: a sliding window of samples laid out as the model's
 //! input tensor.
 
-use std::collections::VecDeque;
-
 use crate::config::Layout;
 
 /// A sliding window of `size` samples that is ready every `hop` samples.
+///
+/// Each value is stored twice, `size` apart, in the layout's own order, so
+/// the current window is always one contiguous run per channel (NCW) or one
+/// run in all (NWC, flat): a push is a few stores and filling the model's
+/// input is plain copies, with no wrap-around and no transposing.
 #[derive(Debug, Clone)]
 pub struct Window {
     size: usize,
     hop: usize,
     channels: usize,
     layout: Layout,
-    /// Time-major values of the last `size` samples.
-    buf: VecDeque<f32>,
+    buf: Vec<f32>,
+    /// Next write position in 0..size; also where the oldest sample sits.
+    pos: usize,
+    seen: usize,
     since_ready: usize,
-    primed: bool,
 }
 
 impl Window {
@@ -26,9 +30,10 @@ impl Window {
             hop,
             channels,
             layout,
-            buf: VecDeque::with_capacity(size * channels),
+            buf: vec![0.0; 2 * size * channels],
+            pos: 0,
+            seen: 0,
             since_ready: 0,
-            primed: false,
         }
     }
 
@@ -60,16 +65,27 @@ impl Window {
     /// Adds one sample (exactly `channels` values); true when a window is ready.
     pub fn push(&mut self, values: &[f32]) -> bool {
         debug_assert_eq!(values.len(), self.channels);
-        if self.buf.len() == self.size * self.channels {
-            self.buf.drain(..self.channels);
+        let (n, p) = (self.size, self.pos);
+        match self.layout {
+            Layout::Ncw => {
+                for (c, v) in values.iter().enumerate() {
+                    let base = c * 2 * n;
+                    self.buf[base + p] = *v;
+                    self.buf[base + p + n] = *v;
+                }
+            }
+            Layout::Nwc | Layout::Flat => {
+                let ch = self.channels;
+                self.buf[p * ch..(p + 1) * ch].copy_from_slice(values);
+                self.buf[(p + n) * ch..(p + n + 1) * ch].copy_from_slice(values);
+            }
         }
-        self.buf.extend(values.iter().copied());
-        if self.buf.len() < self.size * self.channels {
+        self.pos = if p + 1 == n { 0 } else { p + 1 };
+        self.seen += 1;
+        if self.seen < n {
             return false;
         }
-        if !self.primed {
-            self.primed = true;
-            self.since_ready = 0;
+        if self.seen == n {
             return true;
         }
         self.since_ready += 1;
@@ -84,14 +100,17 @@ impl Window {
     /// Writes the current window into `out` in the model's layout.
     pub fn fill(&self, out: &mut Vec<f32>) {
         out.clear();
+        let (n, p) = (self.size, self.pos);
         match self.layout {
-            Layout::Nwc | Layout::Flat => out.extend(self.buf.iter().copied()),
             Layout::Ncw => {
-                out.resize(self.size * self.channels, 0.0);
-                for (i, v) in self.buf.iter().enumerate() {
-                    let (t, c) = (i / self.channels, i % self.channels);
-                    out[c * self.size + t] = *v;
+                for c in 0..self.channels {
+                    let base = c * 2 * n + p;
+                    out.extend_from_slice(&self.buf[base..base + n]);
                 }
+            }
+            Layout::Nwc | Layout::Flat => {
+                let ch = self.channels;
+                out.extend_from_slice(&self.buf[p * ch..(p + n) * ch]);
             }
         }
     }
@@ -138,5 +157,31 @@ mod tests {
         nwc.fill(&mut out);
         assert_eq!(out, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(nwc.shape(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn matches_a_plain_slice_of_history_over_many_wraps() {
+        for layout in [Layout::Ncw, Layout::Nwc, Layout::Flat] {
+            let (size, hop, ch) = (4, 3, 3);
+            let mut w = Window::new(size, hop, ch, layout);
+            let mut history: Vec<Vec<f32>> = Vec::new();
+            let mut out = vec![];
+            let mut windows = 0;
+            for i in 0..50 {
+                let s: Vec<f32> = (0..ch).map(|c| (i * 10 + c) as f32).collect();
+                history.push(s.clone());
+                if w.push(&s) {
+                    windows += 1;
+                    w.fill(&mut out);
+                    let last = &history[history.len() - size..];
+                    let want: Vec<f32> = match layout {
+                        Layout::Ncw => (0..ch).flat_map(|c| last.iter().map(move |s| s[c])).collect(),
+                        _ => last.iter().flatten().copied().collect(),
+                    };
+                    assert_eq!(out, want, "{layout:?} at sample {i}");
+                }
+            }
+            assert_eq!(windows, 1 + (50 - size) / hop);
+        }
     }
 }
