@@ -55,6 +55,15 @@ pub struct Config {
     /// Queues between the pipeline's threads.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The MQTT broker connection, used by `mqtt` sources and sinks.
+    #[serde(default)]
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// Store-and-forward of result messages awaiting the broker's PUBACK.
+    #[serde(default)]
+    pub outbox: crate::outbox::OutboxConfig,
+    /// A broker inside this process, for boards with no broker on the network.
+    #[serde(default)]
+    pub broker: BrokerConfig,
     /// Directory relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -138,6 +147,14 @@ pub enum SourceConfig {
         /// Reads per second.
         #[serde(default = "default_poll_rate")]
         rate_hz: f64,
+    },
+    /// Messages on MQTT topics (the connection is `[mqtt]`).
+    Mqtt {
+        /// Topic filters and their payload formats.
+        topics: Vec<crate::mqtt::Subscription>,
+        /// Channels per sample, when the payloads do not make it obvious.
+        #[serde(default)]
+        channels: Option<usize>,
     },
     /// A child process whose stdout lines are samples.
     Command {
@@ -358,16 +375,44 @@ pub enum AnomalyScore {
     Reconstruction,
 }
 
-/// `[policy]`: which results are emitted.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+/// `[policy]`: which results are emitted (rules combine; see `policy.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Emit a classification only when the class differs from the last emitted one.
+    /// Emit only when the class (or the anomaly verdict) changes.
     #[serde(default)]
     pub on_change: bool,
+    /// Emit only when a value moved by more than this since the last emitted result.
+    #[serde(default)]
+    pub deadband: Option<f32>,
+    /// Emit only when a value moved by more than this fraction of its last emitted value.
+    #[serde(default)]
+    pub deadband_relative: Option<f32>,
     /// Emit at most one result per this many milliseconds of sample time.
     #[serde(default)]
     pub min_interval_ms: Option<u64>,
+    /// Emit the latest result at least this often (ms) even when unchanged.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// Fold results into one summary record per this many milliseconds.
+    #[serde(default)]
+    pub summary_ms: Option<u64>,
+    /// MQTT: most records in one result message.
+    #[serde(default = "default_batch_records")]
+    pub batch_max_records: usize,
+    /// MQTT: longest a record waits for its message to fill, in milliseconds.
+    #[serde(default)]
+    pub batch_max_ms: u64,
+}
+
+fn default_batch_records() -> usize {
+    1
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 /// One `[[sink]]`, selected by `kind`.
@@ -376,6 +421,13 @@ pub struct PolicyConfig {
 pub enum SinkConfig {
     /// JSON lines on standard output.
     Stdout {},
+    /// Result messages on `<prefix>/result` through the outbox (the
+    /// connection is `[mqtt]`; batching is `[policy] batch_*`).
+    Mqtt {
+        /// `postcard` (compact, versioned) or `json` (the same types, for debugging).
+        #[serde(default)]
+        encoding: Encoding,
+    },
     /// Appended to a file.
     File {
         /// The file, relative to the config file; created when missing.
@@ -384,6 +436,29 @@ pub enum SinkConfig {
         #[serde(default)]
         format: FileFormat,
     },
+}
+
+/// Encodings of MQTT result messages.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// A postcard `ResultBatch`.
+    #[default]
+    Postcard,
+    /// The same `ResultBatch` as JSON.
+    Json,
+}
+
+/// `[broker]`: the embedded MQTT broker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Start a broker in this process beside the pipeline.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Address it listens on; default `0.0.0.0:1883`.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// Encodings of the file sink.
@@ -445,6 +520,9 @@ const SECTIONS: &[&str] = &[
     "policy",
     "sink",
     "pipeline",
+    "mqtt",
+    "outbox",
+    "broker",
 ];
 
 impl Config {
@@ -528,6 +606,22 @@ impl Config {
             Ok(config)
         } else {
             Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Points the config at `url` (from `--broker` or `EDGEINFER_BROKER`):
+    /// sets `[mqtt] broker` and adds an `mqtt` sink when there is none, so
+    /// results are published as well as written where the config says.
+    pub fn use_broker(&mut self, url: &str) {
+        self.mqtt.get_or_insert_with(Default::default).broker = url.to_string();
+        if !self
+            .sink
+            .iter()
+            .any(|s| matches!(s, SinkConfig::Mqtt { .. }))
+        {
+            self.sink.push(SinkConfig::Mqtt {
+                encoding: Encoding::default(),
+            });
         }
     }
 
@@ -618,6 +712,31 @@ impl Config {
         if let Some(PostprocessConfig::Classify { top_k: 0, .. }) = self.postprocess {
             p.push(self.problem("postprocess.top_k", "expected at least 1, found 0"));
         }
+        if self.policy.batch_max_records == 0 {
+            p.push(self.problem("policy.batch_max_records", "expected at least 1, found 0"));
+        }
+        if let SourceConfig::Mqtt { topics, .. } = &self.source {
+            if topics.is_empty() {
+                p.push(self.problem("source.topics", "expected at least one topic filter"));
+            }
+        }
+        if let Some(m) = &self.mqtt {
+            if let Err(e) = crate::mqtt::BrokerUrl::parse(&m.broker) {
+                p.push(self.problem("mqtt.broker", e));
+            }
+            if !(m.keep_alive_s == 0.0 || (m.keep_alive_s.is_finite() && m.keep_alive_s >= 1.0)) {
+                p.push(self.problem(
+                    "mqtt.keep_alive_s",
+                    format!(
+                        "expected 0 (off) or at least 1 second, found {}",
+                        m.keep_alive_s
+                    ),
+                ));
+            }
+            if m.qos > 2 {
+                p.push(self.problem("mqtt.qos", format!("expected 0, 1 or 2, found {}", m.qos)));
+            }
+        }
         if self.sink.is_empty() {
             p.push(self.problem("sink", "expected at least one [[sink]]"));
         }
@@ -681,6 +800,21 @@ fn section_check(single: toml::Table, key: &str) -> Result<(), (String, String)>
     struct Pipeline {
         pipeline: Option<PipelineConfig>,
     }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Mqtt {
+        mqtt: Option<crate::mqtt::MqttConfig>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct OutboxSection {
+        outbox: Option<crate::outbox::OutboxConfig>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Broker {
+        broker: Option<BrokerConfig>,
+    }
     match key {
         "device_id" => run::<DeviceId>(single),
         "model" => run::<Model>(single),
@@ -691,6 +825,9 @@ fn section_check(single: toml::Table, key: &str) -> Result<(), (String, String)>
         "policy" => run::<Policy>(single),
         "sink" => run::<Sink>(single),
         "pipeline" => run::<Pipeline>(single),
+        "mqtt" => run::<Mqtt>(single),
+        "outbox" => run::<OutboxSection>(single),
+        "broker" => run::<Broker>(single),
         _ => Ok(()),
     }
 }

@@ -14,10 +14,14 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod config;
 pub mod export;
 pub mod infer;
 pub mod model;
+pub mod mqtt;
+pub mod outbox;
 pub mod pipeline;
 pub mod policy;
 pub mod postprocess;

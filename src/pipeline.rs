@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigProblem, Layout, PipelineConfig, PostprocessConfig};
 use crate::model::{meta, meta_list, shape_fits, InputPin, Model, ModelFile};
@@ -35,6 +35,8 @@ struct Batch {
     /// Sample `i` is `values[ends[i - 1]..ends[i]]` (from 0 for the first).
     ends: Vec<usize>,
     values: Vec<f32>,
+    /// Records the source could not parse, for the error reports.
+    errors: Vec<String>,
 }
 
 impl Batch {
@@ -43,6 +45,7 @@ impl Batch {
             ts_ms: Vec::with_capacity(samples),
             ends: Vec::with_capacity(samples),
             values: Vec::with_capacity(samples * channels),
+            errors: Vec::new(),
         }
     }
 
@@ -74,6 +77,8 @@ pub struct Prepared {
     pub labels: Vec<String>,
     /// Queue settings.
     pub queues: PipelineConfig,
+    /// Sequence number of the first result (continues an earlier run's).
+    pub first_seq: u64,
 }
 
 /// Errors while running.
@@ -333,6 +338,7 @@ pub fn prepare(
             policy: Policy::new(&config.policy),
             labels,
             queues: config.pipeline.clone(),
+            first_seq: 0,
         }),
         _ => Err(problems),
     }
@@ -366,6 +372,7 @@ impl Prepared {
             postprocess,
             mut policy,
             queues,
+            first_seq,
             ..
         } = self;
         let stop = opts.stop.clone();
@@ -392,11 +399,33 @@ impl Prepared {
         // Inference, policy and sinks run on the calling thread: one hand-off
         // per batch of samples, none per result.
         let mut input = Vec::new();
-        let mut seq = 0u64;
+        let mut seq = first_seq;
         let mut emitted = 0u64;
         let channels = window.channels();
         let mut outcome: Result<(), PipelineError> = Ok(());
-        'outer: while let Some(mut batch) = queue.pop(&stop) {
+        let mut stage = Latencies::default();
+        let mut next_metrics = Instant::now();
+        'outer: loop {
+            if next_metrics <= Instant::now() {
+                next_metrics = Instant::now() + Duration::from_secs(1);
+                let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+                sinks.iter_mut().for_each(|k| k.metrics(&m));
+            }
+            let mut batch = match queue.pop_timeout(&stop, Duration::from_millis(50)) {
+                Ok(b) => b,
+                Err(true) => break,
+                Err(false) => {
+                    // Nothing came: time-based batching still has to send.
+                    if let Err(e) = sinks.iter_mut().try_for_each(|k| k.flush()) {
+                        outcome = Err(e.into());
+                        break;
+                    }
+                    continue;
+                }
+            };
+            for reason in &batch.errors {
+                sinks.iter_mut().for_each(|k| k.report(reason));
+            }
             counters
                 .samples
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -406,15 +435,19 @@ impl Prepared {
                 let values = &mut batch.values[start..batch.ends[i]];
                 if values.len() != channels {
                     bump(&counters.bad_samples);
-                    log::warn!(
-                        "skipped sample at {ts_ms} ms: expected {channels} channels, found {}",
+                    let reason = format!(
+                        "sample at {ts_ms} ms: expected {channels} channels, found {}",
                         values.len()
                     );
+                    log::warn!("skipped {reason}");
+                    sinks.iter_mut().for_each(|k| k.report(&reason));
                     continue;
                 }
                 if let Err(reason) = preprocess.apply(values) {
                     bump(&counters.rejected);
-                    log::warn!("rejected sample at {ts_ms} ms: {reason}");
+                    let reason = format!("sample at {ts_ms} ms: {reason}");
+                    log::warn!("rejected {reason}");
+                    sinks.iter_mut().for_each(|k| k.report(&reason));
                     continue;
                 }
                 if !window.push(values) {
@@ -423,9 +456,9 @@ impl Prepared {
                 window.fill(&mut input);
                 let t0 = Instant::now();
                 let output = model.run_f32(&input);
-                counters
-                    .inference_ns
-                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                let model_ns = t0.elapsed().as_nanos() as u64;
+                counters.inference_ns.fetch_add(model_ns, Ordering::Relaxed);
+                stage.model.record(model_ns / 1000);
                 let output = match output {
                     Ok(o) => o,
                     Err(e) => {
@@ -435,19 +468,19 @@ impl Prepared {
                     }
                 };
                 bump(&counters.inferences);
-                let admitted = postprocess
+                let t1 = Instant::now();
+                let offered = postprocess
                     .apply(&input, &output)
-                    .filter(|p| policy.admit(ts_ms, p));
-                let Some(result) = admitted else {
+                    .and_then(|p| policy.offer(ts_ms, p));
+                let Some((ts_ms, result)) = offered else {
                     bump(&counters.suppressed);
                     continue;
                 };
-                let record = ResultRecord { seq, ts_ms, result };
-                seq += 1;
-                if let Err(e) = sinks.iter_mut().try_for_each(|k| k.write(&record)) {
+                if let Err(e) = emit(&mut sinks, &mut seq, ts_ms, result) {
                     outcome = Err(e.into());
                     break 'outer;
                 }
+                stage.output.record(t1.elapsed().as_micros() as u64);
                 emitted += 1;
                 if opts.count.is_some_and(|n| emitted >= n) {
                     break 'outer;
@@ -461,13 +494,25 @@ impl Prepared {
                 }
             }
         }
+        if outcome.is_ok() && opts.count.is_none_or(|n| emitted < n) {
+            if let Some((ts_ms, result)) = policy.finish() {
+                outcome = emit(&mut sinks, &mut seq, ts_ms, result).map_err(Into::into);
+                emitted += 1;
+            }
+        }
         stop.store(true, Ordering::Relaxed);
         // Unblocks a source waiting on a full queue.
         queue.close();
-        let flushed = sinks.iter_mut().try_for_each(|k| k.flush());
+        let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+        sinks.iter_mut().for_each(|k| k.metrics(&m));
+        let closed = sinks.iter_mut().try_for_each(|k| k.close());
         outcome?;
-        flushed?;
-        if let Some(e) = source_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        closed?;
+        if let Some(e) = source_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             return Err(e.into());
         }
         let c = &counters;
@@ -485,6 +530,78 @@ impl Prepared {
             inference_us: get(&c.inference_ns) / 1000,
         })
     }
+}
+
+/// Recent latencies of one stage, in microseconds.
+#[derive(Debug, Default)]
+struct Ring {
+    values: Vec<u64>,
+    next: usize,
+}
+
+impl Ring {
+    const CAP: usize = 1024;
+
+    fn record(&mut self, v: u64) {
+        if self.values.len() < Self::CAP {
+            self.values.push(v);
+        } else {
+            self.values[self.next] = v;
+            self.next = (self.next + 1) % Self::CAP;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Latencies {
+    /// The forward pass.
+    model: Ring,
+    /// Postprocess, policy and sinks.
+    output: Ring,
+}
+
+fn metrics_json(
+    c: &Counters,
+    l: &Latencies,
+    channels: usize,
+    emitted: u64,
+    dropped: u64,
+) -> serde_json::Value {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let pct = |r: &Ring, p: f64| crate::mqtt::percentile(&r.values, p);
+    serde_json::json!({
+        "samples": get(&c.samples),
+        "inferences": get(&c.inferences),
+        "results": emitted,
+        "errors": get(&c.bad_records) + get(&c.bad_samples) + get(&c.rejected) + get(&c.inference_errors),
+        "bad_records": get(&c.bad_records),
+        "bad_samples": get(&c.bad_samples),
+        "rejected_samples": get(&c.rejected),
+        "inference_errors": get(&c.inference_errors),
+        "suppressed": get(&c.suppressed),
+        "dropped_batches": dropped,
+        // What streaming the raw samples would have cost, as f32 values.
+        "bytes_in_sensor": get(&c.samples) * channels as u64 * 4,
+        "latency_model_p50_us": pct(&l.model, 0.5),
+        "latency_model_p99_us": pct(&l.model, 0.99),
+        "latency_output_p50_us": pct(&l.output, 0.5),
+        "latency_output_p99_us": pct(&l.output, 0.99),
+    })
+}
+
+fn emit(
+    sinks: &mut [Box<dyn Sink>],
+    seq: &mut u64,
+    ts_ms: u64,
+    result: crate::schema::Prediction,
+) -> Result<(), SinkError> {
+    let record = ResultRecord {
+        seq: *seq,
+        ts_ms,
+        result,
+    };
+    *seq += 1;
+    sinks.iter_mut().try_for_each(|k| k.write(&record))
 }
 
 fn read_source(
@@ -514,6 +631,15 @@ fn read_source(
             Err(e) if e.is_recoverable() => {
                 bump(&counters.bad_records);
                 log::warn!("skipped: {e}");
+                batch.errors.push(e.to_string());
+                if chunk == 1
+                    && !queue.push(
+                        std::mem::replace(&mut batch, Batch::with_capacity(chunk, channels)),
+                        stop,
+                    )
+                {
+                    break;
+                }
             }
             Err(e) => {
                 log::error!("{e}");
@@ -522,13 +648,13 @@ fn read_source(
             }
         }
     }
-    if batch.len() > 0 {
+    if batch.len() > 0 || !batch.errors.is_empty() {
         queue.push(batch, stop);
     }
     queue.close();
 }
 
-/// A pipeline ready to run: its stages, source and sinks.
+/// A pipeline ready to run: its stages, source, sinks and MQTT link.
 pub struct Built {
     /// The resolved stages.
     pub prepared: Prepared,
@@ -536,30 +662,130 @@ pub struct Built {
     pub source: Box<dyn Source>,
     /// The opened sinks.
     pub sinks: Vec<Box<dyn Sink>>,
+    /// The broker connection, when a source or sink uses MQTT.
+    pub link: Option<crate::mqtt::Link>,
 }
 
 impl Built {
-    /// Runs it (see [`Prepared::run`]).
+    /// Runs it (see [`Prepared::run`]), then gives the outbox its grace
+    /// period to drain and closes the link.
     pub fn run(self, opts: &RunOptions) -> Result<Summary, PipelineError> {
-        self.prepared.run(self.source, self.sinks, opts)
+        let Built {
+            prepared,
+            source,
+            sinks,
+            mut link,
+        } = self;
+        let result = prepared.run(source, sinks, opts);
+        if let Some(l) = link.as_mut() {
+            l.close();
+        }
+        result
     }
 }
 
+/// Where the outbox lives: `[outbox] dir` (relative to the config file),
+/// else systemd's `$STATE_DIRECTORY`, else
+/// `~/.local/state/edgeinfer/<device_id>`, each with `outbox/` below.
+pub fn outbox_dir(config: &Config) -> std::path::PathBuf {
+    if let Some(d) = &config.outbox.dir {
+        return config.resolve(d);
+    }
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+        return std::path::PathBuf::from(d).join("outbox");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => std::path::PathBuf::from(h)
+            .join(".local/state/edgeinfer")
+            .join(&config.device_id)
+            .join("outbox"),
+        None => config.resolve(std::path::Path::new("edgeinfer-outbox")),
+    }
+}
+
+/// The retained JSON of `<prefix>/info`.
+pub fn info_json(config: &Config, prepared: &Prepared) -> String {
+    let info = prepared.model.info();
+    let encoding = config.sink.iter().find_map(|s| match s {
+        crate::config::SinkConfig::Mqtt { encoding } => {
+            Some(format!("{encoding:?}").to_lowercase())
+        }
+        _ => None,
+    });
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "device": config.device_id,
+        "schema_version": crate::schema::SCHEMA_VERSION,
+        "encoding": encoding,
+        "model": info.origin,
+        "model_sha256": info.sha256,
+        "inputs": info.inputs,
+        "outputs": info.outputs,
+        "labels": prepared.labels,
+        "window": {
+            "size": prepared.window.size(),
+            "hop": prepared.window.hop(),
+            "channels": prepared.window.channels(),
+            "layout": format!("{:?}", prepared.window.layout()).to_lowercase(),
+        },
+    })
+    .to_string()
+}
+
 /// Reads the config's model (or `embedded` bytes instead of its path),
-/// resolves everything and opens the source and sinks: one call from a
-/// config to a pipeline ready to run.
+/// resolves everything, starts the MQTT link when needed and opens the
+/// source and sinks: one call from a config to a pipeline ready to run.
 pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, BuildError> {
+    use crate::config::{SinkConfig, SourceConfig};
     let file = match embedded {
         Some((bytes, name)) => ModelFile::from_bytes(bytes.to_vec(), name)?,
         None => ModelFile::read(&config.resolve(&config.model.path))?,
     };
-    let source = crate::source::open(config)?;
-    let prepared = prepare(config, &file, source.channels()).map_err(BuildError::Config)?;
-    let sinks = crate::sink::open(config, &prepared.labels)?;
+    let channels = crate::source::static_channels(config)?;
+    let mut prepared = prepare(config, &file, channels).map_err(BuildError::Config)?;
+    let mqtt_sink = config
+        .sink
+        .iter()
+        .any(|s| matches!(s, SinkConfig::Mqtt { .. }));
+    let subscriptions = match &config.source {
+        SourceConfig::Mqtt { topics, .. } => topics.clone(),
+        _ => vec![],
+    };
+    let mut link = None;
+    let mut seq_file = None;
+    if mqtt_sink || !subscriptions.is_empty() {
+        let dir = outbox_dir(config);
+        let mut outbox = config.outbox.clone();
+        outbox.dir = Some(dir.clone());
+        if mqtt_sink {
+            let f = dir.join("next_seq");
+            prepared.first_seq = crate::sink::saved_seq(&f);
+            seq_file = Some(f);
+        }
+        link = Some(
+            crate::mqtt::Link::start(crate::mqtt::LinkSetup {
+                config: config.mqtt.clone().unwrap_or_default(),
+                device_id: config.device_id.clone(),
+                base_dir: config.base_dir.clone(),
+                outbox,
+                subscriptions,
+                info: info_json(config, &prepared),
+            })
+            .map_err(|e| match e {
+                crate::mqtt::MqttError::Config { field, message } => {
+                    BuildError::Config(vec![config.problem(&field, message)])
+                }
+                other => BuildError::Mqtt(other),
+            })?,
+        );
+    }
+    let source = crate::source::open(config, link.as_mut())?;
+    let sinks = crate::sink::open(config, &prepared.labels, link.as_ref(), seq_file)?;
     Ok(Built {
         prepared,
         source,
         sinks,
+        link,
     })
 }
 
@@ -578,4 +804,7 @@ pub enum BuildError {
     /// A sink could not open.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The MQTT link could not start.
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }

@@ -1,45 +1,182 @@
-//! The policy stage: which results are emitted.
+//! The policy stage: which results are emitted, and in what form.
+//!
+//! Rules combine: a result passes when it *changed* (its class changed with
+//! `on_change`, a value moved past the `deadband`; every result counts as
+//! changed when neither is set) or a `heartbeat` is due, and at least
+//! `min_interval_ms` passed since the last one. With `summary_ms`, passing
+//! results are folded into one summary record per period instead. Times are
+//! sample times, so a replay behaves as it would have live.
 
 use crate::config::PolicyConfig;
-use crate::schema::Prediction;
+use crate::schema::{Prediction, SummaryResult};
 
-/// Decides per result whether it is emitted; all configured rules must agree.
+/// Decides per result whether (and as what) it is emitted.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    on_change: bool,
-    min_interval_ms: Option<u64>,
-    last_class: Option<u32>,
+    config: PolicyConfig,
+    last: Option<Prediction>,
     last_emit_ms: Option<u64>,
+    summary: Option<Fold>,
+}
+
+#[derive(Debug, Clone)]
+struct Fold {
+    from_ts_ms: u64,
+    last_ts_ms: u64,
+    count: u32,
+    class_counts: Vec<(u32, u32)>,
+    sum: Vec<f64>,
+    min: Vec<f32>,
+    max: Vec<f32>,
+}
+
+/// The numbers a deadband and a summary look at.
+fn values(p: &Prediction) -> Vec<f32> {
+    match p {
+        Prediction::Class(c) => vec![c.score],
+        Prediction::Values(v) => v.clone(),
+        Prediction::Anomaly(a) => vec![a.score],
+        Prediction::Summary(s) => s.mean.clone(),
+    }
+}
+
+impl Fold {
+    fn new(ts: u64) -> Self {
+        Fold {
+            from_ts_ms: ts,
+            last_ts_ms: ts,
+            count: 0,
+            class_counts: vec![],
+            sum: vec![],
+            min: vec![],
+            max: vec![],
+        }
+    }
+
+    fn add(&mut self, ts: u64, p: &Prediction) {
+        self.count += 1;
+        self.last_ts_ms = ts;
+        if let Prediction::Class(c) = p {
+            match self.class_counts.binary_search_by_key(&c.class, |e| e.0) {
+                Ok(i) => self.class_counts[i].1 += 1,
+                Err(i) => self.class_counts.insert(i, (c.class, 1)),
+            }
+        }
+        let v = values(p);
+        if self.sum.len() != v.len() {
+            self.sum = vec![0.0; v.len()];
+            self.min = vec![f32::INFINITY; v.len()];
+            self.max = vec![f32::NEG_INFINITY; v.len()];
+        }
+        for (i, x) in v.iter().enumerate() {
+            self.sum[i] += *x as f64;
+            self.min[i] = self.min[i].min(*x);
+            self.max[i] = self.max[i].max(*x);
+        }
+    }
+
+    fn finish(self) -> (u64, Prediction) {
+        let n = self.count.max(1) as f64;
+        (
+            self.last_ts_ms,
+            Prediction::Summary(SummaryResult {
+                count: self.count,
+                from_ts_ms: self.from_ts_ms,
+                class_counts: self.class_counts,
+                mean: self.sum.iter().map(|s| (s / n) as f32).collect(),
+                min: self.min,
+                max: self.max,
+            }),
+        )
+    }
 }
 
 impl Policy {
     /// A policy from `[policy]`.
     pub fn new(config: &PolicyConfig) -> Self {
         Policy {
-            on_change: config.on_change,
-            min_interval_ms: config.min_interval_ms,
-            last_class: None,
+            config: config.clone(),
+            last: None,
             last_emit_ms: None,
+            summary: None,
         }
     }
 
-    /// True when the result at `ts_ms` should be emitted.
-    pub fn admit(&mut self, ts_ms: u64, prediction: &Prediction) -> bool {
-        if let (true, Prediction::Class(c)) = (self.on_change, prediction) {
-            if self.last_class == Some(c.class) {
-                return false;
+    fn changed(&self, p: &Prediction) -> bool {
+        let Some(last) = &self.last else { return true };
+        let c = &self.config;
+        if !c.on_change && c.deadband.is_none() && c.deadband_relative.is_none() {
+            return true;
+        }
+        if c.on_change {
+            match (last, p) {
+                (Prediction::Class(a), Prediction::Class(b)) if a.class != b.class => return true,
+                (Prediction::Anomaly(a), Prediction::Anomaly(b)) if a.anomalous != b.anomalous => {
+                    return true
+                }
+                _ => {}
             }
         }
-        if let (Some(min), Some(last)) = (self.min_interval_ms, self.last_emit_ms) {
-            if ts_ms.saturating_sub(last) < min {
-                return false;
+        if c.deadband.is_some() || c.deadband_relative.is_some() {
+            let (old, new) = (values(last), values(p));
+            if old.len() != new.len() {
+                return true;
             }
+            return old.iter().zip(&new).any(|(o, n)| {
+                let d = (n - o).abs();
+                c.deadband.is_some_and(|a| d > a)
+                    || c.deadband_relative.is_some_and(|r| d > r * o.abs())
+            });
         }
-        if let Prediction::Class(c) = prediction {
-            self.last_class = Some(c.class);
+        false
+    }
+
+    /// Offers the result at `ts_ms`; returns what to emit now, if anything.
+    pub fn offer(&mut self, ts_ms: u64, p: Prediction) -> Option<(u64, Prediction)> {
+        let since = self.last_emit_ms.map(|l| ts_ms.saturating_sub(l));
+        let heartbeat = match (self.config.heartbeat_ms, since) {
+            (Some(h), Some(s)) => s >= h,
+            _ => false,
+        };
+        let spaced = match (self.config.min_interval_ms, since) {
+            (Some(m), Some(s)) => s >= m,
+            _ => true,
+        };
+        if !(spaced && (heartbeat || self.changed(&p))) {
+            return self.summary_due(ts_ms);
         }
         self.last_emit_ms = Some(ts_ms);
-        true
+        let Some(period) = self.config.summary_ms else {
+            self.last = Some(p.clone());
+            return Some((ts_ms, p));
+        };
+        let fold = self.summary.get_or_insert_with(|| Fold::new(ts_ms));
+        let due = ts_ms.saturating_sub(fold.from_ts_ms) >= period;
+        let out = if due {
+            self.summary.take().map(Fold::finish)
+        } else {
+            None
+        };
+        self.summary
+            .get_or_insert_with(|| Fold::new(ts_ms))
+            .add(ts_ms, &p);
+        self.last = Some(p);
+        out
+    }
+
+    fn summary_due(&mut self, ts_ms: u64) -> Option<(u64, Prediction)> {
+        let period = self.config.summary_ms?;
+        let f = self.summary.as_ref()?;
+        (ts_ms.saturating_sub(f.from_ts_ms) >= period)
+            .then(|| self.summary.take().map(Fold::finish))?
+    }
+
+    /// At the end of the stream: the partial summary, if one is open.
+    pub fn finish(&mut self) -> Option<(u64, Prediction)> {
+        self.summary
+            .take()
+            .filter(|f| f.count > 0)
+            .map(Fold::finish)
     }
 }
 
@@ -56,22 +193,99 @@ mod tests {
         })
     }
 
-    #[test]
-    fn every_by_default() {
-        let mut p = Policy::new(&PolicyConfig::default());
-        assert!((0..3).all(|i| p.admit(i, &class(0))));
+    fn run(config: PolicyConfig, input: &[(u64, Prediction)]) -> Vec<(u64, Prediction)> {
+        let mut p = Policy::new(&config);
+        let mut out: Vec<(u64, Prediction)> = input
+            .iter()
+            .filter_map(|(t, x)| p.offer(*t, x.clone()))
+            .collect();
+        out.extend(p.finish());
+        out
+    }
+
+    fn ts(out: &[(u64, Prediction)]) -> Vec<u64> {
+        out.iter().map(|o| o.0).collect()
     }
 
     #[test]
-    fn on_change_and_min_interval() {
-        let mut p = Policy::new(&PolicyConfig {
+    fn every_by_default() {
+        let input: Vec<_> = (0..3).map(|i| (i, class(0))).collect();
+        assert_eq!(ts(&run(PolicyConfig::default(), &input)), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn on_change_with_min_interval_and_heartbeat() {
+        let input: Vec<_> = [
+            (0, 0),
+            (10, 0),
+            (20, 1),
+            (150, 1),
+            (160, 0),
+            (300, 0),
+            (1400, 0),
+        ]
+        .iter()
+        .map(|&(t, c)| (t, class(c)))
+        .collect();
+        let c = PolicyConfig {
             on_change: true,
             min_interval_ms: Some(100),
-        });
-        let got: Vec<bool> = [(0, 0), (10, 0), (20, 1), (150, 1), (160, 0), (300, 0)]
+            ..Default::default()
+        };
+        assert_eq!(ts(&run(c.clone(), &input)), vec![0, 150, 300]);
+        let c = PolicyConfig {
+            heartbeat_ms: Some(1000),
+            ..c
+        };
+        assert_eq!(ts(&run(c, &input)), vec![0, 150, 300, 1400]);
+    }
+
+    #[test]
+    fn deadband_absolute_and_relative() {
+        let v = |x: f32| Prediction::Values(vec![x]);
+        let input = vec![
+            (0, v(10.0)),
+            (1, v(10.4)),
+            (2, v(10.6)),
+            (3, v(11.0)),
+            (4, v(12.0)),
+        ];
+        let abs = PolicyConfig {
+            deadband: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(ts(&run(abs, &input)), vec![0, 2, 4]);
+        let rel = PolicyConfig {
+            deadband_relative: Some(0.1),
+            ..Default::default()
+        };
+        assert_eq!(ts(&run(rel, &input)), vec![0, 4]);
+    }
+
+    #[test]
+    fn summary_folds_each_period() {
+        let input: Vec<_> = [(0, 0), (400, 1), (900, 1), (1000, 0), (1500, 1)]
             .iter()
-            .map(|&(t, c)| p.admit(t, &class(c)))
+            .map(|&(t, c)| (t, class(c)))
             .collect();
-        assert_eq!(got, vec![true, false, false, true, false, true]);
+        let c = PolicyConfig {
+            summary_ms: Some(1000),
+            ..Default::default()
+        };
+        let out = run(c, &input);
+        assert_eq!(out.len(), 2);
+        let Prediction::Summary(s) = &out[0].1 else {
+            panic!()
+        };
+        assert_eq!((s.count, s.from_ts_ms, out[0].0), (3, 0, 900));
+        assert_eq!(s.class_counts, vec![(0, 1), (1, 2)]);
+        assert_eq!(
+            (s.mean.clone(), s.min.clone(), s.max.clone()),
+            (vec![1.0], vec![1.0], vec![1.0])
+        );
+        let Prediction::Summary(s) = &out[1].1 else {
+            panic!()
+        };
+        assert_eq!((s.count, s.from_ts_ms), (2, 1000));
     }
 }

@@ -119,6 +119,32 @@ impl<T> BoundedQueue<T> {
         self.lock().items.is_empty()
     }
 
+    /// Like [`pop`](Self::pop), but gives up after `timeout`:
+    /// `Err(true)` when the queue is done, `Err(false)` on timeout.
+    pub fn pop_timeout(&self, stop: &AtomicBool, timeout: Duration) -> Result<T, bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if let Some(item) = g.items.pop_front() {
+                drop(g);
+                self.not_full.notify_one();
+                return Ok(item);
+            }
+            if g.closed || stop.load(Ordering::Relaxed) {
+                return Err(true);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(false);
+            }
+            g = self
+                .not_empty
+                .wait_timeout(g, (deadline - now).min(POLL))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// No more pushes; consumers drain what is left.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -42,6 +42,59 @@ pub enum Prediction {
     Values(Vec<f32>),
     /// An anomaly score against a threshold.
     Anomaly(AnomalyResult),
+    /// Many results folded into one (the `summary` policy).
+    Summary(SummaryResult),
+}
+
+/// What a `summary` record says about the results of one period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryResult {
+    /// Results folded in.
+    pub count: u32,
+    /// Timestamp of the first folded result.
+    pub from_ts_ms: u64,
+    /// Per class: (class index, results of that class), by class index.
+    pub class_counts: Vec<(u32, u32)>,
+    /// Per value (class score, regression value or anomaly score): mean.
+    pub mean: Vec<f32>,
+    /// Per value: minimum.
+    pub min: Vec<f32>,
+    /// Per value: maximum.
+    pub max: Vec<f32>,
+}
+
+/// Samples sent over MQTT by one edgeinfer device to another (the `postcard`
+/// payload format of the `mqtt` source).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorFrame {
+    /// [`SCHEMA_VERSION`] of the encoder.
+    pub version: u16,
+    /// (milliseconds since the epoch, one value per channel), oldest first.
+    pub samples: Vec<(u64, Vec<f32>)>,
+}
+
+impl SensorFrame {
+    /// A frame of the current version.
+    pub fn new(samples: Vec<(u64, Vec<f32>)>) -> Self {
+        SensorFrame {
+            version: SCHEMA_VERSION,
+            samples,
+        }
+    }
+
+    /// Postcard bytes of the frame.
+    pub fn to_postcard(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes postcard bytes, checking the schema version.
+    pub fn from_postcard(bytes: &[u8]) -> Result<Self, SchemaError> {
+        let frame: SensorFrame = postcard::from_bytes(bytes)?;
+        if frame.version != SCHEMA_VERSION {
+            return Err(SchemaError::Version(frame.version));
+        }
+        Ok(frame)
+    }
 }
 
 /// The winning class and the runners-up.
@@ -121,6 +174,19 @@ impl ResultRecord {
                 map.insert("score".into(), json!(a.score));
                 map.insert("threshold".into(), json!(a.threshold));
                 map.insert("anomalous".into(), json!(a.anomalous));
+            }
+            Prediction::Summary(s) => {
+                map.insert("summary".into(), json!(s.count));
+                map.insert("from_ts_ms".into(), json!(s.from_ts_ms));
+                let counts: serde_json::Map<String, serde_json::Value> = s
+                    .class_counts
+                    .iter()
+                    .map(|(c, n)| (label(*c).unwrap_or_else(|| c.to_string()), json!(n)))
+                    .collect();
+                map.insert("class_counts".into(), serde_json::Value::Object(counts));
+                map.insert("mean".into(), json!(s.mean));
+                map.insert("min".into(), json!(s.min));
+                map.insert("max".into(), json!(s.max));
             }
         }
         obj

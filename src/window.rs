@@ -175,7 +175,9 @@ mod tests {
                     w.fill(&mut out);
                     let last = &history[history.len() - size..];
                     let want: Vec<f32> = match layout {
-                        Layout::Ncw => (0..ch).flat_map(|c| last.iter().map(move |s| s[c])).collect(),
+                        Layout::Ncw => (0..ch)
+                            .flat_map(|c| last.iter().map(move |s| s[c]))
+                            .collect(),
                         _ => last.iter().flatten().copied().collect(),
                     };
                     assert_eq!(out, want, "{layout:?} at sample {i}");

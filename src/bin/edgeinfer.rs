@@ -31,6 +31,20 @@ enum Cmd {
         /// Stop after this many results.
         #[arg(long)]
         count: Option<u64>,
+        /// Publish results to this broker (mqtt://HOST:PORT, mqtts:// for TLS),
+        /// overriding [mqtt] broker.
+        #[arg(long, env = "EDGEINFER_BROKER")]
+        broker: Option<String>,
+    },
+    /// Run an MQTT broker in this process (no TLS), until Ctrl-C.
+    #[cfg(feature = "broker")]
+    Broker {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
     },
     /// One forward pass on .npy inputs; writes the first output as .npy or prints JSON.
     Infer {
@@ -88,8 +102,14 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => run(None, None),
-        Some(Cmd::Run { config, count }) => run(config.as_deref(), count),
+        None => run(None, None, std::env::var("EDGEINFER_BROKER").ok()),
+        Some(Cmd::Run {
+            config,
+            count,
+            broker,
+        }) => run(config.as_deref(), count, broker),
+        #[cfg(feature = "broker")]
+        Some(Cmd::Broker { port, bind }) => broker(&bind, port),
         Some(Cmd::Infer {
             model,
             inputs,
@@ -124,15 +144,45 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(bad_input)
 }
 
-fn run(config: Option<&Path>, count: Option<u64>) -> Result<(), Failure> {
-    let (config, embedded) = match config {
+fn run(config: Option<&Path>, count: Option<u64>, broker: Option<String>) -> Result<(), Failure> {
+    let (mut config, embedded) = match config {
         Some(p) => (load_config(p)?, None),
         None => (
             edgeinfer::demo::config(),
             Some((edgeinfer::demo::MODEL, edgeinfer::demo::MODEL_NAME)),
         ),
     };
+    if let Some(url) = broker.filter(|u| !u.is_empty()) {
+        config.use_broker(&url);
+    }
     run_pipeline(&config, embedded, count)
+}
+
+#[cfg(feature = "broker")]
+fn broker(bind: &str, port: u16) -> Result<(), Failure> {
+    let addr = edgeinfer::broker::parse_listen(&format!("{bind}:{port}")).map_err(bad_input)?;
+    eprintln!("edgeinfer: broker listening on {addr}");
+    edgeinfer::broker::run(addr).map_err(|e| Failure(1, e.into()))
+}
+
+/// Starts `[broker] embedded = true` before the pipeline connects to it.
+fn start_embedded_broker(config: &Config) -> Result<(), Failure> {
+    if !config.broker.embedded {
+        return Ok(());
+    }
+    #[cfg(feature = "broker")]
+    {
+        let listen = config.broker.listen.as_deref().unwrap_or("0.0.0.0:1883");
+        let addr = edgeinfer::broker::parse_listen(listen)
+            .map_err(|e| bad_input(anyhow!("{}: {e}", config.origin)))?;
+        edgeinfer::broker::spawn(addr).map_err(|e| Failure(1, e.into()))?;
+        Ok(())
+    }
+    #[cfg(not(feature = "broker"))]
+    Err(bad_input(anyhow!(
+        "{}: broker.embedded: this build has no embedded broker (feature `broker`)",
+        config.origin
+    )))
 }
 
 fn run_pipeline(
@@ -140,6 +190,7 @@ fn run_pipeline(
     embedded: Option<(&[u8], &str)>,
     count: Option<u64>,
 ) -> Result<(), Failure> {
+    start_embedded_broker(config)?;
     let built = pipeline::build(config, embedded).map_err(bad_input)?;
     let stop = pipeline::stop_on_signals()
         .context("installing signal handlers")

@@ -3,7 +3,8 @@
 
 mod command;
 mod file_poll;
-mod lines;
+pub mod lines;
+mod mqtt;
 mod replay;
 mod simulated;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use command::CommandSource;
 pub use file_poll::FilePollSource;
 pub use lines::{parse_line, LineSource};
+pub use mqtt::MqttSource;
 pub use replay::ReplaySource;
 pub use simulated::SimulatedSource;
 
@@ -72,9 +74,24 @@ pub trait Source: Send {
     fn paced(&self) -> bool;
 }
 
-/// Opens the source a config describes.
-pub fn open(config: &Config) -> Result<Box<dyn Source>, SourceError> {
+/// Opens the source a config describes; an `mqtt` source reads from `link`.
+pub fn open(
+    config: &Config,
+    link: Option<&mut crate::mqtt::Link>,
+) -> Result<Box<dyn Source>, SourceError> {
     Ok(match &config.source {
+        SourceConfig::Mqtt { topics, channels } => {
+            let rx = link
+                .and_then(|l| l.take_samples())
+                .ok_or_else(|| SourceError::Fatal {
+                    origin: "mqtt".into(),
+                    reason: "no MQTT link to read from".into(),
+                })?;
+            Box::new(MqttSource::new(
+                rx,
+                channels.or_else(|| mqtt_channels(topics)),
+            ))
+        }
         SourceConfig::Simulated {
             rate_hz,
             channels,
@@ -232,6 +249,13 @@ pub fn static_channels(config: &Config) -> Result<Option<usize>, SourceError> {
         SourceConfig::Stdin { fields, .. } | SourceConfig::Command { fields, .. } => {
             (!fields.is_empty()).then_some(fields.len())
         }
-        SourceConfig::Replay { .. } => open(config)?.channels(),
+        SourceConfig::Mqtt { topics, channels } => channels.or_else(|| mqtt_channels(topics)),
+        SourceConfig::Replay { .. } => open(config, None)?.channels(),
     })
+}
+
+/// Channels implied by the topics' JSON `fields`, when they agree.
+fn mqtt_channels(topics: &[crate::mqtt::Subscription]) -> Option<usize> {
+    let first = topics.first()?.fields.len();
+    (first > 0 && topics.iter().all(|t| t.fields.len() == first)).then_some(first)
 }
