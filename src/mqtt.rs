@@ -899,8 +899,8 @@ impl Worker {
             Err(reason) => {
                 c.bad_payloads.fetch_add(1, Ordering::Relaxed);
                 let reason = format!("{topic}: {reason}");
-                log::warn!("mqtt: skipped payload: {reason}");
-                self.shared.report_error(&reason);
+                // Counted, logged and published on the error topic by the
+                // pipeline, like any bad record.
                 let _ = self.samples.send(Err(reason));
             }
         }

@@ -2,6 +2,8 @@
 //! files, .npy I/O and process plumbing.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
