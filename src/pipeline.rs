@@ -407,7 +407,7 @@ impl Prepared {
         let mut next_metrics = Instant::now();
         'outer: loop {
             if next_metrics <= Instant::now() {
-                next_metrics = Instant::now() + Duration::from_secs(1);
+                next_metrics = Instant::now() + Duration::from_millis(250);
                 let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
                 sinks.iter_mut().for_each(|k| k.metrics(&m));
             }

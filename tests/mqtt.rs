@@ -409,7 +409,7 @@ fn simulated_mlp(device_id: &str, rate: f64, broker_url: &str, backoff_min: u64)
         "device_id = \"{device_id}\"\n[model]\npath = {}\n[source]\nkind = \"simulated\"\nchannels = 10\n\
          rate_hz = {rate}\n[window]\nsize = 1\nlayout = \"flat\"\n[[sink]]\nkind = \"mqtt\"\n\
          [mqtt]\nbroker = \"{broker_url}\"\nreconnect_min_ms = {backoff_min}\nreconnect_max_ms = 1000\n\
-         grace_s = 30.0\n[outbox]\ndir = \"outbox\"\n",
+         grace_s = 30.0\nmetrics_interval_s = 0.3\n[outbox]\ndir = \"outbox\"\n",
         model("seed-mlp")
     )
 }
@@ -507,13 +507,145 @@ fn status_is_retained_online_and_the_last_will_says_offline() {
         (&b"online"[..], true)
     );
     assert!(late.on("/info")[0].retain);
+    late.wait_for(T, |m| {
+        m.iter().any(|m| {
+            m.topic.ends_with("/metrics")
+                && serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["inferences"].as_u64() > Some(0)
+        })
+    });
     dev.kill().unwrap();
     dev.wait().unwrap();
     late.wait_for(T, |m| {
         m.iter()
             .any(|m| m.topic.ends_with("/status") && m.payload == b"offline")
     });
-    // Metrics came every 60 s by default: none yet, so check the counters
-    // another way: the subscriber saw results.
     assert!(!first.on("/result").is_empty());
+    let metrics = late.on("/metrics");
+    let m: serde_json::Value = serde_json::from_slice(&metrics.last().unwrap().payload).unwrap();
+    for key in [
+        "inferences",
+        "results",
+        "errors",
+        "outbox_depth",
+        "acked",
+        "bytes_in_sensor",
+        "bytes_published",
+        "latency_model_p50_us",
+        "latency_model_p99_us",
+        "puback_p99_us",
+    ] {
+        assert!(m.get(key).is_some_and(|v| v.is_u64()), "{key} missing in {m}");
+    }
+    assert!(m["inferences"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["acked"].as_u64().unwrap() > 0, "{m}");
+}
+
+fn sh(dir: &Path, script: &str) {
+    let o = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn tls_with_username_and_password_against_mosquitto() {
+    let certs = tempfile::tempdir().unwrap();
+    sh(
+        certs.path(),
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=edgeinfer test CA' 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost' 2>/dev/null
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf 2>/dev/null
+         mosquitto_passwd -b -c passwd device 's3cret pass'
+         mosquitto_passwd -b passwd reader r3ader",
+    );
+    let plain = common::broker::free_port();
+    let c = certs.path().to_path_buf();
+    let broker = Broker::start_with(|_, port| {
+        format!(
+            // `user root`: as root Mosquitto would otherwise switch to its own
+            // user, which cannot read the test's private files.
+            "user root\nper_listener_settings false\nallow_anonymous false\npassword_file {}\n\
+             listener {plain} 127.0.0.1\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            c.join("passwd").display(),
+            c.join("ca.crt").display(),
+            c.join("server.crt").display(),
+            c.join("server.key").display()
+        )
+    });
+    if !broker.is_mosquitto() {
+        eprintln!(
+            "skipped: TLS needs Mosquitto (CI sets EDGEINFER_TEST_BROKER=mosquitto to require it)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("password"), "s3cret pass\n").unwrap();
+    let cfg = write_cfg(
+        dir.path(),
+        &format!(
+            "device_id = \"tls\"\n[model]\npath = {}\n[source]\nkind = \"simulated\"\nchannels = 10\nrate_hz = 50.0\n\
+             [window]\nsize = 1\nlayout = \"flat\"\n[[sink]]\nkind = \"mqtt\"\n\
+             [mqtt]\nbroker = \"mqtts://localhost:{}\"\nca_file = {:?}\nusername = \"device\"\n\
+             password_file = \"password\"\n[outbox]\ndir = \"outbox\"\n",
+            model("seed-mlp"),
+            broker.port,
+            c.join("ca.crt")
+        ),
+    );
+    let mut opts = rumqttc::MqttOptions::new("reader", "127.0.0.1", plain);
+    opts.set_credentials("reader", "r3ader");
+    let sub = Subscriber::connect_with(opts, &["edgeinfer/tls/#"]);
+    let dev = device(&cfg, &["--count", "5"]);
+    let err = finish(dev);
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic.ends_with("/result")).count() >= 5
+    });
+    assert_eq!(seq_set(&sub.records()), (0..5).collect());
+    assert!(
+        !err.contains("s3cret"),
+        "password leaked into the log: {err}"
+    );
+
+    // A wrong password never connects: results stay in the outbox.
+    std::fs::write(dir.path().join("password"), "wrong\n").unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[mqtt]\n", "[mqtt]\ngrace_s = 1.0\n")).unwrap();
+    let err = finish(device(&cfg, &["--count", "3"]));
+    assert!(err.contains("still unacknowledged"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+}
+
+#[test]
+fn embedded_broker_serves_local_subscribers() {
+    let port = common::broker::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_cfg(
+        dir.path(),
+        &simulated_mlp("emb", 20.0, &format!("mqtt://127.0.0.1:{port}"), 100).replace(
+            "[outbox]",
+            &format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n[outbox]"),
+        ),
+    );
+    let dev = device(&cfg, &["--count", "60"]);
+    let deadline = std::time::Instant::now() + T;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "embedded broker never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sub = Subscriber::connect(port, &["edgeinfer/emb/result"]);
+    sub.wait_for(T, |m| m.len() >= 3);
+    let recs = sub.records();
+    assert!(
+        recs.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "{:?}",
+        seq_set(&recs)
+    );
+    finish(dev);
 }

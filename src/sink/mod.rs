@@ -38,7 +38,7 @@ pub trait Sink: Send {
     /// A sample or payload was skipped at run time, for sinks that report
     /// it (MQTT publishes it on `<prefix>/error`).
     fn report(&mut self, _reason: &str) {}
-    /// The pipeline's counters and stage latencies, about once a second,
+    /// The pipeline's counters and stage latencies, four times a second,
     /// for sinks that publish them.
     fn metrics(&mut self, _metrics: &serde_json::Value) {}
 }
