@@ -541,7 +541,12 @@ impl Link {
             metrics: Mutex::default(),
             errors: Mutex::default(),
         });
-        let (client, connection) = Client::new(opts, 64);
+        let (client, mut connection) = Client::new(opts, 64);
+        // Small result messages must not wait for Nagle's algorithm and the
+        // broker's delayed ACK (about 40 ms a message otherwise).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        connection.eventloop.set_network_options(net);
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
         let samples = (!setup.subscriptions.is_empty()).then_some(rx);
         let grace = Duration::from_secs_f64(setup.config.grace_s.max(0.0));

@@ -510,7 +510,9 @@ fn status_is_retained_online_and_the_last_will_says_offline() {
     late.wait_for(T, |m| {
         m.iter().any(|m| {
             m.topic.ends_with("/metrics")
-                && serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["inferences"].as_u64() > Some(0)
+                && serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["inferences"]
+                    .as_u64()
+                    > Some(0)
         })
     });
     dev.kill().unwrap();
@@ -534,7 +536,10 @@ fn status_is_retained_online_and_the_last_will_says_offline() {
         "latency_model_p99_us",
         "puback_p99_us",
     ] {
-        assert!(m.get(key).is_some_and(|v| v.is_u64()), "{key} missing in {m}");
+        assert!(
+            m.get(key).is_some_and(|v| v.is_u64()),
+            "{key} missing in {m}"
+        );
     }
     assert!(m["inferences"].as_u64().unwrap() > 0, "{m}");
     assert!(m["acked"].as_u64().unwrap() > 0, "{m}");
