@@ -716,6 +716,13 @@ impl Worker {
     }
 
     fn on_connect(&mut self, session: &mut Session) {
+        // Subscribe first: the broker handles a connection's packets in
+        // order, so whoever sees `online` knows the subscriptions are active.
+        for sub in &self.setup.subscriptions {
+            if let Err(e) = self.client.try_subscribe(&sub.filter, QoS::AtLeastOnce) {
+                log::error!("mqtt: subscribe {}: {e}", sub.filter);
+            }
+        }
         let _ = self
             .client
             .try_publish(&self.topics.status, QoS::AtLeastOnce, true, "online");
@@ -727,11 +734,6 @@ impl Worker {
             self.setup.info.clone(),
         );
         session.awaiting.push_back(None);
-        for sub in &self.setup.subscriptions {
-            if let Err(e) = self.client.try_subscribe(&sub.filter, QoS::AtLeastOnce) {
-                log::error!("mqtt: subscribe {}: {e}", sub.filter);
-            }
-        }
     }
 
     fn publish_more(&mut self, session: &mut Session, q: QoS) {

@@ -500,7 +500,10 @@ fn status_is_retained_online_and_the_last_will_says_offline() {
             "edgeinfer/st/metrics",
         ],
     );
-    late.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/status")));
+    late.wait_for(T, |m| {
+        m.iter().any(|m| m.topic.ends_with("/status"))
+            && m.iter().any(|m| m.topic.ends_with("/info"))
+    });
     let status = late.on("/status");
     assert_eq!(
         (status[0].payload.as_slice(), status[0].retain),
