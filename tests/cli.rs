@@ -243,6 +243,8 @@ fn check_config_accepts_every_example() {
         "replay-vibration",
         "stdin-mlp",
         "command-sensor",
+        "mqtt-device",
+        "mqtt-sensors",
     ] {
         let o = run(bin()
             .args(["check", "--config"])
