@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod postprocess;
 pub mod preprocess;
+pub mod profile;
 pub mod queue;
 pub mod rng;
 pub mod schema;

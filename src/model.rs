@@ -198,6 +198,29 @@ impl ModelFile {
             .map(|e| e.value.as_str())
     }
 
+    /// Bytes of the stored weights: element count × element size of every
+    /// initializer.
+    pub fn initializer_bytes(&self) -> u64 {
+        use pb::tensor_proto::DataType as D;
+        let Some(graph) = self.proto.graph.as_ref() else {
+            return 0;
+        };
+        graph
+            .initializer
+            .iter()
+            .map(|t| {
+                let n = t.dims.iter().product::<i64>().max(0) as u64;
+                let size = match D::try_from(t.data_type) {
+                    Ok(D::Double | D::Int64 | D::Uint64) => 8,
+                    Ok(D::Float16 | D::Bfloat16 | D::Int16 | D::Uint16) => 2,
+                    Ok(D::Int8 | D::Uint8 | D::Bool) => 1,
+                    _ => 4,
+                };
+                n * size
+            })
+            .sum()
+    }
+
     /// Builds the optimized plan. `pins` gives the concrete type and shape of
     /// each input; `None` takes the declared shapes with symbolic dimensions
     /// (batch) set to 1.

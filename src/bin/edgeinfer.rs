@@ -70,6 +70,24 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// What a model needs on this device: compute, memory, storage, time, network, outage capacity.
+    Profile {
+        /// The ONNX model (profiled with default settings).
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        model: Option<PathBuf>,
+        /// A pipeline config (its window, policy, MQTT and outbox settings count).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sensor samples per second (default: the config's source rate, else 10).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Timed forward passes.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Predict over a recorded CSV file, offline, as fast as possible.
     Replay {
         /// Pipeline config (model, window, preprocess, postprocess).
@@ -121,6 +139,13 @@ fn main() -> ExitCode {
             (_, Some(c)) => check_config(&c),
             _ => Err(bad_input(anyhow!("check needs --model or --config"))),
         },
+        Some(Cmd::Profile {
+            model,
+            config,
+            rate,
+            runs,
+            json,
+        }) => profile(model.as_deref(), config.as_deref(), rate, runs, json),
         Some(Cmd::Replay {
             config,
             input,
@@ -314,5 +339,44 @@ fn check_config(path: &Path) -> Result<(), Failure> {
     }
     println!("  sinks: {}", config.sink.len());
     println!("ok: the config would run");
+    Ok(())
+}
+
+fn profile(
+    model: Option<&Path>,
+    config: Option<&Path>,
+    rate: Option<f64>,
+    runs: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = match (model, config) {
+        (_, Some(c)) => load_config(c)?,
+        (Some(m), None) => {
+            let text = format!(
+                "[model]\npath = {:?}\n[source]\nkind = \"stdin\"\n",
+                m.display().to_string()
+            );
+            Config::parse(&text, "(profile defaults)", Path::new("")).map_err(bad_input)?
+        }
+        (None, None) => return Err(bad_input(anyhow!("profile needs --model or --config"))),
+    };
+    let file = ModelFile::read(&config.resolve(&config.model.path)).map_err(bad_input)?;
+    let report = edgeinfer::profile::profile(
+        &config,
+        &file,
+        &edgeinfer::profile::Options {
+            rate_hz: rate,
+            runs,
+        },
+    )
+    .map_err(bad_input)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
     Ok(())
 }

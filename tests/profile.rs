@@ -1,0 +1,99 @@
+//! `edgeinfer profile` against known values.
+
+mod common;
+
+use common::*;
+
+fn profile_json(args: &[&str]) -> serde_json::Value {
+    let o = run(bin()
+        .arg("profile")
+        .args(args)
+        .args(["--runs", "50", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+#[test]
+fn seed_mlp_figures_are_exact_where_they_can_be() {
+    let model = repo("models/seed-mlp/model.onnx");
+    let r = profile_json(&["--model", model.to_str().unwrap(), "--rate", "10"]);
+    assert_eq!(r["params"], 430);
+    assert_eq!(r["macs"], 400);
+    assert_eq!(r["flops"], 800);
+    assert_eq!(r["file_bytes"], std::fs::metadata(&model).unwrap().len());
+    assert_eq!(r["weights_bytes"], 430 * 4);
+    assert_eq!(r["input_shape"], serde_json::json!([1, 10]));
+    let lat: Vec<f64> = ["min", "p50", "p90", "p99", "max"]
+        .iter()
+        .map(|k| r[format!("latency_{k}_us")].as_f64().unwrap())
+        .collect();
+    assert!(
+        lat[0] > 0.0 && lat.windows(2).all(|w| w[0] <= w[1]),
+        "{lat:?}"
+    );
+    assert!(r["peak_rss_after_runs_bytes"].as_u64() >= r["rss_before_load_bytes"].as_u64());
+    assert!(r["core_peak_flops_per_s"].as_f64().unwrap() > 1e6);
+    // One regression record of 10 f32: version 1 + device "edgeinfer" (1 + 9)
+    // + 1 record + seq 1_000_000 (3-byte varint) + ts_ms now (6) + variant 1
+    // + length 1 + 40.
+    assert_eq!(r["result_postcard_bytes"], 63);
+    // PUBLISH: header 1 + length 1 + topic (2 + 26) + packet id 2 + payload.
+    assert_eq!(r["mqtt_packet_postcard_bytes"], 1 + 1 + 2 + 26 + 2 + 63);
+    let json_len = r["result_json_bytes"].as_u64().unwrap();
+    assert_eq!(r["mqtt_packet_json_bytes"], 1 + 2 + 2 + 26 + 2 + json_len);
+    // With no config, the flat input [1, 10] is a window of 10 one-channel
+    // samples, hop 10: at 10 Hz one result per second, one message each.
+    assert_eq!(r["channels"], 1);
+    assert_eq!(r["results_per_s"], 1.0);
+    assert_eq!(r["messages_per_hour"], 3_600.0);
+    assert_eq!(r["bytes_per_hour"], 3_600.0 * 95.0);
+    // Raw: 10 samples/s of one f32 on "edgeinfer/edgeinfer/raw" (23 chars).
+    let raw = 36_000.0 * (1 + 1 + 2 + 23 + 2 + 4) as f64;
+    assert_eq!(r["raw_stream_bytes_per_hour"], raw);
+    assert_eq!(r["saving_factor"], raw / (3_600.0 * 95.0));
+    // Default outbox: 64 MiB of 63-byte results.
+    assert_eq!(r["outbox_capacity_results"], (64u64 << 20) / 63);
+}
+
+#[test]
+fn config_settings_change_the_network_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device_id = \"pi\"\n[model]\npath = {:?}\n[source]\nkind = \"simulated\"\nrate_hz = 100.0\n\
+             [window]\nhop = 50\n[policy]\nbatch_max_records = 10\n[mqtt]\nprefix = \"p\"\nqos = 0\n",
+            repo("models/demo/model.onnx")
+        ),
+    )
+    .unwrap();
+    let r = profile_json(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(r["sample_rate_hz"], 100.0);
+    assert_eq!(r["results_per_s"], 2.0);
+    assert_eq!(r["records_per_message"], 10);
+    assert_eq!(r["messages_per_hour"], 720.0);
+    assert_eq!(r["channels"], 3);
+    // Raw: 100 samples/s of 3 f32 on "p/raw", QoS 0: 1 + 1 + (2 + 5) + 12.
+    assert_eq!(r["raw_stream_bytes_per_hour"], 100.0 * 3600.0 * 21.0);
+    let saving = r["saving_factor"].as_f64().unwrap();
+    assert!((saving - 7_560_000.0 / r["bytes_per_hour"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(saving > 20.0, "{r}");
+    assert_eq!(r["params"], 32);
+    let text = stdout(&run(bin()
+        .args(["profile", "--runs", "5", "--config"])
+        .arg(&cfg)));
+    for row in ["compute", "memory", "latency", "network", "availability"] {
+        assert!(text.contains(row), "{row} missing: {text}");
+    }
+}
+
+#[test]
+fn bad_profile_arguments_are_one_line() {
+    let o = run(bin().args(["profile", "--model", "/nonexistent.onnx"]));
+    assert_bad_input(&o, &["/nonexistent.onnx", "cannot read model file"]);
+    let o = run(bin()
+        .args(["profile", "--runs", "0", "--model"])
+        .arg(repo("models/demo/model.onnx")));
+    assert_bad_input(&o, &["--runs"]);
+}
