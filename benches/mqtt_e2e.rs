@@ -22,22 +22,8 @@ use edgeinfer::pipeline::{prepare, RunOptions};
 use edgeinfer::rng::Rng;
 use edgeinfer::schema::{ClassResult, Prediction, ResultBatch, ResultRecord, SCHEMA_VERSION};
 use edgeinfer::sink::{MqttSink, Sink, SinkError};
-use edgeinfer::source::{Sample, SimulatedSource, Source, SourceError};
+use edgeinfer::source::{MemorySource, Sample, SimulatedSource, Source};
 use edgeinfer::{Config, ModelFile};
-
-struct VecSource(std::vec::IntoIter<Sample>);
-
-impl Source for VecSource {
-    fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
-        Ok(self.0.next())
-    }
-    fn channels(&self) -> Option<usize> {
-        Some(10)
-    }
-    fn paced(&self) -> bool {
-        false
-    }
-}
 
 fn broker() -> (u16, Option<std::process::Child>) {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -109,7 +95,7 @@ fn end_to_end(port: u16, results: usize, batch: usize) -> (f64, u64, u64) {
     let t0 = Instant::now();
     prepared
         .run(
-            Box::new(VecSource(samples.into_iter())),
+            Box::new(MemorySource::new(samples, Some(10))),
             vec![Box::new(sink)],
             &opts,
         )
@@ -244,21 +230,9 @@ fn messages_per_hour() {
                 messages: 0,
             },
         );
-        struct Src(std::vec::IntoIter<Sample>);
-        impl Source for Src {
-            fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
-                Ok(self.0.next())
-            }
-            fn channels(&self) -> Option<usize> {
-                Some(3)
-            }
-            fn paced(&self) -> bool {
-                false
-            }
-        }
         prepared
             .run(
-                Box::new(Src(samples.into_iter())),
+                Box::new(MemorySource::new(samples, Some(3))),
                 vec![Box::new(sink)],
                 &RunOptions::default(),
             )

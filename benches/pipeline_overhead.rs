@@ -20,24 +20,9 @@ use edgeinfer::pipeline::{prepare, RunOptions};
 use edgeinfer::rng::Rng;
 use edgeinfer::schema::ResultRecord;
 use edgeinfer::sink::{Sink, SinkError};
-use edgeinfer::source::{Sample, SimulatedSource, Source, SourceError};
+use edgeinfer::source::{MemorySource, Sample, SimulatedSource, Source};
 use edgeinfer::{Config, ModelFile};
 use tract_onnx::prelude::*;
-
-/// Pre-generated samples, handed out as fast as asked.
-struct VecSource(std::vec::IntoIter<Sample>, usize);
-
-impl Source for VecSource {
-    fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
-        Ok(self.0.next())
-    }
-    fn channels(&self) -> Option<usize> {
-        Some(self.1)
-    }
-    fn paced(&self) -> bool {
-        false
-    }
-}
 
 /// Counts what it is given.
 struct CountSink(Arc<std::sync::atomic::AtomicU64>);
@@ -90,7 +75,7 @@ fn pipeline_loop(case: &Case) -> f64 {
     let file = ModelFile::read(&root.join(case.model)).unwrap();
     let prepared = prepare(&config, &file, Some(case.channels)).unwrap();
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let source = VecSource(case.samples.clone().into_iter(), case.channels);
+    let source = MemorySource::new(case.samples.clone(), Some(case.channels));
     let opts = RunOptions {
         count: None,
         stop: Arc::new(AtomicBool::new(false)),

@@ -102,12 +102,18 @@ impl Policy {
         }
     }
 
-    fn changed(&self, p: &Prediction) -> bool {
-        let Some(last) = &self.last else { return true };
+    /// Whether a result is compared with the last one (else every one counts as changed).
+    fn compares(&self) -> bool {
         let c = &self.config;
-        if !c.on_change && c.deadband.is_none() && c.deadband_relative.is_none() {
+        c.on_change || c.deadband.is_some() || c.deadband_relative.is_some()
+    }
+
+    fn changed(&self, p: &Prediction) -> bool {
+        if !self.compares() {
             return true;
         }
+        let Some(last) = &self.last else { return true };
+        let c = &self.config;
         if c.on_change {
             match (last, p) {
                 (Prediction::Class(a), Prediction::Class(b)) if a.class != b.class => return true,
@@ -147,7 +153,9 @@ impl Policy {
         }
         self.last_emit_ms = Some(ts_ms);
         let Some(period) = self.config.summary_ms else {
-            self.last = Some(p.clone());
+            if self.compares() {
+                self.last = Some(p.clone());
+            }
             return Some((ts_ms, p));
         };
         let fold = self.summary.get_or_insert_with(|| Fold::new(ts_ms));

@@ -39,6 +39,26 @@ pub fn softmax(v: &mut [f32]) {
     }
 }
 
+/// The `k` best (index, score) pairs, best first; ties keep the lower index.
+/// NaN scores sort last instead of panicking.
+fn top_k_of(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k.min(scores.len()) + 1);
+    let rank = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+    for (i, &s) in scores.iter().enumerate() {
+        // Insertion into a short sorted list: k is small, so this beats
+        // sorting every index of every output.
+        let pos = top
+            .iter()
+            .position(|&(_, t)| rank(s) > rank(t))
+            .unwrap_or(top.len());
+        if pos < k {
+            top.insert(pos, (i as u32, s));
+            top.truncate(k);
+        }
+    }
+    top
+}
+
 impl Postprocess {
     /// Reads one inference: `input` is the window as given to the model,
     /// `output` the first output. `None` when the result is filtered out.
@@ -49,26 +69,24 @@ impl Postprocess {
                 top_k,
                 min_score,
             } => {
-                let mut scores = output.to_vec();
-                if *sm {
-                    softmax(&mut scores);
-                }
-                let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-                // total_cmp: a NaN score sorts last instead of panicking.
-                order.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
-                let best = *order.first()?;
-                let score = scores[best as usize];
+                let softmaxed;
+                let scores: &[f32] = if *sm {
+                    let mut v = output.to_vec();
+                    softmax(&mut v);
+                    softmaxed = v;
+                    &softmaxed
+                } else {
+                    output
+                };
+                let top = top_k_of(scores, *top_k);
+                let &(best, score) = top.first()?;
                 if min_score.is_some_and(|m| score < m) {
                     return None;
                 }
                 Some(Prediction::Class(ClassResult {
                     class: best,
                     score,
-                    top: order
-                        .iter()
-                        .take(*top_k)
-                        .map(|&i| (i, scores[i as usize]))
-                        .collect(),
+                    top,
                 }))
             }
             Postprocess::Regress => Some(Prediction::Values(output.to_vec())),
@@ -120,6 +138,17 @@ mod tests {
             min_score: Some(0.9),
         };
         assert!(strict.apply(&[], &[0.0, 0.1]).is_none());
+    }
+
+    #[test]
+    fn top_k_keeps_order_ties_and_puts_nan_last() {
+        assert_eq!(
+            top_k_of(&[0.1, 0.7, 0.7, 0.2], 3),
+            vec![(1, 0.7), (2, 0.7), (3, 0.2)]
+        );
+        let t = top_k_of(&[f32::NAN, 0.5, -1.0], 2);
+        assert_eq!(t, vec![(1, 0.5), (2, -1.0)]);
+        assert_eq!(top_k_of(&[3.0], 5), vec![(0, 3.0)]);
     }
 
     #[test]

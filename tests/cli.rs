@@ -198,14 +198,7 @@ fn command_source_feeds_the_trend_model() {
     assert_eq!(recs.len(), 5);
     let temps: Vec<f32> = (0..30).map(|i| 40.0 + (i % 7) as f32).collect();
     for (k, rec) in recs.iter().enumerate() {
-        let w = &temps[5 * k..5 * k + 10];
-        let mean = w.iter().sum::<f32>() / 10.0;
-        let slope = w
-            .iter()
-            .enumerate()
-            .map(|(t, v)| (t as f32 - 4.5) * (v - mean))
-            .sum::<f32>()
-            / 82.5;
+        let (mean, slope) = mean_slope(&temps[5 * k..5 * k + 10]);
         let v = rec["values"].as_array().unwrap();
         assert!((v[0].as_f64().unwrap() as f32 - mean).abs() < 1e-4);
         assert!((v[1].as_f64().unwrap() as f32 - slope).abs() < 1e-4);

@@ -218,14 +218,7 @@ fn every_payload_format_and_malformed_payloads_in_between() {
 fn trend_windows(temps: &[f32]) -> Vec<(u64, f32, f32)> {
     (9..temps.len())
         .map(|end| {
-            let w = &temps[end - 9..=end];
-            let mean = w.iter().sum::<f32>() / 10.0;
-            let slope = w
-                .iter()
-                .enumerate()
-                .map(|(t, v)| (t as f32 - 4.5) * (v - mean))
-                .sum::<f32>()
-                / 82.5;
+            let (mean, slope) = mean_slope(&temps[end - 9..=end]);
             (end as u64 * 1000, mean, slope)
         })
         .collect()

@@ -2,7 +2,7 @@
 
 use std::io::BufRead;
 
-use super::{now_ms, Sample, Source, SourceError};
+use super::{next_line, now_ms, Sample, Source, SourceError};
 use crate::config::LineFormat;
 
 /// Parses one text line into channel values. Empty CSV fields and JSON
@@ -82,34 +82,26 @@ impl<R: BufRead + Send> LineSource<R> {
 
 impl<R: BufRead + Send> Source for LineSource<R> {
     fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_line(&mut self.buf)
-                .map_err(|e| SourceError::Fatal {
-                    origin: self.origin.clone(),
-                    reason: format!("read failed: {e}"),
-                })?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line_no += 1;
-            let line = self.buf.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            return match parse_line(self.format, &self.fields, line) {
-                Ok(values) => Ok(Some(Sample {
-                    ts_ms: now_ms(),
-                    values,
-                })),
-                Err(reason) => Err(SourceError::BadRecord {
-                    origin: self.origin.clone(),
-                    record: self.line_no,
-                    reason,
-                }),
-            };
+        let Some(line) = next_line(
+            &mut self.reader,
+            &mut self.buf,
+            &mut self.line_no,
+            &self.origin,
+            true,
+        )?
+        else {
+            return Ok(None);
+        };
+        match parse_line(self.format, &self.fields, &line) {
+            Ok(values) => Ok(Some(Sample {
+                ts_ms: now_ms(),
+                values,
+            })),
+            Err(reason) => Err(SourceError::BadRecord {
+                origin: self.origin.clone(),
+                record: self.line_no,
+                reason,
+            }),
         }
     }
 

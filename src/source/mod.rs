@@ -147,6 +147,66 @@ pub fn open(
     })
 }
 
+/// Reads the next non-blank line of `reader` into `buf` (trimmed, counted
+/// in `line_no`); `None` at the end. Lines starting with `#` are skipped
+/// when `comments` is set.
+pub(crate) fn next_line<R: std::io::BufRead>(
+    reader: &mut R,
+    buf: &mut String,
+    line_no: &mut u64,
+    origin: &str,
+    comments: bool,
+) -> Result<Option<String>, SourceError> {
+    loop {
+        buf.clear();
+        let n = reader.read_line(buf).map_err(|e| SourceError::Fatal {
+            origin: origin.to_string(),
+            reason: format!("read failed: {e}"),
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        *line_no += 1;
+        let line = buf.trim();
+        if line.is_empty() || (comments && line.starts_with('#')) {
+            continue;
+        }
+        return Ok(Some(line.to_string()));
+    }
+}
+
+/// Samples held in memory, handed out as fast as they are asked for: for
+/// embedding the pipeline behind your own reader, and for benchmarks.
+#[derive(Debug)]
+pub struct MemorySource {
+    samples: std::vec::IntoIter<Sample>,
+    channels: Option<usize>,
+}
+
+impl MemorySource {
+    /// A source of `samples`, each of `channels` values when known.
+    pub fn new(samples: Vec<Sample>, channels: Option<usize>) -> Self {
+        MemorySource {
+            samples: samples.into_iter(),
+            channels,
+        }
+    }
+}
+
+impl Source for MemorySource {
+    fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
+        Ok(self.samples.next())
+    }
+
+    fn channels(&self) -> Option<usize> {
+        self.channels
+    }
+
+    fn paced(&self) -> bool {
+        false
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Pacer, Sample, Source, SourceError};
+use super::{next_line, Pacer, Sample, Source, SourceError};
 
 /// Rows of a CSV recording.
 #[derive(Debug)]
@@ -119,42 +119,34 @@ impl ReplaySource {
 
 impl Source for ReplaySource {
     fn next_sample(&mut self) -> Result<Option<Sample>, SourceError> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_line(&mut self.buf)
-                .map_err(|e| SourceError::Fatal {
-                    origin: self.origin.clone(),
-                    reason: format!("read failed: {e}"),
-                })?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line_no += 1;
-            let line = self.buf.trim().to_string();
-            if line.is_empty() {
-                continue;
-            }
-            let sample = self
-                .parse_row(&line)
-                .map_err(|reason| SourceError::BadRecord {
-                    origin: self.origin.clone(),
-                    record: self.line_no,
-                    reason,
-                })?;
-            if let Some(p) = &self.pacer {
-                match self.ts_col {
-                    Some(_) => {
-                        let first = *self.first_ts.get_or_insert(sample.ts_ms);
-                        p.wait_until(Duration::from_millis(sample.ts_ms.saturating_sub(first)));
-                    }
-                    None => p.wait_for(self.row),
+        let Some(line) = next_line(
+            &mut self.reader,
+            &mut self.buf,
+            &mut self.line_no,
+            &self.origin,
+            false,
+        )?
+        else {
+            return Ok(None);
+        };
+        let sample = self
+            .parse_row(&line)
+            .map_err(|reason| SourceError::BadRecord {
+                origin: self.origin.clone(),
+                record: self.line_no,
+                reason,
+            })?;
+        if let Some(p) = &self.pacer {
+            match self.ts_col {
+                Some(_) => {
+                    let first = *self.first_ts.get_or_insert(sample.ts_ms);
+                    p.wait_until(Duration::from_millis(sample.ts_ms.saturating_sub(first)));
                 }
+                None => p.wait_for(self.row),
             }
-            self.row += 1;
-            return Ok(Some(sample));
         }
+        self.row += 1;
+        Ok(Some(sample))
     }
 
     fn channels(&self) -> Option<usize> {

@@ -78,3 +78,19 @@ pub fn max_abs_diff(a: &Dense, b: &Dense) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// What the thermal-trend model computes for one window: (mean, slope per
+/// sample), by the textbook formulas.
+pub fn mean_slope(w: &[f32]) -> (f32, f32) {
+    let n = w.len() as f32;
+    let t_mean = (n - 1.0) / 2.0;
+    let mean = w.iter().sum::<f32>() / n;
+    let ss: f32 = (0..w.len()).map(|t| (t as f32 - t_mean).powi(2)).sum();
+    let slope = w
+        .iter()
+        .enumerate()
+        .map(|(t, v)| (t as f32 - t_mean) * (v - mean))
+        .sum::<f32>()
+        / ss;
+    (mean, slope)
+}
