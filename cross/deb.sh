@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo-deb >/dev/null; then
-    cargo install --locked cargo-deb@3
+    cargo install --locked cargo-deb@^3
 fi
 case "${1:-host}" in
     host) target_args=() ;;

@@ -27,7 +27,7 @@ fn demo_runs_with_no_arguments_until_ctrl_c_and_drains() {
     // The demo starts healthy: the first windows are normal.
     assert_eq!(first["label"], "normal");
     assert!(first["score"].as_f64().unwrap() > 0.9);
-    unsafe { libc_kill(child.id() as i32, 2) };
+    signal(child.id(), 2);
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -37,11 +37,6 @@ fn demo_runs_with_no_arguments_until_ctrl_c_and_drains() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("results"), "{err}");
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

@@ -650,3 +650,65 @@ fn embedded_broker_serves_local_subscribers() {
     );
     finish(dev);
 }
+
+#[test]
+fn broker_flag_and_environment_make_the_demo_publish_as_well_as_print() {
+    let broker = Broker::start();
+    let home = tempfile::tempdir().unwrap();
+    let sub = Subscriber::connect(broker.port, &["edgeinfer/demo/result"]);
+    // --broker on the built-in demo.
+    let o = bin()
+        .args(["run", "--count", "3", "--broker"])
+        .arg(broker.url())
+        .env("HOME", home.path())
+        .env_remove("EDGEINFER_BROKER")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&stdout(&o)).len(), 3);
+    sub.wait_for(T, |m| m.len() >= 3);
+    assert_eq!(seq_set(&sub.records()), (0..3).collect());
+    // EDGEINFER_BROKER with no arguments at all; the sequence continues
+    // from the outbox's saved number.
+    let o = bin()
+        .env("HOME", home.path())
+        .env("EDGEINFER_BROKER", broker.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sub.wait_for(T, |m| m.len() >= 4);
+    signal(o.id(), 15);
+    let out = o.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    sub.wait_for(T, |m| {
+        m.iter()
+            .flat_map(|m| ResultBatch::from_postcard(&m.payload).unwrap().records)
+            .any(|r| r.seq == 3)
+    });
+}
+
+#[test]
+fn edgeinfer_broker_relays_messages() {
+    let port = common::broker::free_port();
+    let mut child = bin()
+        .args(["broker", "--bind", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = Subscriber::connect(port, &["x/#"]);
+    let b = Subscriber::connect(port, &["nothing"]);
+    b.publish("x/y", "hello");
+    a.wait_for(T, |m| {
+        m.iter().any(|m| m.topic == "x/y" && m.payload == b"hello")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

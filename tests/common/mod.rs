@@ -94,3 +94,14 @@ pub fn mean_slope(w: &[f32]) -> (f32, f32) {
         / ss;
     (mean, slope)
 }
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends signal `sig` (2 = SIGINT, 15 = SIGTERM) to process `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid this test spawned; no memory is involved.
+    let rc = unsafe { kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}
