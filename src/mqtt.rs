@@ -723,17 +723,21 @@ impl Worker {
                 log::error!("mqtt: subscribe {}: {e}", sub.filter);
             }
         }
-        let _ = self
-            .client
-            .try_publish(&self.topics.status, QoS::AtLeastOnce, true, "online");
-        session.awaiting.push_back(None);
-        let _ = self.client.try_publish(
-            &self.topics.info,
-            QoS::AtLeastOnce,
-            true,
-            self.setup.info.clone(),
-        );
-        session.awaiting.push_back(None);
+        // Only requests rumqttc accepted will be reported as sent: keep the
+        // `awaiting` queue in step with them.
+        let topics = [
+            (&self.topics.status, "online".to_string()),
+            (&self.topics.info, self.setup.info.clone()),
+        ];
+        for (topic, payload) in topics {
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_ok()
+            {
+                session.awaiting.push_back(None);
+            }
+        }
     }
 
     fn publish_more(&mut self, session: &mut Session, q: QoS) {
@@ -881,6 +885,26 @@ impl Worker {
         }
     }
 
+    /// Gives a decoded sample to the source. A full channel means inference
+    /// is behind: wait (the broker holds the rest meanwhile), but never past
+    /// a shutdown. False when the sample could not be handed over.
+    fn hand_over(&self, item: Result<Sample, String>) -> bool {
+        let mut item = item;
+        loop {
+            match self.samples.try_send(item) {
+                Ok(()) => return true,
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+                Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                    if self.shared.closing.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
     fn on_sensor_message(&mut self, topic: &str, payload: &[u8]) {
         let c = &self.shared.counters;
         c.bytes_in
@@ -896,9 +920,7 @@ impl Worker {
         match decode_payload(sub, payload, crate::source::now_ms()) {
             Ok(samples) => {
                 for s in samples {
-                    // A full channel means inference is behind: wait rather
-                    // than drop, the broker holds the rest meanwhile.
-                    if self.samples.send(Ok(s)).is_err() {
+                    if !self.hand_over(Ok(s)) {
                         return;
                     }
                 }
@@ -908,7 +930,7 @@ impl Worker {
                 let reason = format!("{topic}: {reason}");
                 // Counted, logged and published on the error topic by the
                 // pipeline, like any bad record.
-                let _ = self.samples.send(Err(reason));
+                self.hand_over(Err(reason));
             }
         }
     }
