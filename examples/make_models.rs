@@ -30,7 +30,20 @@ fn save(dir: &Path, model: &ModelProto, input: Dense) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let repo = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".".into()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--zoo DIR`: only the test networks, for benchmarks (not shipped).
+    if let [flag, dir] = &args[..] {
+        if flag == "--zoo" {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir)?;
+            write_model(&zoo::mobilenet_style(3)?, &dir.join("mobilenet_style.onnx"))?;
+            write_model(&zoo::resnet_style(5)?, &dir.join("resnet_style.onnx"))?;
+            write_model(&zoo::cnn1d_mixed(7)?, &dir.join("cnn1d_mixed.onnx"))?;
+            println!("wrote {}", dir.display());
+            return Ok(());
+        }
+    }
+    let repo = PathBuf::from(args.first().cloned().unwrap_or_else(|| ".".into()));
     let root = repo.join("models");
 
     // The seed network, untrained: normal(0, 0.1) weights from seed 1.

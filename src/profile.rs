@@ -177,6 +177,9 @@ pub struct Options {
     pub rate_hz: Option<f64>,
     /// Timed runs.
     pub runs: usize,
+    /// Profiling a bare model (no config): a model the pipeline cannot
+    /// window is timed as a whole instead of rejected.
+    pub model_only: bool,
 }
 
 /// Profiles `config`'s model (with its window, postprocess, policy and
@@ -188,20 +191,41 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let (rss_before, _) = rss();
     let channels = crate::source::static_channels(config).ok().flatten();
     let t0 = Instant::now();
-    let mut prepared = prepare(config, file, channels).map_err(ProfileError::Config)?;
+    // A model the pipeline cannot window (an image CNN, several inputs) is
+    // still profiled as a model: one inference per sample of its whole input.
+    let (mut model, hop, ch, postprocess) = match prepare(config, file, channels) {
+        Ok(p) => (
+            p.model,
+            p.window.hop(),
+            p.window.channels(),
+            Some(p.postprocess),
+        ),
+        Err(problems) if !opts.model_only => return Err(ProfileError::Config(problems)),
+        Err(_) => {
+            let m = file.load(None)?;
+            if m.info().inputs.len() != 1 || m.info().inputs[0].dtype != "F32" {
+                return Err(ProfileError::Usage(format!(
+                    "{}: profile times models with one f32 input",
+                    file.origin()
+                )));
+            }
+            let elements = m.info().inputs[0].shape.iter().product();
+            (m, 1, elements, None)
+        }
+    };
     let load_us = t0.elapsed().as_micros() as u64;
     let (_, peak_load) = rss();
-    let info = prepared.model.info().clone();
+    let info = model.info().clone();
     let shape = info.inputs[0].shape.clone();
     let n: usize = shape.iter().product();
     let input = Rng::new(9).normal_vec(n, 1.0);
     let t1 = Instant::now();
-    let first = prepared.model.run_f32(&input)?;
+    let first = model.run_f32(&input)?;
     let first_us = t1.elapsed().as_micros() as u64;
     let mut lat = Vec::with_capacity(opts.runs);
     for _ in 0..opts.runs {
         let t = Instant::now();
-        std::hint::black_box(prepared.model.run_f32(&input)?);
+        std::hint::black_box(model.run_f32(&input)?);
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (_, peak_runs) = rss();
@@ -214,10 +238,9 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let sample_rate = opts
         .rate_hz
         .unwrap_or_else(|| source_rate(config).unwrap_or(10.0));
-    let results_per_s = sample_rate / prepared.window.hop() as f64;
-    let prediction = prepared
-        .postprocess
-        .apply(&input, &first)
+    let results_per_s = sample_rate / hop as f64;
+    let prediction = postprocess
+        .and_then(|p| p.apply(&input, &first))
         .unwrap_or(Prediction::Values(first.clone()));
     let batch = |records: u64| ResultBatch {
         version: SCHEMA_VERSION,
@@ -243,7 +266,6 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let msg_bytes = mqtt_publish_bytes(&topic, batch(per_msg).to_postcard().len(), mqtt.qos);
     let messages_per_hour = results_per_s * 3600.0 / per_msg as f64;
     let bytes_per_hour = messages_per_hour * msg_bytes as f64;
-    let ch = prepared.window.channels();
     let raw = sample_rate
         * 3600.0
         * mqtt_publish_bytes(&format!("{prefix}/raw"), 4 * ch, mqtt.qos) as f64;

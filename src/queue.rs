@@ -96,21 +96,12 @@ impl<T> BoundedQueue<T> {
     /// queue is closed and empty, or `stop` is raised and it is empty:
     /// what was queued before a stop is still handed out (drained).
     pub fn pop(&self, stop: &AtomicBool) -> Option<T> {
-        let mut g = self.lock();
         loop {
-            if let Some(item) = g.items.pop_front() {
-                drop(g);
-                self.not_full.notify_one();
-                return Some(item);
+            match self.pop_timeout(stop, POLL) {
+                Ok(item) => return Some(item),
+                Err(true) => return None,
+                Err(false) => {}
             }
-            if g.closed || stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            g = self
-                .not_empty
-                .wait_timeout(g, POLL)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 

@@ -97,3 +97,20 @@ fn bad_profile_arguments_are_one_line() {
         .arg(repo("models/demo/model.onnx")));
     assert_bad_input(&o, &["--runs"]);
 }
+
+#[test]
+fn any_single_input_model_is_profiled_even_without_a_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("mobilenet.onnx");
+    edgeinfer::export::write_model(&edgeinfer::export::zoo::mobilenet_style(3).unwrap(), &m)
+        .unwrap();
+    let r = profile_json(&["--model", m.to_str().unwrap(), "--rate", "2"]);
+    assert_eq!(r["input_shape"], serde_json::json!([1, 3, 32, 32]));
+    // Parameters: stem 16·3·3·3 + 16, dw 16·9 + 16, pw 32·16 + 32,
+    // dw 32·9 + 32, pw 64·32 + 64, head 10·64 + 10, and two Clip bounds
+    // per ReLU6 (5 of them).
+    let params = 432 + 16 + 144 + 16 + 512 + 32 + 288 + 32 + 2048 + 64 + 640 + 10 + 10;
+    assert_eq!(r["params"], params);
+    assert_eq!(r["results_per_s"], 2.0);
+    assert!(r["macs"].as_u64().unwrap() > 0);
+}

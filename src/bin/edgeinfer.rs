@@ -367,6 +367,7 @@ fn profile(
         &edgeinfer::profile::Options {
             rate_hz: rate,
             runs,
+            model_only: model.is_some(),
         },
     )
     .map_err(bad_input)?;
