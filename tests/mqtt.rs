@@ -11,7 +11,6 @@ use common::*;
 use edgeinfer::export::reference::{eval, Dense};
 use edgeinfer::schema::{Prediction, ResultBatch, SensorFrame};
 
-const _: Option<ResultBatch> = None;
 use prost::Message;
 
 const T: Duration = Duration::from_secs(30);
@@ -56,13 +55,14 @@ fn mqtt_section(b: &Broker) -> String {
     )
 }
 
-/// Waits until the device is online and has had time to subscribe.
+/// Waits until the device is online. It subscribes before it announces
+/// `online`, and the broker handles a connection's packets in order, so its
+/// subscriptions are active by then.
 fn wait_online(sub: &Subscriber, device: &str) {
     let topic = format!("edgeinfer/{device}/status");
     sub.wait_for(T, |m| {
         m.iter().any(|m| m.topic == topic && m.payload == b"online")
     });
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
