@@ -9,7 +9,7 @@
 //! thread. Rounds alternate a and b so both see the same machine load; the
 //! medians and their ratio are printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +40,9 @@ impl Sink for CountSink {
 struct Case {
     name: &'static str,
     config: String,
-    model: &'static str,
+    model: PathBuf,
+    /// The model input shape the pipeline pins.
+    shape: Vec<usize>,
     channels: usize,
     samples: Vec<Sample>,
     /// The model inputs the pipeline's windows produce, for the bare loop.
@@ -72,7 +74,7 @@ fn bare_loop(model: &Path, shape: &[usize], windows: &[Vec<f32>]) -> f64 {
 fn pipeline_loop(case: &Case) -> f64 {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = Config::parse(&case.config, "bench", root).unwrap();
-    let file = ModelFile::read(&root.join(case.model)).unwrap();
+    let file = ModelFile::read(&root.join(&case.model)).unwrap();
     let prepared = prepare(&config, &file, Some(case.channels)).unwrap();
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let source = MemorySource::new(case.samples.clone(), Some(case.channels));
@@ -98,13 +100,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn demo_case(results: usize) -> Case {
-    let n = zoo::DEMO_WINDOW + (results - 1) * zoo::DEMO_HOP;
+/// Simulated vibration samples for `results` windows and the NCW windows
+/// the pipeline's window stage makes of them.
+fn windowed(results: usize, size: usize, hop: usize) -> (Vec<Sample>, Vec<Vec<f32>>) {
+    let n = size + (results - 1) * hop;
     let mut src = SimulatedSource::new(100.0, 3, SimMode::Alternate, 5.0, 9, false);
     let samples: Vec<Sample> = (0..n)
         .map(|_| src.next_sample().unwrap().unwrap())
         .collect();
-    let mut w = edgeinfer::window::Window::new(64, 32, 3, edgeinfer::config::Layout::Ncw);
+    let mut w = edgeinfer::window::Window::new(size, hop, 3, edgeinfer::config::Layout::Ncw);
     let mut windows = Vec::new();
     for s in &samples {
         if w.push(&s.values) {
@@ -113,10 +117,36 @@ fn demo_case(results: usize) -> Case {
             windows.push(buf);
         }
     }
+    (samples, windows)
+}
+
+fn demo_case(results: usize) -> Case {
+    let (samples, windows) = windowed(results, zoo::DEMO_WINDOW, zoo::DEMO_HOP);
     Case {
         name: "demo 1-D CNN [1,3,64], hop 32",
         config: "[model]\npath = \"models/demo/model.onnx\"\n[source]\nkind = \"stdin\"\n".into(),
-        model: "models/demo/model.onnx",
+        model: "models/demo/model.onnx".into(),
+        shape: vec![1, 3, zoo::DEMO_WINDOW],
+        channels: 3,
+        samples,
+        windows,
+    }
+}
+
+/// The MobileNet-style 1-D CNN, written to `dir`.
+fn mobilenet_case(results: usize, dir: &Path) -> Case {
+    let path = dir.join("mobilenet_1d.onnx");
+    edgeinfer::export::write_model(&zoo::mobilenet_1d(11).unwrap(), &path).unwrap();
+    let size = zoo::MOBILENET_1D_WINDOW;
+    let (samples, windows) = windowed(results, size, size / 2);
+    Case {
+        name: "MobileNet-style 1-D CNN [1,3,256], hop 128",
+        config: format!(
+            "[model]\npath = {:?}\n[source]\nkind = \"stdin\"\n",
+            path.display().to_string()
+        ),
+        model: path,
+        shape: vec![1, 3, size],
         channels: 3,
         samples,
         windows,
@@ -137,7 +167,8 @@ fn mlp_case(results: usize) -> Case {
         config: "[model]\npath = \"models/seed-mlp/model.onnx\"\n[source]\nkind = \"stdin\"\n\
                  [window]\nsize = 1\nlayout = \"flat\"\n"
             .into(),
-        model: "models/seed-mlp/model.onnx",
+        model: "models/seed-mlp/model.onnx".into(),
+        shape: vec![1, 10],
         channels: 10,
         samples,
         windows,
@@ -153,15 +184,22 @@ fn main() {
         "{:<44} {:>12} {:>12} {:>8} {:>14}",
         "model", "bare µs", "pipeline µs", "ratio", "overhead µs"
     );
-    for case in [demo_case(results), mlp_case(results)] {
-        let shape = if case.channels == 3 {
-            vec![1, 3, 64]
-        } else {
-            vec![1, 10]
-        };
+    let tmp = std::env::temp_dir().join(format!("edgeinfer-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // The MobileNet-style model costs ~50x the demo's per result: fewer results.
+    let cases = [
+        demo_case(results),
+        mlp_case(results),
+        mobilenet_case((results / 10).max(20), &tmp),
+    ];
+    for case in cases {
         let (mut bare, mut pipe) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            bare.push(bare_loop(&root.join(case.model), &shape, &case.windows));
+            bare.push(bare_loop(
+                &root.join(&case.model),
+                &case.shape,
+                &case.windows,
+            ));
             pipe.push(pipeline_loop(&case));
         }
         let (b, p) = (median(bare) * 1e6, median(pipe) * 1e6);
@@ -174,4 +212,5 @@ fn main() {
             p - b
         );
     }
+    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -86,6 +86,16 @@ fn default_sinks() -> Vec<SinkConfig> {
 pub struct ModelConfig {
     /// Path of the .onnx file, relative to the config file.
     pub path: PathBuf,
+    /// Threads for tract's matrix products. 1 (the default) runs the model
+    /// on the pipeline thread; more only pays off for models of millions of
+    /// multiply-accumulates per inference (see BENCHMARKS.md). Values above 1
+    /// need the `threads` feature (on by default).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_threads() -> usize {
+    1
 }
 
 /// `[source]`: one input kind, selected by `kind`.
@@ -736,6 +746,17 @@ impl Config {
             if m.qos > 2 {
                 p.push(self.problem("mqtt.qos", format!("expected 0, 1 or 2, found {}", m.qos)));
             }
+        }
+        if self.model.threads == 0 {
+            p.push(self.problem("model.threads", "expected at least 1, found 0"));
+        } else if self.model.threads > 1 && !cfg!(feature = "threads") {
+            p.push(self.problem(
+                "model.threads",
+                format!(
+                    "expected 1 in a build without the `threads` feature, found {}",
+                    self.model.threads
+                ),
+            ));
         }
         if self.sink.is_empty() {
             p.push(self.problem("sink", "expected at least one [[sink]]"));

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
+use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 /// ONNX `metadata_props` keys that the runtime reads as defaults.
 pub mod meta {
@@ -225,6 +226,17 @@ impl ModelFile {
     /// each input; `None` takes the declared shapes with symbolic dimensions
     /// (batch) set to 1.
     pub fn load(&self, pins: Option<&[InputPin]>) -> Result<Model, ModelError> {
+        self.load_threaded(pins, 1)
+    }
+
+    /// [`ModelFile::load`] with `threads` worker threads for tract's matrix
+    /// products (1: everything on the calling thread). More than one needs
+    /// the `threads` feature.
+    pub fn load_threaded(
+        &self,
+        pins: Option<&[InputPin]>,
+        threads: usize,
+    ) -> Result<Model, ModelError> {
         let origin = self.origin.as_str();
         let pins: Vec<InputPin> = match pins {
             Some(p) => {
@@ -287,9 +299,13 @@ impl ModelFile {
                 dtype: format!("{:?}", pin.dtype),
             })
             .collect();
+        let options = tract_onnx::tract_core::runtime::RunOptions {
+            executor: executor(origin, threads)?,
+            ..Default::default()
+        };
         let plan = typed
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(load_err)?;
         let state = plan.spawn().map_err(load_err)?;
         let info = ModelInfo {
@@ -376,6 +392,24 @@ impl Model {
             .to_plain_array_view::<f32>()
             .map_err(|e| ModelError::Run(format!("first output: {e:#}")))?;
         Ok(view.iter().copied().collect())
+    }
+}
+
+/// `None` keeps tract's default, which runs on the calling thread.
+fn executor(origin: &str, threads: usize) -> Result<Option<Executor>, ModelError> {
+    match threads {
+        0 => Err(ModelError::Load {
+            path: origin.into(),
+            reason: "threads must be at least 1".into(),
+        }),
+        1 => Ok(None),
+        #[cfg(feature = "threads")]
+        n => Ok(Some(Executor::multithread_with_name(n, "edgeinfer-model"))),
+        #[cfg(not(feature = "threads"))]
+        n => Err(ModelError::Load {
+            path: origin.into(),
+            reason: format!("threads = {n} needs a build with the `threads` feature"),
+        }),
     }
 }
 

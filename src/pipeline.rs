@@ -256,10 +256,11 @@ pub fn prepare(
         ));
         return Err(problems);
     }
-    let model = match file.load(Some(&[InputPin {
+    let pin = InputPin {
         dtype: DatumType::F32,
         shape: shape.clone(),
-    }])) {
+    };
+    let model = match file.load_threaded(Some(&[pin]), config.model.threads) {
         Ok(m) => m,
         Err(e) => return Err(vec![model_problem(e.to_string())]),
     };

@@ -61,6 +61,8 @@ pub struct Report {
     pub first_inference_us: u64,
     /// Timed forward passes.
     pub runs: usize,
+    /// Threads the model's matrix products ran on.
+    pub threads: usize,
     /// Fastest run.
     pub latency_min_us: f64,
     /// Median run.
@@ -202,7 +204,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         ),
         Err(problems) if !opts.model_only => return Err(ProfileError::Config(problems)),
         Err(_) => {
-            let m = file.load(None)?;
+            let m = file.load_threaded(None, config.model.threads)?;
             if m.info().inputs.len() != 1 || m.info().inputs[0].dtype != "F32" {
                 return Err(ProfileError::Usage(format!(
                     "{}: profile times models with one f32 input",
@@ -292,6 +294,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         load_us,
         first_inference_us: first_us,
         runs: opts.runs,
+        threads: config.model.threads,
         latency_min_us: lat[0],
         latency_p50_us: percentile(&lat, 0.5),
         latency_p90_us: percentile(&lat, 0.9),
@@ -361,8 +364,8 @@ impl Report {
             (
                 "latency",
                 format!(
-                    "min {:.1} / p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} µs over {} runs",
-                    self.latency_min_us, self.latency_p50_us, self.latency_p90_us, self.latency_p99_us, self.latency_max_us, self.runs
+                    "min {:.1} / p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} µs over {} runs, {} thread(s)",
+                    self.latency_min_us, self.latency_p50_us, self.latency_p90_us, self.latency_p99_us, self.latency_max_us, self.runs, self.threads
                 ),
             ),
             (

@@ -92,6 +92,38 @@ fn replay_predicts_the_recording_offline() {
 }
 
 #[test]
+fn replay_on_two_model_threads_gives_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("examples/replay-vibration.toml")).unwrap();
+    let model = repo("models/demo/model.onnx");
+    let text = text.replace(
+        "path = \"../models/demo/model.onnx\"",
+        &format!("path = {model:?}\nthreads = 2"),
+    );
+    assert!(text.contains("threads = 2"));
+    let threaded = tmp.path().join("threaded.toml");
+    std::fs::write(&threaded, text).unwrap();
+    let mut outputs = Vec::new();
+    for (name, cfg) in [
+        ("one.jsonl", repo("examples/replay-vibration.toml")),
+        ("two.jsonl", threaded),
+    ] {
+        let out = tmp.path().join(name);
+        let o = run(bin()
+            .args(["replay", "--config"])
+            .arg(&cfg)
+            .arg("--input")
+            .arg(repo("examples/data/vibration.csv"))
+            .arg("--output")
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        outputs.push(json_lines(&std::fs::read_to_string(&out).unwrap()));
+    }
+    assert_eq!(outputs[0].len(), 61);
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+#[test]
 fn replay_skips_malformed_rows_and_writes_postcard() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("rec.csv");
@@ -284,6 +316,10 @@ fn bad_configs_exit_2_naming_file_field_and_expectation() {
         (
             "[model]\npath = \"nowhere.onnx\"\n[source]\nkind = \"stdin\"\n".into(),
             vec!["nowhere.onnx", "cannot read model file"],
+        ),
+        (
+            format!("[model]\npath = {model:?}\nthreads = 0\n[source]\nkind = \"simulated\"\n"),
+            vec!["bad.toml", "model.threads", "expected at least 1"],
         ),
         (
             format!("{base}[source.extra]\n"),

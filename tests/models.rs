@@ -98,6 +98,15 @@ fn mobilenet_style_cnn_runs_right() {
 }
 
 #[test]
+fn mobilenet_style_1d_cnn_runs_right() {
+    infer_vs_reference(
+        &zoo::mobilenet_1d(11).unwrap(),
+        random(&[1, 3, zoo::MOBILENET_1D_WINDOW], 12),
+        1e-4,
+    );
+}
+
+#[test]
 fn resnet_style_cnn_runs_right() {
     infer_vs_reference(
         &zoo::resnet_style(5).unwrap(),

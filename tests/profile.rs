@@ -114,3 +114,18 @@ fn any_single_input_model_is_profiled_even_without_a_window() {
     assert_eq!(r["results_per_s"], 2.0);
     assert!(r["macs"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn threads_flag_reaches_the_model_and_zero_is_refused() {
+    let model = repo("models/demo/model.onnx");
+    let m = model.to_str().unwrap();
+    let one = profile_json(&["--model", m]);
+    let two = profile_json(&["--model", m, "--threads", "2"]);
+    assert_eq!(one["threads"], 1);
+    assert_eq!(two["threads"], 2);
+    assert_eq!(one["macs"], two["macs"]);
+    let o = run(bin()
+        .args(["profile", "--threads", "0", "--model"])
+        .arg(&model));
+    assert_bad_input(&o, &["--threads", "expected at least 1"]);
+}

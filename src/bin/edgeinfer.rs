@@ -84,6 +84,9 @@ enum Cmd {
         /// Timed forward passes.
         #[arg(long, default_value_t = 1000)]
         runs: usize,
+        /// Threads for the model's matrix products (default: the config's `threads`, else 1).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -144,8 +147,16 @@ fn main() -> ExitCode {
             config,
             rate,
             runs,
+            threads,
             json,
-        }) => profile(model.as_deref(), config.as_deref(), rate, runs, json),
+        }) => profile(
+            model.as_deref(),
+            config.as_deref(),
+            rate,
+            runs,
+            threads,
+            json,
+        ),
         Some(Cmd::Replay {
             config,
             input,
@@ -347,9 +358,10 @@ fn profile(
     config: Option<&Path>,
     rate: Option<f64>,
     runs: usize,
+    threads: Option<usize>,
     json: bool,
 ) -> Result<(), Failure> {
-    let config = match (model, config) {
+    let mut config = match (model, config) {
         (_, Some(c)) => load_config(c)?,
         (Some(m), None) => {
             let text = format!(
@@ -360,6 +372,14 @@ fn profile(
         }
         (None, None) => return Err(bad_input(anyhow!("profile needs --model or --config"))),
     };
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(bad_input(anyhow!(
+                "--threads: expected at least 1, found 0"
+            )));
+        }
+        config.model.threads = t;
+    }
     let file = ModelFile::read(&config.resolve(&config.model.path)).map_err(bad_input)?;
     let report = edgeinfer::profile::profile(
         &config,

@@ -184,6 +184,72 @@ pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
     Ok(g.finish())
 }
 
+/// Window length of [`mobilenet_1d`].
+pub const MOBILENET_1D_WINDOW: usize = 256;
+
+/// A MobileNet-style 1-D CNN over [1, 3, 256] sensor windows, shaped for
+/// the pipeline: a strided stem, three depthwise-separable blocks, global
+/// average pooling and a 4-way softmax head (about 0.2 M MACs).
+pub fn mobilenet_1d(seed: u64) -> Result<ModelProto, ExportError> {
+    let mut rng = Rng::new(seed);
+    let mut g = GraphBuilder::new("mobilenet_1d");
+    let x = g.input(
+        "vibration",
+        ElemType::F32,
+        &[batch(), 3.into(), MOBILENET_1D_WINDOW.into()],
+    );
+    let h = g.conv(
+        &x,
+        3,
+        16,
+        &[5],
+        2,
+        2,
+        1,
+        he(&mut rng, 16 * 15, 15),
+        rng.normal_vec(16, 0.01),
+    )?;
+    let mut h = g.clip(&h, 0.0, 6.0);
+    let mut ch = 16;
+    for (out, stride) in [(32, 2), (64, 2), (64, 1)] {
+        let dw = g.conv(
+            &h,
+            ch,
+            ch,
+            &[3],
+            stride,
+            1,
+            ch,
+            he(&mut rng, ch * 3, 3),
+            vec![0.0; ch],
+        )?;
+        let dw = g.clip(&dw, 0.0, 6.0);
+        let pw = g.conv(
+            &dw,
+            ch,
+            out,
+            &[1],
+            1,
+            0,
+            1,
+            he(&mut rng, out * ch, ch),
+            vec![0.0; out],
+        )?;
+        h = g.clip(&pw, 0.0, 6.0);
+        ch = out;
+    }
+    let p = g.global_avg_pool(&h);
+    let f = g.flatten(&p, 1);
+    let logits = g.gemm(&f, ch, 4, he(&mut rng, 4 * ch, ch), vec![0.0; 4])?;
+    let y = g.softmax(&logits, 1);
+    g.output(&y, "probs", ElemType::F32, &[batch(), 4.into()]);
+    g.metadata(meta::TASK, "classify");
+    g.metadata(meta::WINDOW, &MOBILENET_1D_WINDOW.to_string());
+    g.metadata(meta::HOP, &(MOBILENET_1D_WINDOW / 2).to_string());
+    g.metadata(meta::LAYOUT, "ncw");
+    Ok(g.finish())
+}
+
 /// A ResNet-style CNN over [1, 3, 16, 16]: a 3×3 stem, one residual block
 /// (two 3×3 convolutions and an identity skip through Add), 2×2 max pooling,
 /// global average pooling and a 5-way Gemm head.
