@@ -18,6 +18,8 @@
 pub mod broker;
 pub mod config;
 pub mod export;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod infer;
 pub mod model;
 pub mod mqtt;

@@ -260,8 +260,17 @@ fn replay(
         .context("current directory")
         .map_err(bad_input)?;
     let input = cwd.join(input);
-    config.source =
-        edgeinfer::source::replay_config(&config, &input, realtime).map_err(bad_input)?;
+    // The model's channel names pick the recording's columns; a model that
+    // cannot be read is reported by the pipeline below.
+    let channels = ModelFile::read(&config.resolve(&config.model.path))
+        .ok()
+        .and_then(|f| {
+            f.metadata(edgeinfer::model::meta::CHANNELS)
+                .map(edgeinfer::model::meta_list)
+        })
+        .unwrap_or_default();
+    config.source = edgeinfer::source::replay_config(&config, &input, realtime, &channels)
+        .map_err(bad_input)?;
     config.sink = vec![match output {
         None => SinkConfig::Stdout {},
         Some(p) => SinkConfig::File {

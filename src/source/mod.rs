@@ -247,11 +247,15 @@ impl Pacer {
 
 /// The source of `edgeinfer replay`: `input` (a CSV recording) replayed
 /// with the config's replay settings when it has them; otherwise a
-/// `ts_ms` or `timestamp` column, when the header has one, gives the times.
+/// `ts_ms` or `timestamp` column, when the header has one, gives the times,
+/// and `model_channels` (the model's channel names), when the header has
+/// them all, pick the columns, so a recording with extra columns (a label)
+/// replays as it is.
 pub fn replay_config(
     config: &Config,
     input: &std::path::Path,
     realtime: bool,
+    model_channels: &[String],
 ) -> Result<SourceConfig, SourceError> {
     let (timestamp_column, columns, rate_hz) = match &config.source {
         SourceConfig::Replay {
@@ -265,30 +269,41 @@ pub fn replay_config(
         }
         _ => (None, vec![], 100.0),
     };
-    let timestamp_column = match timestamp_column {
-        Some(c) => Some(c),
-        None => {
-            let mut header = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(std::fs::File::open(input).map_err(|e| {
-                    SourceError::Fatal {
-                        origin: input.display().to_string(),
-                        reason: format!("cannot open: {e}"),
-                    }
-                })?),
-                &mut header,
-            )
-            .map_err(|e| SourceError::Fatal {
-                origin: input.display().to_string(),
-                reason: format!("cannot read header: {e}"),
-            })?;
-            header
-                .trim()
-                .split(',')
-                .map(str::trim)
-                .find(|c| *c == "ts_ms" || *c == "timestamp")
-                .map(String::from)
-        }
+    let header = if timestamp_column.is_none() || columns.is_empty() {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(std::fs::File::open(input).map_err(|e| {
+                SourceError::Fatal {
+                    origin: input.display().to_string(),
+                    reason: format!("cannot open: {e}"),
+                }
+            })?),
+            &mut line,
+        )
+        .map_err(|e| SourceError::Fatal {
+            origin: input.display().to_string(),
+            reason: format!("cannot read header: {e}"),
+        })?;
+        line.trim()
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect()
+    } else {
+        vec![]
+    };
+    let timestamp_column = timestamp_column.or_else(|| {
+        header
+            .iter()
+            .find(|c| *c == "ts_ms" || *c == "timestamp")
+            .cloned()
+    });
+    let columns = if columns.is_empty()
+        && !model_channels.is_empty()
+        && model_channels.iter().all(|c| header.contains(c))
+    {
+        model_channels.to_vec()
+    } else {
+        columns
     };
     Ok(SourceConfig::Replay {
         path: input.to_path_buf(),

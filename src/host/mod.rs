@@ -1,0 +1,484 @@
+//! The host companion (`edgeinfer-host`, feature `host`): train small
+//! models on CSV data, export them to ONNX for the device, verify the export
+//! against the trainer, record training data with the device's own sources,
+//! and decode what devices publish.
+
+pub mod data;
+pub mod listen;
+pub mod net;
+pub mod record;
+pub mod report;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::model::meta;
+use data::{DataSpec, Dataset, Targets, Task};
+use net::{Activation, Arch, Net};
+use train::{fit, kfold, plan_splits, Epoch, FitOptions, Metrics};
+
+/// Metadata keys the trainer adds to the exported model.
+pub mod keys {
+    /// Feature (or channel) column names, a JSON array.
+    pub const FEATURES: &str = "edgeinfer.features";
+    /// Target column names, a JSON array.
+    pub const TARGET: &str = "edgeinfer.target";
+    /// The `--arch` the network was built with.
+    pub const ARCH: &str = "edgeinfer.train.arch";
+    /// The hidden nonlinearity.
+    pub const ACTIVATION: &str = "edgeinfer.train.activation";
+    /// The convolution width.
+    pub const KERNEL: &str = "edgeinfer.train.kernel";
+    /// Test (and k-fold) metrics, JSON.
+    pub const METRICS: &str = "edgeinfer.train.metrics";
+    /// sha256 of the training data file.
+    pub const DATA_SHA256: &str = "edgeinfer.train.data_sha256";
+}
+
+/// Errors of the host commands.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A bad input file or value (exit code 2).
+    #[error("{file}: {message}")]
+    Input {
+        /// The file or flag at fault.
+        file: String,
+        /// What was expected.
+        message: String,
+    },
+    /// Flags that do not fit together (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The model file could not be used (exit code 2).
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// Training failed (exit code 1).
+    #[error("training: {0}")]
+    Train(String),
+    /// An output could not be written (exit code 1).
+    #[error("{file}: cannot write: {message}")]
+    Output {
+        /// The file.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// The exported model disagrees with the trainer (exit code 1).
+    #[error("verify: {0}")]
+    Mismatch(String),
+    /// Broker trouble or records that did not arrive (exit code 1).
+    #[error("{0}")]
+    Mqtt(String),
+}
+
+impl HostError {
+    /// 2 for bad input, 1 for failures while working.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HostError::Input { .. } | HostError::Usage(_) | HostError::Model(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Largest difference allowed between the trainer and the exported model.
+pub const VERIFY_TOLERANCE: f32 = 1e-4;
+
+/// `edgeinfer-host train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The CSV file.
+    pub data: PathBuf,
+    /// Columns, task, windows, cleaning.
+    pub spec: DataSpec,
+    /// Network and optimization.
+    pub fit: FitOptions,
+    /// Validation fraction.
+    pub val_split: f64,
+    /// Test fraction.
+    pub test_split: f64,
+    /// Also estimate the metric by k-fold cross-validation.
+    pub kfold: Option<usize>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// What `train` did, for people and for tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Examples after cleaning.
+    pub examples: usize,
+    /// Rows dropped for missing or non-finite values.
+    pub dropped_rows: usize,
+    /// Values imputed.
+    pub imputed_values: usize,
+    /// Windows skipped for mixed labels.
+    pub mixed_windows: usize,
+    /// Train / validation / test sizes.
+    pub splits: [usize; 3],
+    /// Parameters of the network.
+    pub params: usize,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// The epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Test-split metrics (validation when there is no test split).
+    pub test: Metrics,
+    /// k-fold mean and standard deviation of the headline metric.
+    pub kfold: Option<(f64, f64)>,
+    /// Largest trainer-vs-export difference over every example.
+    pub verify_max_abs_diff: f32,
+    /// Class names.
+    pub labels: Vec<String>,
+    /// Per-epoch figures.
+    pub history: Vec<Epoch>,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    std::fs::write(path, bytes).map_err(|e| HostError::Output {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_default()
+}
+
+/// Trains, exports and verifies; writes `model.onnx`, `weights.safetensors`,
+/// `edgeinfer.toml`, `input.npy`, `output.npy`, `report.md` and plots into
+/// `opts.out`.
+pub fn train_command(
+    opts: &TrainOptions,
+    progress: &mut dyn FnMut(&Epoch),
+) -> Result<TrainSummary, HostError> {
+    let data = Dataset::load(&opts.data, &opts.spec)?;
+    if data.y.is_empty() {
+        return Err(HostError::Input {
+            file: opts.data.display().to_string(),
+            message: "no examples".into(),
+        });
+    }
+    let splits = plan_splits(&data, opts.val_split, opts.test_split, opts.fit.seed)?;
+    // Check the network shape before any time is spent on k folds.
+    Net::new(
+        &opts.fit.arch,
+        &data.shape,
+        data.outputs(),
+        opts.fit.kernel,
+        opts.fit.init,
+        opts.fit.activation,
+        &mut crate::rng::Rng::new(0),
+    )?;
+    let kfold = match opts.kfold {
+        Some(k) => {
+            let pool: Vec<usize> = splits.train.iter().chain(&splits.val).copied().collect();
+            let (m, s, _) = kfold(&data, &pool, k, &opts.fit)?;
+            Some((m, s))
+        }
+        None => None,
+    };
+    let fitted = fit(&data, &splits.train, &splits.val, &opts.fit, progress)?;
+    let held_out = if splits.test.is_empty() {
+        &splits.val
+    } else {
+        &splits.test
+    };
+    let (xt, yt) = data.select(held_out);
+    let test = Metrics::of(&fitted.outputs(&xt, &data.shape)?, &yt, data.outputs());
+
+    let classify = matches!(data.y, Targets::Class(_));
+    let windowed = data.shape.len() == 2;
+    let mut metadata: Vec<(String, String)> = vec![
+        (
+            meta::TASK.into(),
+            if classify { "classify" } else { "regress" }.into(),
+        ),
+        (meta::CHANNELS.into(), json_list(&data.features)),
+        (keys::FEATURES.into(), json_list(&data.features)),
+        (keys::TARGET.into(), json_list(&data.targets)),
+        (keys::ARCH.into(), opts.fit.arch.to_string()),
+        (keys::ACTIVATION.into(), opts.fit.activation.name().into()),
+        (keys::KERNEL.into(), opts.fit.kernel.to_string()),
+        (keys::DATA_SHA256.into(), data.sha256.clone()),
+        (
+            keys::METRICS.into(),
+            serde_json::json!({ "test": test, "kfold": kfold }).to_string(),
+        ),
+    ];
+    if classify {
+        metadata.push((meta::LABELS.into(), json_list(&data.labels)));
+    }
+    match (windowed, opts.spec.window) {
+        (true, Some((size, hop))) => {
+            metadata.push((meta::WINDOW.into(), size.to_string()));
+            metadata.push((meta::HOP.into(), hop.to_string()));
+            metadata.push((meta::LAYOUT.into(), "ncw".into()));
+        }
+        _ => {
+            metadata.push((meta::WINDOW.into(), "1".into()));
+            metadata.push((meta::LAYOUT.into(), "flat".into()));
+        }
+    }
+    let proto = fitted
+        .net
+        .to_onnx(&fitted.mean, &fitted.std, classify, &metadata)?;
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| HostError::Output {
+        file: opts.out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let model_path = opts.out.join("model.onnx");
+    crate::export::write_model(&proto, &model_path).map_err(|e| HostError::Output {
+        file: model_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    fitted.net.save(
+        &opts.out.join("weights.safetensors"),
+        &fitted.mean,
+        &fitted.std,
+    )?;
+
+    // The exported file against the trainer on every example, through the
+    // device's own model runner: a mismatch fails the command.
+    let check = verify_against(&model_path, &opts.out.join("weights.safetensors"), &data)?;
+
+    let reference: Vec<usize> = held_out.iter().take(4).copied().collect();
+    let reference = if reference.is_empty() {
+        vec![0]
+    } else {
+        reference
+    };
+    let (xr, _) = data.select(&reference);
+    let yr = trainer_outputs(
+        &fitted.net,
+        &fitted.mean,
+        &fitted.std,
+        &xr,
+        &data.shape,
+        classify,
+    )?;
+    write_npy(&opts.out.join("input.npy"), &xr, &data.shape)?;
+    write_npy(&opts.out.join("output.npy"), &yr, &[data.outputs()])?;
+
+    let name = opts
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    write_file(
+        &opts.out.join("edgeinfer.toml"),
+        device_config(&name, &data).as_bytes(),
+    )?;
+    let summary = TrainSummary {
+        examples: data.x.len(),
+        dropped_rows: data.dropped_rows,
+        imputed_values: data.imputed_values,
+        mixed_windows: data.mixed_windows,
+        splits: [splits.train.len(), splits.val.len(), splits.test.len()],
+        params: fitted.net.params(),
+        epochs_run: fitted.history.len(),
+        best_epoch: fitted.best_epoch,
+        test,
+        kfold,
+        verify_max_abs_diff: check.max_abs_diff,
+        labels: data.labels.clone(),
+        history: fitted.history.clone(),
+    };
+    report::write(&opts.out, opts, &summary)?;
+    Ok(summary)
+}
+
+/// Trainer outputs as the exported model gives them (softmax for classes).
+fn trainer_outputs(
+    net: &Net,
+    mean: &[f32],
+    std: &[f32],
+    x: &[Vec<f32>],
+    shape: &[usize],
+    classify: bool,
+) -> Result<Vec<Vec<f32>>, HostError> {
+    let t = net::batch_tensor(x, shape, mean, std)?;
+    let out = net
+        .forward(&t)
+        .and_then(|o| {
+            if classify {
+                candle_nn::ops::softmax(&o, 1)
+            } else {
+                Ok(o)
+            }
+        })
+        .and_then(|o| o.to_vec2::<f32>())
+        .map_err(|e| HostError::Train(e.to_string()))?;
+    Ok(out)
+}
+
+fn write_npy(path: &Path, rows: &[Vec<f32>], shape: &[usize]) -> Result<(), HostError> {
+    let mut dims = vec![rows.len()];
+    dims.extend_from_slice(shape);
+    let t = Tensor::from_shape(&dims, &rows.concat()).map_err(|e| HostError::Output {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    crate::infer::write_tensor(path, &t).map_err(|e| HostError::Output {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A device config that runs the model on CSV lines from stdin; window,
+/// layout, labels and task come from the model's metadata.
+fn device_config(name: &str, data: &Dataset) -> String {
+    format!(
+        "# Runs {name}/model.onnx on the device: `edgeinfer run --config edgeinfer.toml`.\n\
+         # Input: CSV lines on stdin, one sample per line, columns {cols}.\n\
+         # Replace [source] with the board's sensor (see docs/config.md).\n\
+         device_id = {name:?}\n\n\
+         [model]\npath = \"model.onnx\"\n\n\
+         [source]\nkind = \"stdin\"\nformat = \"csv\"\n\n\
+         [[sink]]\nkind = \"stdout\"\n",
+        cols = data.features.join(", "),
+    )
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Examples compared.
+    pub examples: usize,
+    /// Largest |trainer − exported| over every output of every example.
+    pub max_abs_diff: f32,
+    /// Metrics of the exported model on the examples.
+    pub metrics: Metrics,
+}
+
+/// Runs `model` (the device runner) and the trainer's network (from
+/// `weights`) on every example of `data`; errors when they differ by more
+/// than [`VERIFY_TOLERANCE`].
+pub fn verify_against(
+    model: &Path,
+    weights: &Path,
+    data: &Dataset,
+) -> Result<VerifyReport, HostError> {
+    let file = crate::ModelFile::read(model)?;
+    let origin = model.display().to_string();
+    let bad = |message: String| HostError::Input {
+        file: origin.clone(),
+        message,
+    };
+    let arch: Arch = file
+        .metadata(keys::ARCH)
+        .ok_or_else(|| {
+            bad(format!(
+                "expected metadata {} (a model made by train)",
+                keys::ARCH
+            ))
+        })?
+        .parse()
+        .map_err(bad)?;
+    let activation: Activation = file
+        .metadata(keys::ACTIVATION)
+        .unwrap_or("relu")
+        .parse()
+        .map_err(bad)?;
+    let kernel = file
+        .metadata(keys::KERNEL)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    let net = Net::new(
+        &arch,
+        &data.shape,
+        data.outputs(),
+        kernel,
+        net::Init::He,
+        activation,
+        &mut crate::rng::Rng::new(0),
+    )?;
+    let (mean, std) = net.load(weights)?;
+    let classify = matches!(data.y, Targets::Class(_));
+    let mut pin_shape = vec![data.x.len()];
+    pin_shape.extend_from_slice(&data.shape);
+    let mut model = file.load(Some(&[crate::model::InputPin {
+        dtype: f32::datum_type(),
+        shape: pin_shape.clone(),
+    }]))?;
+    let input = Tensor::from_shape(&pin_shape, &data.x.concat()).map_err(|e| bad(e.to_string()))?;
+    let out = model.run(tvec!(input.into()))?;
+    let exported: Vec<f32> = out[0]
+        .to_plain_array_view::<f32>()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .copied()
+        .collect();
+    let trainer = trainer_outputs(&net, &mean, &std, &data.x, &data.shape, classify)?;
+    if exported.len() != trainer.len() * data.outputs() {
+        return Err(HostError::Mismatch(format!(
+            "{origin}: {} outputs from the model, {} from the trainer",
+            exported.len(),
+            trainer.len() * data.outputs()
+        )));
+    }
+    let max_abs_diff = exported
+        .iter()
+        .zip(trainer.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if max_abs_diff.is_nan() || max_abs_diff > VERIFY_TOLERANCE {
+        return Err(HostError::Mismatch(format!(
+            "{origin}: the exported model differs from the trainer by {max_abs_diff:e} \
+             (allowed {VERIFY_TOLERANCE:e})"
+        )));
+    }
+    let rows: Vec<Vec<f32>> = exported
+        .chunks(data.outputs())
+        .map(|c| c.to_vec())
+        .collect();
+    Ok(VerifyReport {
+        examples: data.x.len(),
+        max_abs_diff,
+        metrics: Metrics::of(&rows, &data.y, data.outputs()),
+    })
+}
+
+/// The data spec a trained model was made with, from its metadata, so
+/// `verify` needs only the model and the data.
+pub fn spec_from_model(file: &crate::ModelFile) -> Result<DataSpec, HostError> {
+    let list = |k: &str| -> Vec<String> {
+        file.metadata(k)
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default()
+    };
+    let target = list(keys::TARGET);
+    if target.is_empty() {
+        return Err(HostError::Input {
+            file: file.origin().into(),
+            message: format!("expected metadata {} (a model made by train)", keys::TARGET),
+        });
+    }
+    let window = match (file.metadata(meta::LAYOUT), file.metadata(meta::WINDOW)) {
+        (Some("ncw"), Some(w)) => {
+            let size: usize = w.parse().unwrap_or(1);
+            let hop = file
+                .metadata(meta::HOP)
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(size);
+            Some((size, hop))
+        }
+        _ => None,
+    };
+    Ok(DataSpec {
+        task: match file.metadata(meta::TASK) {
+            Some("classify") => Task::Classify,
+            _ => Task::Regress,
+        },
+        target,
+        features: list(keys::FEATURES),
+        window,
+        impute: false,
+    })
+}

@@ -1,0 +1,469 @@
+//! The training loop: seeded splits, forward, loss, backward, update, early
+//! stopping on validation loss, test metrics, k-fold estimates.
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
+use serde::Serialize;
+
+use super::data::{shuffled, split, standardization, Dataset, Targets, Task};
+use super::net::{batch_tensor, Activation, Arch, Init, Net};
+use super::HostError;
+use crate::rng::Rng;
+
+/// The update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// Adam (β1 0.9, β2 0.999, ε 1e-8, no weight decay).
+    Adam,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+/// What is minimized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Mean squared error (of the softmax vs one-hot, for classification).
+    Mse,
+    /// Softmax cross-entropy (classification only).
+    CrossEntropy,
+}
+
+/// Everything a fit needs besides the data.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Network shape.
+    pub arch: Arch,
+    /// Convolution width.
+    pub kernel: usize,
+    /// Initial weights.
+    pub init: Init,
+    /// Hidden nonlinearity.
+    pub activation: Activation,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Examples per update.
+    pub batch: usize,
+    /// Loss.
+    pub loss: Loss,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: Option<usize>,
+    /// Seeds weights and batch order.
+    pub seed: u64,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Epoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Loss on the validation split (NaN without one).
+    pub val_loss: f64,
+    /// Accuracy (classification) or R² (regression) on the validation split.
+    pub val_metric: f64,
+}
+
+/// Figures on held-out examples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Metrics {
+    /// Classification.
+    Class {
+        /// Fraction right.
+        accuracy: f64,
+        /// Per class: right among those predicted as it.
+        precision: Vec<f64>,
+        /// Per class: found among those that are it.
+        recall: Vec<f64>,
+        /// `confusion[true][predicted]` counts.
+        confusion: Vec<Vec<u32>>,
+    },
+    /// Regression (every target column together).
+    Regress {
+        /// Mean squared error.
+        mse: f64,
+        /// Mean absolute error.
+        mae: f64,
+        /// Coefficient of determination, against each column's mean.
+        r2: f64,
+    },
+}
+
+impl Metrics {
+    /// Accuracy or R²: the one figure to watch.
+    pub fn headline(&self) -> f64 {
+        match self {
+            Metrics::Class { accuracy, .. } => *accuracy,
+            Metrics::Regress { r2, .. } => *r2,
+        }
+    }
+
+    /// Scores `outputs` (logits or values, one row per example) against `y`.
+    pub fn of(outputs: &[Vec<f32>], y: &Targets, classes: usize) -> Metrics {
+        match y {
+            Targets::Class(truth) => {
+                let mut confusion = vec![vec![0u32; classes]; classes];
+                for (o, &t) in outputs.iter().zip(truth) {
+                    confusion[t as usize][argmax(o)] += 1;
+                }
+                let right: u32 = (0..classes).map(|c| confusion[c][c]).sum();
+                let ratio = |a: u32, b: u32| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+                Metrics::Class {
+                    accuracy: ratio(right, truth.len() as u32),
+                    precision: (0..classes)
+                        .map(|c| {
+                            ratio(confusion[c][c], (0..classes).map(|t| confusion[t][c]).sum())
+                        })
+                        .collect(),
+                    recall: (0..classes)
+                        .map(|c| ratio(confusion[c][c], confusion[c].iter().sum()))
+                        .collect(),
+                    confusion,
+                }
+            }
+            Targets::Values(truth) => {
+                let cols = truth.first().map_or(0, Vec::len);
+                let n = truth.len().max(1) as f64;
+                let means: Vec<f64> = (0..cols)
+                    .map(|j| truth.iter().map(|r| r[j] as f64).sum::<f64>() / n)
+                    .collect();
+                let (mut se, mut ae, mut tot) = (0.0, 0.0, 0.0);
+                for (o, t) in outputs.iter().zip(truth) {
+                    for j in 0..cols {
+                        let d = (o[j] - t[j]) as f64;
+                        se += d * d;
+                        ae += d.abs();
+                        tot += (t[j] as f64 - means[j]).powi(2);
+                    }
+                }
+                let count = n * cols.max(1) as f64;
+                Metrics::Regress {
+                    mse: se / count,
+                    mae: ae / count,
+                    r2: if tot > 0.0 { 1.0 - se / tot } else { 0.0 },
+                }
+            }
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+fn candle(e: candle_core::Error) -> HostError {
+    HostError::Train(e.to_string())
+}
+
+/// Targets as the loss wants them: class ids (u32) for cross-entropy,
+/// one-hot rows for MSE on classes, values for regression.
+fn target_tensor(y: &Targets, loss: Loss, classes: usize) -> Result<Tensor, HostError> {
+    let dev = Device::Cpu;
+    match (y, loss) {
+        (Targets::Class(c), Loss::CrossEntropy) => {
+            Tensor::from_vec(c.clone(), c.len(), &dev).map_err(candle)
+        }
+        (Targets::Class(c), Loss::Mse) => {
+            let mut hot = vec![0f32; c.len() * classes];
+            for (i, &k) in c.iter().enumerate() {
+                hot[i * classes + k as usize] = 1.0;
+            }
+            Tensor::from_vec(hot, (c.len(), classes), &dev).map_err(candle)
+        }
+        (Targets::Values(v), Loss::Mse) => {
+            let cols = v.first().map_or(0, Vec::len);
+            Tensor::from_vec(v.concat(), (v.len(), cols), &dev).map_err(candle)
+        }
+        (Targets::Values(_), Loss::CrossEntropy) => Err(HostError::Usage(
+            "--loss cross-entropy needs --task classify".into(),
+        )),
+    }
+}
+
+fn loss_of(
+    out: &Tensor,
+    target: &Tensor,
+    loss: Loss,
+    classify: bool,
+) -> candle_core::Result<Tensor> {
+    match loss {
+        Loss::CrossEntropy => candle_nn::loss::cross_entropy(out, target),
+        Loss::Mse if classify => {
+            candle_nn::loss::mse(&candle_nn::ops::softmax(out, D::Minus1)?, target)
+        }
+        Loss::Mse => candle_nn::loss::mse(out, target),
+    }
+}
+
+/// One optimizer update from a loss.
+type Step = dyn FnMut(&Tensor) -> candle_core::Result<()>;
+
+/// A trained network and how it got there.
+#[derive(Debug)]
+pub struct Fitted {
+    /// The network (best validation epoch's weights when there is a
+    /// validation split).
+    pub net: Net,
+    /// Standardization from the training split.
+    pub mean: Vec<f32>,
+    /// Standard deviations to go with `mean`.
+    pub std: Vec<f32>,
+    /// Every epoch run.
+    pub history: Vec<Epoch>,
+    /// The epoch whose weights were kept.
+    pub best_epoch: usize,
+}
+
+impl Fitted {
+    /// Network outputs (logits or values) for raw examples.
+    pub fn outputs(&self, x: &[Vec<f32>], shape: &[usize]) -> Result<Vec<Vec<f32>>, HostError> {
+        if x.is_empty() {
+            return Ok(vec![]);
+        }
+        let t = batch_tensor(x, shape, &self.mean, &self.std)?;
+        self.net
+            .forward(&t)
+            .and_then(|o| o.to_vec2::<f32>())
+            .map_err(candle)
+    }
+}
+
+/// Fits a network on `train` examples of `data`, watching `val`.
+/// `progress` is told each finished epoch.
+pub fn fit(
+    data: &Dataset,
+    train: &[usize],
+    val: &[usize],
+    opts: &FitOptions,
+    progress: &mut dyn FnMut(&Epoch),
+) -> Result<Fitted, HostError> {
+    let classify = matches!(data.y, Targets::Class(_));
+    let classes = data.outputs();
+    let (xtr, ytr) = data.select(train);
+    let (xv, yv) = data.select(val);
+    let (mean, std) = standardization(&xtr, &data.shape);
+    let mut rng = Rng::new(opts.seed);
+    let net = Net::new(
+        &opts.arch,
+        &data.shape,
+        classes,
+        opts.kernel,
+        opts.init,
+        opts.activation,
+        &mut rng,
+    )?;
+    let x_train = batch_tensor(&xtr, &data.shape, &mean, &std)?;
+    let y_train = target_tensor(&ytr, opts.loss, classes)?;
+    let x_val = if xv.is_empty() {
+        None
+    } else {
+        Some((
+            batch_tensor(&xv, &data.shape, &mean, &std)?,
+            target_tensor(&yv, opts.loss, classes)?,
+        ))
+    };
+    let mut optimizer: Box<Step> = match opts.optimizer {
+        OptimizerKind::Adam => {
+            let mut o = AdamW::new(
+                net.vars(),
+                ParamsAdamW {
+                    lr: opts.lr,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.0,
+                },
+            )
+            .map_err(candle)?;
+            Box::new(move |l| o.backward_step(l))
+        }
+        OptimizerKind::Sgd => {
+            let mut o = SGD::new(net.vars(), opts.lr).map_err(candle)?;
+            Box::new(move |l| o.backward_step(l))
+        }
+    };
+    let batch = opts.batch.max(1);
+    let mut history = Vec::new();
+    let (mut best_loss, mut best_epoch, mut best) = (f64::INFINITY, 0, None);
+    for epoch in 1..=opts.epochs {
+        let order = shuffled(xtr.len(), &mut rng);
+        let mut total = 0.0;
+        let mut batches = 0;
+        for chunk in order.chunks(batch) {
+            let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::from_vec(idx, chunk.len(), &Device::Cpu).map_err(candle)?;
+            let xb = x_train.index_select(&idx, 0).map_err(candle)?;
+            let yb = y_train.index_select(&idx, 0).map_err(candle)?;
+            let out = net.forward(&xb).map_err(candle)?;
+            let l = loss_of(&out, &yb, opts.loss, classify).map_err(candle)?;
+            optimizer(&l).map_err(candle)?;
+            total += l
+                .to_dtype(DType::F64)
+                .and_then(|t| t.to_scalar::<f64>())
+                .map_err(candle)?;
+            batches += 1;
+        }
+        let train_loss = total / batches.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(HostError::Train(format!(
+                "epoch {epoch}: the loss is {train_loss}: lower --lr"
+            )));
+        }
+        let (val_loss, val_metric) = match &x_val {
+            Some((xv_t, yv_t)) => {
+                let out = net.forward(xv_t).map_err(candle)?;
+                let l = loss_of(&out, yv_t, opts.loss, classify)
+                    .and_then(|t| t.to_dtype(DType::F64))
+                    .and_then(|t| t.to_scalar::<f64>())
+                    .map_err(candle)?;
+                let rows = out.to_vec2::<f32>().map_err(candle)?;
+                (l, Metrics::of(&rows, &yv, classes).headline())
+            }
+            None => (f64::NAN, f64::NAN),
+        };
+        let e = Epoch {
+            epoch,
+            train_loss,
+            val_loss,
+            val_metric,
+        };
+        progress(&e);
+        history.push(e);
+        if x_val.is_some() {
+            if val_loss < best_loss {
+                best_loss = val_loss;
+                best_epoch = epoch;
+                best = Some(net.snapshot()?);
+            } else if opts.patience.is_some_and(|p| epoch - best_epoch >= p) {
+                break;
+            }
+        } else {
+            best_epoch = epoch;
+        }
+    }
+    if let Some(b) = best {
+        net.restore(&b)?;
+    }
+    Ok(Fitted {
+        net,
+        mean,
+        std,
+        history,
+        best_epoch,
+    })
+}
+
+/// Mean and standard deviation of the headline metric over `k` folds of
+/// `pool` (each fold validates a model trained on the others).
+pub fn kfold(
+    data: &Dataset,
+    pool: &[usize],
+    k: usize,
+    opts: &FitOptions,
+) -> Result<(f64, f64, Vec<f64>), HostError> {
+    if k < 2 || k > pool.len() {
+        return Err(HostError::Input {
+            file: "--kfold".into(),
+            message: format!(
+                "expected 2 to {} folds for {} training examples, found {k}",
+                pool.len(),
+                pool.len()
+            ),
+        });
+    }
+    let idx = shuffled(pool.len(), &mut Rng::new(opts.seed ^ 0x6b_666f_6c64));
+    let mut scores = Vec::new();
+    for f in 0..k {
+        let (lo, hi) = (f * pool.len() / k, (f + 1) * pool.len() / k);
+        let val: Vec<usize> = idx[lo..hi].iter().map(|&i| pool[i]).collect();
+        let train: Vec<usize> = idx[..lo]
+            .iter()
+            .chain(&idx[hi..])
+            .map(|&i| pool[i])
+            .collect();
+        let fitted = fit(data, &train, &val, opts, &mut |_| {})?;
+        let (xv, yv) = data.select(&val);
+        let out = fitted.outputs(&xv, &data.shape)?;
+        scores.push(Metrics::of(&out, &yv, data.outputs()).headline());
+    }
+    let mean = scores.iter().sum::<f64>() / k as f64;
+    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / k as f64;
+    Ok((mean, var.sqrt(), scores))
+}
+
+/// The train/validation/test split, stratified by class for classification.
+pub fn plan_splits(
+    data: &Dataset,
+    val: f64,
+    test: f64,
+    seed: u64,
+) -> Result<super::data::Splits, HostError> {
+    let classes = match &data.y {
+        Targets::Class(c) => Some(c.as_slice()),
+        Targets::Values(_) => None,
+    };
+    split(data.x.len(), classes, val, test, seed).map_err(|message| HostError::Input {
+        file: "--val-split/--test-split".into(),
+        message,
+    })
+}
+
+/// The task the data was loaded for.
+pub fn task_of(data: &Dataset) -> Task {
+    match data.y {
+        Targets::Class(_) => Task::Classify,
+        Targets::Values(_) => Task::Regress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_a_known_confusion() {
+        let out = vec![
+            vec![0.9, 0.1],
+            vec![0.2, 0.8],
+            vec![0.6, 0.4],
+            vec![0.3, 0.7],
+        ];
+        let m = Metrics::of(&out, &Targets::Class(vec![0, 1, 1, 1]), 2);
+        assert_eq!(
+            m,
+            Metrics::Class {
+                accuracy: 0.75,
+                precision: vec![0.5, 1.0],
+                recall: vec![1.0, 2.0 / 3.0],
+                confusion: vec![vec![1, 0], vec![1, 2]],
+            }
+        );
+        let r = Metrics::of(
+            &[vec![1.0], vec![3.0]],
+            &Targets::Values(vec![vec![1.0], vec![2.0]]),
+            1,
+        );
+        assert_eq!(
+            r,
+            Metrics::Regress {
+                mse: 0.5,
+                mae: 0.5,
+                r2: 1.0 - 1.0 / 0.5
+            }
+        );
+    }
+}
