@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgeinfer::config::SimMode;
 use edgeinfer::export::reference::{eval, Dense};
 use edgeinfer::export::{write_model, zoo};
 use edgeinfer::rng::Rng;
@@ -52,17 +51,7 @@ fn main() -> Result<()> {
     let x = Dense::new(vec![4, 10], rng.normal_vec(40, 1.0));
     save(&root.join("seed-mlp"), &zoo::seed_mlp(1)?, x)?;
 
-    // The demo CNN, its threshold calibrated on 200 windows of each mode.
-    let (threshold, max_normal, min_fault) = zoo::calibrate_demo(7, 200);
-    println!("demo: max normal feature {max_normal:.4}, min fault feature {min_fault:.4}, threshold {threshold:.4}");
-    let model = zoo::demo_cnn(threshold, 20.0)?;
-    let normal = zoo::simulated_windows(SimMode::Normal, 11, 1).remove(0);
-    let fault = zoo::simulated_windows(SimMode::Fault, 11, 1).remove(0);
-    let input = Dense::new(
-        vec![2, zoo::DEMO_CHANNELS, zoo::DEMO_WINDOW],
-        normal.into_iter().chain(fault).collect(),
-    );
-    save(&root.join("demo"), &model, input)?;
+    // The demo is trained: models/demo/make.sh.
 
     // The temperature trend regressor: closed-form mean and slope weights.
     let ramp: Vec<f32> = (0..2 * zoo::TREND_WINDOW)

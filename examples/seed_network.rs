@@ -52,6 +52,7 @@ fn main() -> Result<()> {
             features: xs,
             window: None,
             impute: false,
+            labels: vec![],
         },
         fit: FitOptions {
             arch: Arch::Mlp(vec![20]),

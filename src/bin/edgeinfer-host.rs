@@ -69,6 +69,9 @@ struct TrainArgs {
     /// Fill missing feature values with the column mean instead of dropping the row.
     #[arg(long)]
     impute: bool,
+    /// Class names in class-id order (default: sorted).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
     /// mlp:H1,H2,... or cnn1d:C1,C2,...
     #[arg(long)]
     arch: String,
@@ -240,6 +243,7 @@ fn train(args: TrainArgs) -> Result<(), Failure> {
         hop,
         channels,
         impute,
+        labels,
         arch,
         kernel,
         activation,
@@ -286,6 +290,7 @@ fn train(args: TrainArgs) -> Result<(), Failure> {
             },
             window: window.map(|w| (w, hop.unwrap_or(w))),
             impute,
+            labels,
         },
         fit: FitOptions {
             arch: arch.parse::<Arch>().map_err(usage)?,

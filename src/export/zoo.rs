@@ -28,25 +28,12 @@ pub fn seed_mlp(seed: u64) -> Result<ModelProto, ExportError> {
     Ok(g.finish())
 }
 
-/// Demo window: samples per window, hop, and channels.
+/// The demo model's window (models/demo): samples per window.
 pub const DEMO_WINDOW: usize = 64;
 /// Demo hop.
 pub const DEMO_HOP: usize = 32;
 /// Demo channels.
 pub const DEMO_CHANNELS: usize = 3;
-
-/// The demo's feature, computed plainly: mean absolute first difference per
-/// channel, averaged over channels, of an NCW window. This is what the demo
-/// CNN computes with its convolution, ReLUs and pooling.
-pub fn demo_feature(ncw: &[f32]) -> f32 {
-    let per: f32 = ncw
-        .chunks(DEMO_WINDOW)
-        .map(|ch| {
-            ch.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f32>() / (DEMO_WINDOW - 1) as f32
-        })
-        .sum();
-    per / DEMO_CHANNELS as f32
-}
 
 /// `n` consecutive NCW windows from the simulated sensor in `mode`.
 pub fn simulated_windows(mode: SimMode, seed: u64, n: usize) -> Vec<Vec<f32>> {
@@ -64,61 +51,6 @@ pub fn simulated_windows(mode: SimMode, seed: u64, n: usize) -> Vec<Vec<f32>> {
         }
     }
     out
-}
-
-/// The demo's decision threshold: midway between the highest feature of
-/// `n` normal windows and the lowest of `n` fault windows from `seed`.
-pub fn calibrate_demo(seed: u64, n: usize) -> (f32, f32, f32) {
-    let max_normal = simulated_windows(SimMode::Normal, seed, n)
-        .iter()
-        .map(|w| demo_feature(w))
-        .fold(f32::MIN, f32::max);
-    let min_fault = simulated_windows(SimMode::Fault, seed, n)
-        .iter()
-        .map(|w| demo_feature(w))
-        .fold(f32::MAX, f32::min);
-    ((max_normal + min_fault) / 2.0, max_normal, min_fault)
-}
-
-/// The demo classifier: a 1-D CNN over [N, 3, 64] vibration windows with
-/// hand-set weights. A depthwise convolution with kernels [-1, 1] and
-/// [1, -1] per axis, ReLU and global average pooling give the mean absolute
-/// first difference of each axis (high-frequency energy); a Gemm compares
-/// their mean with `threshold` at slope `gain`, and softmax turns that into
-/// P(normal), P(fault).
-pub fn demo_cnn(threshold: f32, gain: f32) -> Result<ModelProto, ExportError> {
-    let c = DEMO_CHANNELS;
-    let mut g = GraphBuilder::new("demo_vibration_cnn");
-    let x = g.input(
-        "vibration",
-        ElemType::F32,
-        &[batch(), c.into(), DEMO_WINDOW.into()],
-    );
-    let kernels: Vec<f32> = (0..c).flat_map(|_| [-1.0, 1.0, 1.0, -1.0]).collect();
-    let d = g.conv(&x, c, 2 * c, &[2], 1, 0, c, kernels, vec![0.0; 2 * c])?;
-    let d = g.relu(&d);
-    let pooled = g.global_avg_pool(&d);
-    let features = g.flatten(&pooled, 1);
-    // fault logit = gain · (Σ features / c − threshold); normal is its negative.
-    let k = gain / c as f32;
-    let mut w = vec![-k; 2 * c];
-    w.extend(vec![k; 2 * c]);
-    let logits = g.gemm(
-        &features,
-        2 * c,
-        2,
-        w,
-        vec![gain * threshold, -gain * threshold],
-    )?;
-    let probs = g.softmax(&logits, 1);
-    g.output(&probs, "probs", ElemType::F32, &[batch(), 2.into()]);
-    g.metadata(meta::TASK, "classify");
-    g.metadata(meta::LABELS, "normal,fault");
-    g.metadata(meta::WINDOW, &DEMO_WINDOW.to_string());
-    g.metadata(meta::HOP, &DEMO_HOP.to_string());
-    g.metadata(meta::CHANNELS, "x,y,z");
-    g.metadata(meta::LAYOUT, "ncw");
-    Ok(g.finish())
 }
 
 fn he(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {

@@ -104,6 +104,9 @@ pub struct DataSpec {
     pub window: Option<(usize, usize)>,
     /// Fill missing feature values with the column mean instead of dropping rows.
     pub impute: bool,
+    /// Class names in class-id order; empty: sorted (numerically when they
+    /// are numbers).
+    pub labels: Vec<String>,
 }
 
 /// Targets of every example.
@@ -284,7 +287,17 @@ impl Dataset {
         let (labels, row_y) = match spec.task {
             Task::Classify => {
                 let names: Vec<&str> = raw_targets.iter().map(|t| t[0].as_str()).collect();
-                let labels = class_labels(&names);
+                let mut labels = class_labels(&names);
+                if !spec.labels.is_empty() {
+                    if let Some(l) = labels.iter().find(|l| !spec.labels.contains(l)) {
+                        return Err(bad(format!(
+                            "class {l:?} of {:?} is not in --labels {}",
+                            spec.target[0],
+                            spec.labels.join(",")
+                        )));
+                    }
+                    labels = spec.labels.clone();
+                }
                 if labels.len() < 2 {
                     return Err(bad(format!(
                         "target {:?} has one class ({:?}): classification needs at least 2",
@@ -554,6 +567,7 @@ mod tests {
             features: vec![],
             window: None,
             impute: false,
+            labels: vec![],
         }
     }
 

@@ -480,5 +480,6 @@ pub fn spec_from_model(file: &crate::ModelFile) -> Result<DataSpec, HostError> {
         features: list(keys::FEATURES),
         window,
         impute: false,
+        labels: vec![],
     })
 }
