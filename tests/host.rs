@@ -586,3 +586,41 @@ fn decode_reads_a_postcard_payload_from_a_file_or_stdin() {
     let o = child.wait_with_output().unwrap();
     assert_bad_input_host(&o, &["stdin", "neither a postcard nor a JSON result batch"]);
 }
+
+/// Exported models are standard ONNX: ONNX Runtime (from PyPI) loads them
+/// and agrees with the trainer's reference output. CI installs onnxruntime
+/// and sets EDGEINFER_TEST_ORT=1, which makes its absence a failure.
+#[test]
+fn exports_run_in_onnx_runtime_too() {
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+                  s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+                  x = np.load(sys.argv[2])\n\
+                  y = s.run(None, {s.get_inputs()[0].name: x})[0]\n\
+                  print(float(np.abs(y - np.load(sys.argv[3])).max()))\n";
+    let probe = Command::new("python3")
+        .args(["-c", "import onnxruntime, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("EDGEINFER_TEST_ORT").is_none(),
+            "EDGEINFER_TEST_ORT is set but python3 cannot import onnxruntime and numpy"
+        );
+        eprintln!("skipped: python3 with onnxruntime and numpy not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = iris_csv(tmp.path());
+    let iris = tmp.path().join("iris");
+    let o = train_iris(&data, &iris, 1, 20, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for dir in [iris, repo("models/demo")] {
+        let o = run(Command::new("python3")
+            .args(["-c", script])
+            .arg(dir.join("model.onnx"))
+            .arg(dir.join("input.npy"))
+            .arg(dir.join("output.npy")));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let diff: f32 = stdout(&o).trim().parse().unwrap();
+        assert!(diff <= 1e-4, "{}: ONNX Runtime differs by {diff}", dir.display());
+    }
+}
