@@ -621,6 +621,10 @@ fn exports_run_in_onnx_runtime_too() {
             .arg(dir.join("output.npy")));
         assert!(o.status.success(), "{}", stderr(&o));
         let diff: f32 = stdout(&o).trim().parse().unwrap();
-        assert!(diff <= 1e-4, "{}: ONNX Runtime differs by {diff}", dir.display());
+        assert!(
+            diff <= 1e-4,
+            "{}: ONNX Runtime differs by {diff}",
+            dir.display()
+        );
     }
 }

@@ -17,8 +17,6 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Data rows; every row has one cell per column.
     pub rows: Vec<Vec<String>>,
-    /// sha256 of the file's bytes, recorded in the model.
-    pub sha256: String,
 }
 
 impl Table {
@@ -33,8 +31,8 @@ impl Table {
             file: path.display().to_string(),
             message,
         };
-        let text = String::from_utf8(bytes.clone())
-            .map_err(|_| bad("expected UTF-8 text (a CSV file)".into()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| bad("expected UTF-8 text (a CSV file)".into()))?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header = lines
             .next()
@@ -53,11 +51,7 @@ impl Table {
             }
             rows.push(cells);
         }
-        Ok(Table {
-            columns,
-            rows,
-            sha256: crate::model::hex(&Sha256::digest(&bytes)),
-        })
+        Ok(Table { columns, rows })
     }
 
     /// Index of `name`, or an error listing the columns there are.
@@ -163,8 +157,22 @@ pub struct Dataset {
     pub imputed_values: usize,
     /// Windows skipped because their rows carry more than one label.
     pub mixed_windows: usize,
-    /// sha256 of the data file.
+    /// sha256 of the examples: every value of `x`, then every target, as
+    /// little-endian bytes. Columns the model does not use (timestamps)
+    /// do not count, so the same data recorded at another time hashes the same.
     pub sha256: String,
+}
+
+fn examples_sha256(x: &[Vec<f32>], y: &Targets) -> String {
+    let mut h = Sha256::new();
+    for v in x.iter().flatten() {
+        h.update(v.to_le_bytes());
+    }
+    match y {
+        Targets::Class(c) => c.iter().for_each(|k| h.update(k.to_le_bytes())),
+        Targets::Values(v) => v.iter().flatten().for_each(|t| h.update(t.to_le_bytes())),
+    }
+    crate::model::hex(&h.finalize())
 }
 
 impl Dataset {
@@ -344,16 +352,16 @@ impl Dataset {
             }
         };
         Ok(Dataset {
-            x,
             shape,
-            y,
             labels,
             features: feature_names,
             targets: spec.target.clone(),
             dropped_rows: dropped,
             imputed_values: imputed,
             mixed_windows: mixed,
-            sha256: table.sha256.clone(),
+            sha256: examples_sha256(&x, &y),
+            x,
+            y,
         })
     }
 

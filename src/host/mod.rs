@@ -34,7 +34,7 @@ pub mod keys {
     pub const KERNEL: &str = "edgeinfer.train.kernel";
     /// Test (and k-fold) metrics, JSON.
     pub const METRICS: &str = "edgeinfer.train.metrics";
-    /// sha256 of the training data file.
+    /// sha256 of the training examples (see `data::Dataset::sha256`).
     pub const DATA_SHA256: &str = "edgeinfer.train.data_sha256";
 }
 
@@ -248,12 +248,7 @@ pub fn train_command(
     // device's own model runner: a mismatch fails the command.
     let check = verify_against(&model_path, &opts.out.join("weights.safetensors"), &data)?;
 
-    let reference: Vec<usize> = held_out.iter().take(4).copied().collect();
-    let reference = if reference.is_empty() {
-        vec![0]
-    } else {
-        reference
-    };
+    let reference = reference_examples(held_out, &data.y);
     let (xr, _) = data.select(&reference);
     let yr = trainer_outputs(
         &fitted.net,
@@ -292,6 +287,29 @@ pub fn train_command(
     };
     report::write(&opts.out, opts, &summary)?;
     Ok(summary)
+}
+
+/// Up to 4 held-out examples for `input.npy`: one of each class first, so
+/// the reference shows every class the model knows (as far as 4 go).
+fn reference_examples(held_out: &[usize], y: &Targets) -> Vec<usize> {
+    let mut picked: Vec<usize> = Vec::new();
+    if let Targets::Class(c) = y {
+        let mut seen = std::collections::BTreeSet::new();
+        for &i in held_out {
+            if picked.len() < 4 && seen.insert(c[i]) {
+                picked.push(i);
+            }
+        }
+    }
+    for &i in held_out {
+        if picked.len() < 4 && !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    if picked.is_empty() {
+        picked.push(0);
+    }
+    picked
 }
 
 /// Trainer outputs as the exported model gives them (softmax for classes).
