@@ -82,30 +82,7 @@ pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
     let mut h = g.clip(&h, 0.0, 6.0);
     let mut ch = 16;
     for (out, stride) in [(32, 1), (64, 2)] {
-        let dw = g.conv(
-            &h,
-            ch,
-            ch,
-            &[3, 3],
-            stride,
-            1,
-            ch,
-            he(&mut rng, ch * 9, 9),
-            vec![0.0; ch],
-        )?;
-        let dw = g.clip(&dw, 0.0, 6.0);
-        let pw = g.conv(
-            &dw,
-            ch,
-            out,
-            &[1, 1],
-            1,
-            0,
-            1,
-            he(&mut rng, out * ch, ch),
-            vec![0.0; out],
-        )?;
-        h = g.clip(&pw, 0.0, 6.0);
+        h = separable(&mut g, &mut rng, &h, ch, out, &[3, 3], stride)?;
         ch = out;
     }
     let p = g.global_avg_pool(&h);
@@ -114,6 +91,45 @@ pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
     let y = g.softmax(&logits, 1);
     g.output(&y, "probs", ElemType::F32, &[1.into(), 10.into()]);
     Ok(g.finish())
+}
+
+/// A depthwise-separable block: depthwise convolution (`kernel`, one group
+/// per channel, padding 1), ReLU6, pointwise 1×1 to `out` channels, ReLU6.
+fn separable(
+    g: &mut GraphBuilder,
+    rng: &mut Rng,
+    x: &str,
+    ch: usize,
+    out: usize,
+    kernel: &[usize],
+    stride: usize,
+) -> Result<String, ExportError> {
+    let taps: usize = kernel.iter().product();
+    let dw = g.conv(
+        x,
+        ch,
+        ch,
+        kernel,
+        stride,
+        1,
+        ch,
+        he(rng, ch * taps, taps),
+        vec![0.0; ch],
+    )?;
+    let dw = g.clip(&dw, 0.0, 6.0);
+    let ones = vec![1; kernel.len()];
+    let pw = g.conv(
+        &dw,
+        ch,
+        out,
+        &ones,
+        1,
+        0,
+        1,
+        he(rng, out * ch, ch),
+        vec![0.0; out],
+    )?;
+    Ok(g.clip(&pw, 0.0, 6.0))
 }
 
 /// Window length of [`mobilenet_1d`].
@@ -144,30 +160,7 @@ pub fn mobilenet_1d(seed: u64) -> Result<ModelProto, ExportError> {
     let mut h = g.clip(&h, 0.0, 6.0);
     let mut ch = 16;
     for (out, stride) in [(32, 2), (64, 2), (64, 1)] {
-        let dw = g.conv(
-            &h,
-            ch,
-            ch,
-            &[3],
-            stride,
-            1,
-            ch,
-            he(&mut rng, ch * 3, 3),
-            vec![0.0; ch],
-        )?;
-        let dw = g.clip(&dw, 0.0, 6.0);
-        let pw = g.conv(
-            &dw,
-            ch,
-            out,
-            &[1],
-            1,
-            0,
-            1,
-            he(&mut rng, out * ch, ch),
-            vec![0.0; out],
-        )?;
-        h = g.clip(&pw, 0.0, 6.0);
+        h = separable(&mut g, &mut rng, &h, ch, out, &[3], stride)?;
         ch = out;
     }
     let p = g.global_avg_pool(&h);
