@@ -89,7 +89,7 @@ pub struct ModelConfig {
     /// Threads for tract's matrix products. 1 (the default) runs the model
     /// on the pipeline thread; more only pays off for models of millions of
     /// multiply-accumulates per inference (see BENCHMARKS.md). Values above 1
-    /// need the `threads` feature (on by default).
+    /// need a build with the `threads` feature.
     #[serde(default = "default_threads")]
     pub threads: usize,
 }

@@ -18,6 +18,11 @@ const POLL: Duration = Duration::from_millis(50);
 struct Inner<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Callers blocked in `push` (full queue) and in `pop` (empty queue):
+    /// a notify is a system call even with nobody waiting, so it is made
+    /// only when somebody is.
+    push_waiters: usize,
+    pop_waiters: usize,
 }
 
 /// A bounded multi-producer, multi-consumer queue.
@@ -38,6 +43,8 @@ impl<T> BoundedQueue<T> {
             inner: Mutex::new(Inner {
                 items: VecDeque::with_capacity(capacity.max(1)),
                 closed: false,
+                push_waiters: 0,
+                pop_waiters: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -78,17 +85,22 @@ impl<T> BoundedQueue<T> {
                     if stop.load(Ordering::Relaxed) {
                         return false;
                     }
+                    g.push_waiters += 1;
                     g = self
                         .not_full
                         .wait_timeout(g, POLL)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    g.push_waiters -= 1;
                 }
             }
         }
         g.items.push_back(item);
+        let wake = g.pop_waiters > 0;
         drop(g);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
         true
     }
 
@@ -117,8 +129,15 @@ impl<T> BoundedQueue<T> {
         let mut g = self.lock();
         loop {
             if let Some(item) = g.items.pop_front() {
+                // A blocked producer is woken once the queue is half empty,
+                // not on every pop: it then refills in one go, and a fast
+                // source costs one wake-up per capacity/2 items instead of
+                // one per item.
+                let wake = g.push_waiters > 0 && g.items.len() <= self.capacity / 2;
                 drop(g);
-                self.not_full.notify_one();
+                if wake {
+                    self.not_full.notify_all();
+                }
                 return Ok(item);
             }
             if g.closed || stop.load(Ordering::Relaxed) {
@@ -128,11 +147,13 @@ impl<T> BoundedQueue<T> {
             if now >= deadline {
                 return Err(false);
             }
+            g.pop_waiters += 1;
             g = self
                 .not_empty
                 .wait_timeout(g, (deadline - now).min(POLL))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            g.pop_waiters -= 1;
         }
     }
 

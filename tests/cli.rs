@@ -90,6 +90,7 @@ fn replay_predicts_the_recording_offline() {
     assert_eq!(right, clean, "{right}/{clean} clean windows right");
 }
 
+#[cfg(feature = "threads")]
 #[test]
 fn replay_on_two_model_threads_gives_the_same_results() {
     let tmp = tempfile::tempdir().unwrap();

@@ -117,6 +117,7 @@ fn any_single_input_model_is_profiled_even_without_a_window() {
     assert!(r["macs"].as_u64().unwrap() > 0);
 }
 
+#[cfg(feature = "threads")]
 #[test]
 fn threads_flag_reaches_the_model_and_zero_is_refused() {
     let model = repo("models/demo/model.onnx");
