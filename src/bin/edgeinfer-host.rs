@@ -161,7 +161,7 @@ enum Cmd {
         /// Exit 0 after this many distinct records.
         #[arg(long)]
         count: Option<usize>,
-        /// Exit 1 when they have not arrived within this many seconds.
+        /// Seconds to wait: exit 1 when --count records (without --count: any) have not arrived by then.
         #[arg(long)]
         timeout: Option<f64>,
         /// MQTT client id (needed to resume a persistent session).

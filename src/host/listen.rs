@@ -185,6 +185,11 @@ pub fn listen(
             break;
         }
         if let Some(t) = opts.timeout {
+            // Without a count, the timeout is how long to listen, and
+            // hearing nothing in that time is the failure.
+            if start.elapsed() >= t && opts.count.is_none() && tracker.distinct() > 0 {
+                break;
+            }
             if start.elapsed() >= t {
                 let _ = client.disconnect();
                 return Err(HostError::Mqtt(format!(
