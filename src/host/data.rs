@@ -184,15 +184,6 @@ impl Dataset {
         }
     }
 
-    /// Channels of a windowed dataset (1 for tabular data).
-    pub fn channels(&self) -> usize {
-        if self.shape.len() == 2 {
-            self.shape[0]
-        } else {
-            1
-        }
-    }
-
     /// Loads and cleans `path` as `spec` says.
     pub fn load(path: &Path, spec: &DataSpec) -> Result<Dataset, HostError> {
         let table = Table::read(path)?;

@@ -158,12 +158,6 @@ pub fn train_command(
     progress: &mut dyn FnMut(&Epoch),
 ) -> Result<TrainSummary, HostError> {
     let data = Dataset::load(&opts.data, &opts.spec)?;
-    if data.y.is_empty() {
-        return Err(HostError::Input {
-            file: opts.data.display().to_string(),
-            message: "no examples".into(),
-        });
-    }
     let splits = plan_splits(&data, opts.val_split, opts.test_split, opts.fit.seed)?;
     // Check the network shape before any time is spent on k folds.
     Net::new(
@@ -250,14 +244,9 @@ pub fn train_command(
 
     let reference = reference_examples(held_out, &data.y);
     let (xr, _) = data.select(&reference);
-    let yr = trainer_outputs(
-        &fitted.net,
-        &fitted.mean,
-        &fitted.std,
-        &xr,
-        &data.shape,
-        classify,
-    )?;
+    let yr = fitted
+        .net
+        .outputs(&xr, &data.shape, &fitted.mean, &fitted.std, classify)?;
     write_npy(&opts.out.join("input.npy"), &xr, &data.shape)?;
     write_npy(&opts.out.join("output.npy"), &yr, &[data.outputs()])?;
 
@@ -310,30 +299,6 @@ fn reference_examples(held_out: &[usize], y: &Targets) -> Vec<usize> {
         picked.push(0);
     }
     picked
-}
-
-/// Trainer outputs as the exported model gives them (softmax for classes).
-fn trainer_outputs(
-    net: &Net,
-    mean: &[f32],
-    std: &[f32],
-    x: &[Vec<f32>],
-    shape: &[usize],
-    classify: bool,
-) -> Result<Vec<Vec<f32>>, HostError> {
-    let t = net::batch_tensor(x, shape, mean, std)?;
-    let out = net
-        .forward(&t)
-        .and_then(|o| {
-            if classify {
-                candle_nn::ops::softmax(&o, 1)
-            } else {
-                Ok(o)
-            }
-        })
-        .and_then(|o| o.to_vec2::<f32>())
-        .map_err(|e| HostError::Train(e.to_string()))?;
-    Ok(out)
 }
 
 fn write_npy(path: &Path, rows: &[Vec<f32>], shape: &[usize]) -> Result<(), HostError> {
@@ -433,7 +398,7 @@ pub fn verify_against(
         .iter()
         .copied()
         .collect();
-    let trainer = trainer_outputs(&net, &mean, &std, &data.x, &data.shape, classify)?;
+    let trainer = net.outputs(&data.x, &data.shape, &mean, &std, classify)?;
     if exported.len() != trainer.len() * data.outputs() {
         return Err(HostError::Mismatch(format!(
             "{origin}: {} outputs from the model, {} from the trainer",

@@ -296,6 +296,33 @@ impl Net {
         Ok(h)
     }
 
+    /// Outputs for raw examples, standardized with `mean`/`std` first:
+    /// logits or values, or with `softmax` the probabilities the exported
+    /// classifier gives.
+    pub fn outputs(
+        &self,
+        x: &[Vec<f32>],
+        shape: &[usize],
+        mean: &[f32],
+        std: &[f32],
+        softmax: bool,
+    ) -> Result<Vec<Vec<f32>>, HostError> {
+        if x.is_empty() {
+            return Ok(vec![]);
+        }
+        let t = batch_tensor(x, shape, mean, std)?;
+        self.forward(&t)
+            .and_then(|o| {
+                if softmax {
+                    candle_nn::ops::softmax(&o, 1)
+                } else {
+                    Ok(o)
+                }
+            })
+            .and_then(|o| o.to_vec2::<f32>())
+            .map_err(candle)
+    }
+
     /// Copies of every parameter, to restore the best epoch's weights.
     pub fn snapshot(&self) -> Result<Vec<Tensor>, HostError> {
         self.vars()

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use serde::Serialize;
 
-use super::data::{shuffled, split, standardization, Dataset, Targets, Task};
+use super::data::{shuffled, split, standardization, Dataset, Targets};
 use super::net::{batch_tensor, Activation, Arch, Init, Net};
 use super::HostError;
 use crate::rng::Rng;
@@ -231,14 +231,7 @@ pub struct Fitted {
 impl Fitted {
     /// Network outputs (logits or values) for raw examples.
     pub fn outputs(&self, x: &[Vec<f32>], shape: &[usize]) -> Result<Vec<Vec<f32>>, HostError> {
-        if x.is_empty() {
-            return Ok(vec![]);
-        }
-        let t = batch_tensor(x, shape, &self.mean, &self.std)?;
-        self.net
-            .forward(&t)
-            .and_then(|o| o.to_vec2::<f32>())
-            .map_err(candle)
+        self.net.outputs(x, shape, &self.mean, &self.std, false)
     }
 }
 
@@ -420,14 +413,6 @@ pub fn plan_splits(
         file: "--val-split/--test-split".into(),
         message,
     })
-}
-
-/// The task the data was loaded for.
-pub fn task_of(data: &Dataset) -> Task {
-    match data.y {
-        Targets::Class(_) => Task::Classify,
-        Targets::Values(_) => Task::Regress,
-    }
 }
 
 #[cfg(test)]
