@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray_npy::{read_npy, write_npy, ReadNpyError};
 use tract_onnx::prelude::*;
 
 use crate::model::{InputPin, ModelError, ModelFile, TensorSpec};
@@ -37,55 +36,18 @@ pub enum InferError {
 
 /// Reads a .npy file of f32, i64 or u8 into a tensor.
 pub fn read_tensor(path: &Path) -> Result<Tensor, InferError> {
-    let err = |reason: String| InferError::Input {
+    crate::npy::read(path).map_err(|e| InferError::Input {
         path: path.display().to_string(),
-        reason,
-    };
-    fn wrong_type(e: &ReadNpyError) -> bool {
-        matches!(e, ReadNpyError::WrongDescriptor(_))
-    }
-    match read_npy::<_, tract_ndarray::ArrayD<f32>>(path) {
-        Ok(a) => return Ok(a.into()),
-        Err(e) if !wrong_type(&e) => return Err(err(e.to_string())),
-        Err(_) => {}
-    }
-    match read_npy::<_, tract_ndarray::ArrayD<i64>>(path) {
-        Ok(a) => return Ok(a.into()),
-        Err(e) if !wrong_type(&e) => return Err(err(e.to_string())),
-        Err(_) => {}
-    }
-    read_npy::<_, tract_ndarray::ArrayD<u8>>(path)
-        .map(Into::into)
-        .map_err(|e| err(e.to_string()))
+        reason: e.to_string(),
+    })
 }
 
 /// Writes a tensor as .npy (f32, i64 and u8 as they are; other types as f32).
 pub fn write_tensor(path: &Path, t: &Tensor) -> Result<(), InferError> {
-    let err = |reason: String| InferError::Output {
+    crate::npy::write(path, t).map_err(|e| InferError::Output {
         path: path.display().to_string(),
-        reason,
-    };
-    let r = match t.datum_type() {
-        DatumType::I64 => write_npy(
-            path,
-            &t.to_plain_array_view::<i64>()
-                .map_err(|e| err(e.to_string()))?,
-        ),
-        DatumType::U8 => write_npy(
-            path,
-            &t.to_plain_array_view::<u8>()
-                .map_err(|e| err(e.to_string()))?,
-        ),
-        _ => {
-            let f = t.cast_to::<f32>().map_err(|e| err(e.to_string()))?;
-            write_npy(
-                path,
-                &f.to_plain_array_view::<f32>()
-                    .map_err(|e| err(e.to_string()))?,
-            )
-        }
-    };
-    r.map_err(|e| err(e.to_string()))
+        reason: e.to_string(),
+    })
 }
 
 /// All outputs of one forward pass, with their specs.

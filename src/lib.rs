@@ -23,6 +23,7 @@ pub mod host;
 pub mod infer;
 pub mod model;
 pub mod mqtt;
+pub mod npy;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;

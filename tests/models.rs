@@ -248,6 +248,13 @@ fn infer_rejects_bad_files_with_one_line() {
         &infer(&mlp, &wrong_type),
         &["input 0 ('x')", "expected 'x' F32", "I64"],
     );
+    // numpy's default dtype: the user has to cast, so say which types work.
+    let doubles = tmp.path().join("doubles.npy");
+    ndarray_npy::write_npy(&doubles, &arr2(&[[0.5f64; 10]])).unwrap();
+    assert_bad_input(
+        &infer(&mlp, &doubles),
+        &["doubles.npy", "f32, i64 or u8", "\"<f8\""],
+    );
     let not_npy = tmp.path().join("junk.npy");
     std::fs::write(&not_npy, "junk").unwrap();
     assert_bad_input(
