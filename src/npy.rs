@@ -169,7 +169,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<(), NpyError> {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}}}");
     // The format pads the header with spaces so the data starts on a
     // 64-byte boundary, and ends it with a newline.
     let unpadded = MAGIC.len() + 4 + header.len() + 1;
