@@ -40,16 +40,18 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
         return Err(bad("not a .npy file (no \\x93NUMPY magic)"));
     }
     let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 if bytes.len() >= 12 => (
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
-    let header = bytes
-        .get(start..start + header_len)
+    let data_start = start
+        .checked_add(header_len)
+        .filter(|&end| end <= bytes.len())
         .ok_or_else(|| bad("header runs past the end of the file"))?;
+    let header = &bytes[start..data_start];
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     let descr = dict_value(header, "descr")?;
     let descr = descr
@@ -64,7 +66,7 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| bad("shape too large"))?;
-    let data = &bytes[start + header_len..];
+    let data = &bytes[data_start..];
     let (little, kind) = match descr.as_bytes() {
         [b'<' | b'|' | b'=', rest @ ..] => (true, rest),
         [b'>', rest @ ..] => (false, rest),
@@ -75,10 +77,10 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
         count: usize,
         conv: impl Fn([u8; N]) -> T,
     ) -> Result<Vec<T>, NpyError> {
-        if data.len() != count * N {
+        let expected = count.checked_mul(N).ok_or_else(|| bad("shape too large"))?;
+        if data.len() != expected {
             return Err(bad(format!(
-                "expected {} bytes of data for the shape, found {}",
-                count * N,
+                "expected {expected} bytes of data for the shape, found {}",
                 data.len()
             )));
         }
@@ -248,6 +250,8 @@ mod tests {
         let f64_header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }";
         let fortran = "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }";
         let f32_header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        // 2^62 elements of 4 bytes: the byte count overflows, not the count.
+        let huge = f32_header.replace("(2,)", "(4611686018427387904,)");
         for (bytes, expect) in [
             (b"hello, world".to_vec(), "magic"),
             (npy(f64_header, &[0; 8]), "\"<f8\" is not one of"),
@@ -255,6 +259,9 @@ mod tests {
             (npy(f32_header, &[0; 4]), "expected 8 bytes"),
             (npy("{'descr': '<f4'}", &[]), "fortran_order"),
             (npy("{'descr': '<f4'", &[]), "descr"),
+            (npy(&huge, &[]), "too large"),
+            (npy(f32_header, &[])[..20].to_vec(), "past the end"),
+            (npy(&f32_header[..30], &[]), "fortran_order"),
         ] {
             let e = parse(&bytes).unwrap_err().to_string();
             assert!(e.contains(expect), "{e:?} should mention {expect:?}");
