@@ -7,6 +7,7 @@
 #
 #   cross/test-qemu.sh aarch64
 #   cross/test-qemu.sh armv7
+#   cross/test-qemu.sh aarch64 --smallest   # any cross/build.sh option
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ case "${1:-}" in
     armv7 | armv7-unknown-linux-gnueabihf)
         target=armv7-unknown-linux-gnueabihf; qemu=qemu-arm; sysroot=/usr/arm-linux-gnueabihf
         variants=("TRACT_CPU_ARM32_NEON=true" "TRACT_CPU_ARM32_NEON=false") ;;
-    *) echo "usage: cross/test-qemu.sh aarch64|armv7" >&2; exit 2 ;;
+    *) echo "usage: cross/test-qemu.sh aarch64|armv7 [--minimal|--smallest]" >&2; exit 2 ;;
 esac
 
 if ! command -v "$qemu" >/dev/null; then
@@ -28,9 +29,12 @@ if ! command -v "$qemu" >/dev/null; then
     apt-get install -y -qq qemu-user >/dev/null
 fi
 
-cross/build.sh "$target"
+build_option="${2:-}"
+cross/build.sh "$target" ${build_option:+"$build_option"}
+profile=release
+if [ "$build_option" = "--smallest" ]; then profile=smallest; fi
 tdir="${CARGO_TARGET_DIR:-target}"
-arm="$tdir/$target/release/edgeinfer"
+arm="$tdir/$target/$profile/edgeinfer"
 cargo build --release --locked --bin edgeinfer
 host="$tdir/release/edgeinfer"
 
