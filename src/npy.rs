@@ -72,10 +72,13 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
         [b'>', rest @ ..] => (false, rest),
         _ => return Err(bad(format!("unsupported dtype {descr:?}"))),
     };
+    // Elements are read as little-endian; a big-endian file's are reversed
+    // first.
     fn take<const N: usize, T>(
         data: &[u8],
         count: usize,
-        conv: impl Fn([u8; N]) -> T,
+        little: bool,
+        from_le: impl Fn([u8; N]) -> T,
     ) -> Result<Vec<T>, NpyError> {
         let expected = count.checked_mul(N).ok_or_else(|| bad("shape too large"))?;
         if data.len() != expected {
@@ -86,31 +89,19 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
         }
         Ok(data
             .chunks_exact(N)
-            .map(|c| conv(c.try_into().expect("chunks_exact gives N bytes")))
+            .map(|c| {
+                let mut b: [u8; N] = c.try_into().expect("chunks_exact gives N bytes");
+                if !little {
+                    b.reverse();
+                }
+                from_le(b)
+            })
             .collect())
     }
     let t = match kind {
-        b"f4" => {
-            let v = take(data, count, |b| {
-                if little {
-                    f32::from_le_bytes(b)
-                } else {
-                    f32::from_be_bytes(b)
-                }
-            })?;
-            Tensor::from_shape(&shape, &v)
-        }
-        b"i8" => {
-            let v = take(data, count, |b| {
-                if little {
-                    i64::from_le_bytes(b)
-                } else {
-                    i64::from_be_bytes(b)
-                }
-            })?;
-            Tensor::from_shape(&shape, &v)
-        }
-        b"u1" => Tensor::from_shape(&shape, &take(data, count, |b: [u8; 1]| b[0])?),
+        b"f4" => Tensor::from_shape(&shape, &take(data, count, little, f32::from_le_bytes)?),
+        b"i8" => Tensor::from_shape(&shape, &take(data, count, little, i64::from_le_bytes)?),
+        b"u1" => Tensor::from_shape(&shape, &take(data, count, little, |b: [u8; 1]| b[0])?),
         _ => return Err(bad(format!("dtype {descr:?} is not one of <f4, <i8, |u1"))),
     };
     t.map_err(|e| bad(e.to_string()))
