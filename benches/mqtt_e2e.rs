@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeinfer::config::{Encoding, SimMode};
-use edgeinfer::mqtt::{percentile, Link, LinkSetup};
+use edgeinfer::mqtt::{Link, LinkSetup};
 use edgeinfer::pipeline::{prepare, RunOptions};
 use edgeinfer::rng::Rng;
 use edgeinfer::schema::{ClassResult, Prediction, ResultBatch, ResultRecord, SCHEMA_VERSION};
-use edgeinfer::sink::{MqttSink, Sink, SinkError};
+use edgeinfer::sink::{MqttSink, MqttSinkConfig, Sink, SinkError};
 use edgeinfer::source::{MemorySource, Sample, SimulatedSource, Source};
+use edgeinfer::stats::percentile;
 use edgeinfer::{Config, ModelFile};
 
 fn broker() -> (u16, Option<std::process::Child>) {
@@ -83,9 +84,11 @@ fn end_to_end(port: u16, results: usize, batch: usize) -> (f64, u64, u64) {
     let sink = MqttSink::new(
         link.shared.clone(),
         "bench",
-        Encoding::Postcard,
-        batch,
-        5,
+        &MqttSinkConfig {
+            encoding: Encoding::Postcard,
+            batch_max_records: Some(batch),
+            batch_max_ms: Some(5),
+        },
         None,
     );
     let opts = RunOptions {

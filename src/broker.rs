@@ -4,17 +4,63 @@
 
 use std::net::SocketAddr;
 
+use serde::Deserialize;
+
+use crate::problem::Problems;
+
+/// `[broker]`: the embedded MQTT broker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Start a broker in this process beside the pipeline.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Address it listens on; default `0.0.0.0:1883`.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// Where the embedded broker listens unless `listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1883";
+
+impl BrokerConfig {
+    /// Checks `[broker]`.
+    pub fn validate(&self, p: &mut Problems) {
+        if self.embedded && !cfg!(feature = "broker") {
+            p.push(
+                "broker.embedded",
+                "this build has no embedded broker (feature `broker`)",
+            );
+        }
+        if let Some(l) = &self.listen {
+            if let Err(e) = parse_listen(l) {
+                p.push("broker.listen", e.to_string());
+            }
+        }
+    }
+
+    /// Starts the broker in a background thread when `embedded` is set.
+    pub fn start(&self) -> Result<Option<std::thread::JoinHandle<()>>, BrokerError> {
+        if !self.embedded {
+            return Ok(None);
+        }
+        let addr = parse_listen(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        spawn(addr).map(Some)
+    }
+}
+
 /// Errors of the embedded broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The listen address is not `HOST:PORT`.
-    #[error("broker.listen: expected an address like 0.0.0.0:1883, found {0:?}")]
+    #[error("expected an address like 0.0.0.0:1883, found {0:?}")]
     Listen(String),
     /// rumqttd failed.
     #[error("embedded broker: {0}")]
     Broker(String),
 }
 
+#[cfg(feature = "broker")]
 fn config(listen: SocketAddr) -> Result<rumqttd::Config, BrokerError> {
     let text = format!(
         r#"
@@ -48,6 +94,7 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, BrokerError> {
 }
 
 /// Runs a broker on `listen` until the process ends.
+#[cfg(feature = "broker")]
 pub fn run(listen: SocketAddr) -> Result<(), BrokerError> {
     rumqttd::Broker::new(config(listen)?)
         .start()
@@ -55,6 +102,7 @@ pub fn run(listen: SocketAddr) -> Result<(), BrokerError> {
 }
 
 /// Starts a broker on `listen` in a background thread.
+#[cfg(feature = "broker")]
 pub fn spawn(listen: SocketAddr) -> Result<std::thread::JoinHandle<()>, BrokerError> {
     let config = config(listen)?;
     std::thread::Builder::new()
@@ -65,4 +113,11 @@ pub fn spawn(listen: SocketAddr) -> Result<std::thread::JoinHandle<()>, BrokerEr
             }
         })
         .map_err(|e| BrokerError::Broker(e.to_string()))
+}
+
+#[cfg(not(feature = "broker"))]
+fn spawn(_: SocketAddr) -> Result<std::thread::JoinHandle<()>, BrokerError> {
+    Err(BrokerError::Broker(
+        "this build has no embedded broker (feature `broker`)".into(),
+    ))
 }

@@ -14,8 +14,8 @@
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "broker")]
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod export;
 #[cfg(feature = "host")]
@@ -29,12 +29,14 @@ pub mod pipeline;
 pub mod policy;
 pub mod postprocess;
 pub mod preprocess;
+pub mod problem;
 pub mod profile;
 pub mod queue;
 pub mod rng;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod stats;
 pub mod window;
 
 pub use config::Config;

@@ -32,6 +32,63 @@ pub mod meta {
     pub const MEAN: &str = "edgeinfer.mean";
     /// Per-channel standard deviations to go with [`MEAN`] (JSON array).
     pub const STD: &str = "edgeinfer.std";
+    /// Feature (or channel) column names the trainer used, a JSON array.
+    pub const FEATURES: &str = "edgeinfer.features";
+    /// Target column names the trainer used, a JSON array.
+    pub const TARGET: &str = "edgeinfer.target";
+    /// The trainer's `--arch`.
+    pub const ARCH: &str = "edgeinfer.train.arch";
+    /// The trainer's hidden nonlinearity.
+    pub const ACTIVATION: &str = "edgeinfer.train.activation";
+    /// The trainer's convolution width.
+    pub const KERNEL: &str = "edgeinfer.train.kernel";
+    /// Test (and k-fold) metrics from the trainer, JSON.
+    pub const METRICS: &str = "edgeinfer.train.metrics";
+    /// sha256 of the training examples.
+    pub const DATA_SHA256: &str = "edgeinfer.train.data_sha256";
+}
+
+/// `[model]`: the ONNX model to run.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Path of the .onnx file, relative to the config file.
+    pub path: std::path::PathBuf,
+    /// Threads for tract's matrix products. 1 (the default) runs the model
+    /// on the pipeline thread; more only pays off for models of millions of
+    /// multiply-accumulates per inference (see BENCHMARKS.md). Values above 1
+    /// need a build with the `threads` feature.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+impl ModelConfig {
+    /// A config for the model at `path`, with default settings.
+    pub fn new(path: &Path) -> Self {
+        ModelConfig {
+            path: path.to_path_buf(),
+            threads: default_threads(),
+        }
+    }
+
+    /// Checks `[model]`.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        if self.threads == 0 {
+            p.push("model.threads", "expected at least 1, found 0");
+        } else if self.threads > 1 && !cfg!(feature = "threads") {
+            p.push(
+                "model.threads",
+                format!(
+                    "expected 1 in a build without the `threads` feature, found {}",
+                    self.threads
+                ),
+            );
+        }
+    }
 }
 
 /// Errors raised while loading or running a model.
@@ -112,6 +169,31 @@ pub struct ModelInfo {
     pub flops: u64,
     /// The file's `metadata_props`.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for ModelInfo {
+    /// What `edgeinfer check --model` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model: {}", self.origin)?;
+        writeln!(f, "  file size: {} bytes", self.file_size)?;
+        writeln!(f, "  sha256: {}", self.sha256)?;
+        writeln!(f, "  params: {}", self.params)?;
+        writeln!(f, "  MACs per inference: {}", self.macs)?;
+        writeln!(f, "  FLOPs per inference: {}", self.flops)?;
+        for (title, tensors) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
+            writeln!(f, "  {title}:")?;
+            for t in tensors {
+                writeln!(f, "    {} {} {:?}", t.name, t.dtype, t.shape)?;
+            }
+        }
+        if !self.metadata.is_empty() {
+            writeln!(f, "  metadata:")?;
+            for (k, v) in &self.metadata {
+                writeln!(f, "    {k} = {v}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A model input as the ONNX file declares it.

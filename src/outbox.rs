@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::OnFull;
+use crate::queue::OnFull;
 
 /// Bytes of a record's header: length, checksum, id.
 const HEADER: u64 = 16;
@@ -44,8 +44,8 @@ pub struct OutboxConfig {
     /// SD cards); `never`: leave it to the OS (survives a killed process).
     #[serde(default)]
     pub fsync: Fsync,
-    /// When full: `drop_oldest` (default) or `drop_newest`; `block` is not
-    /// offered, the sensor side must never wait on the network.
+    /// When full: `drop_oldest` (default) or `drop_newest`; `block` is
+    /// refused: the sensor side must never wait on the network.
     #[serde(default = "default_on_full")]
     pub on_full: OnFull,
 }
@@ -70,6 +70,36 @@ fn default_segment_bytes() -> u64 {
 }
 fn default_on_full() -> OnFull {
     OnFull::DropOldest
+}
+
+impl OutboxConfig {
+    /// Checks `[outbox]`.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.check(self.on_full != OnFull::Block, "outbox.on_full", || {
+            "expected drop_oldest or drop_newest, found block (the pipeline must never wait on the network)".into()
+        });
+        p.at_least_one(self.max_bytes, "outbox.max_bytes");
+        p.at_least_one(self.segment_bytes, "outbox.segment_bytes");
+    }
+
+    /// Where the outbox lives: `dir` (relative to the config file), else
+    /// systemd's `$STATE_DIRECTORY`, else
+    /// `~/.local/state/edgeinfer/<device_id>`, each with `outbox/` below.
+    pub fn resolved_dir(&self, origin: &crate::problem::Origin, device_id: &str) -> PathBuf {
+        if let Some(d) = &self.dir {
+            return origin.resolve(d);
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+            return PathBuf::from(d).join("outbox");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h)
+                .join(".local/state/edgeinfer")
+                .join(device_id)
+                .join("outbox"),
+            None => origin.resolve(Path::new("edgeinfer-outbox")),
+        }
+    }
 }
 
 /// When the outbox calls fsync.
@@ -347,6 +377,8 @@ impl Outbox {
         }
         while self.pending_bytes + size > self.config.max_bytes {
             match self.config.on_full {
+                // `block` is refused by validation; a library caller who
+                // sets it gets the policy that never waits.
                 OnFull::DropNewest | OnFull::Block => {
                     self.dropped += 1;
                     return Ok(None);

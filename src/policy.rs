@@ -7,8 +7,60 @@
 //! results are folded into one summary record per period instead. Times are
 //! sample times, so a replay behaves as it would have live.
 
-use crate::config::PolicyConfig;
+use serde::Deserialize;
+
+use crate::problem::Problems;
 use crate::schema::{Prediction, SummaryResult};
+
+/// `[policy]`: which results are emitted (rules combine; see above).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Emit only when the class (or the anomaly verdict) changes.
+    #[serde(default)]
+    pub on_change: bool,
+    /// Emit only when a value moved by more than this since the last emitted result.
+    #[serde(default)]
+    pub deadband: Option<f32>,
+    /// Emit only when a value moved by more than this fraction of its last emitted value.
+    #[serde(default)]
+    pub deadband_relative: Option<f32>,
+    /// Emit at most one result per this many milliseconds of sample time.
+    #[serde(default)]
+    pub min_interval_ms: Option<u64>,
+    /// Emit the latest result at least this often (ms) even when unchanged.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// Fold results into one summary record per this many milliseconds.
+    #[serde(default)]
+    pub summary_ms: Option<u64>,
+    /// Older name of the `mqtt` sink's `batch_max_records`, still read:
+    /// used by `mqtt` sinks that do not set their own.
+    #[serde(default)]
+    pub batch_max_records: Option<usize>,
+    /// Older name of the `mqtt` sink's `batch_max_ms`, still read.
+    #[serde(default)]
+    pub batch_max_ms: Option<u64>,
+}
+
+impl PolicyConfig {
+    /// Checks `[policy]`.
+    pub fn validate(&self, p: &mut Problems) {
+        for (value, field) in [
+            (self.deadband, "policy.deadband"),
+            (self.deadband_relative, "policy.deadband_relative"),
+        ] {
+            if let Some(v) = value {
+                p.check(v.is_finite() && v >= 0.0, field, || {
+                    format!("expected a number >= 0, found {v}")
+                });
+            }
+        }
+        if let Some(n) = self.batch_max_records {
+            p.at_least_one(n as u64, "policy.batch_max_records");
+        }
+    }
+}
 
 /// Decides per result whether (and as what) it is emitted.
 #[derive(Debug, Clone)]

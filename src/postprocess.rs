@@ -1,7 +1,145 @@
-//! The postprocess stage: raw model outputs → typed [`Prediction`]s.
+//! The postprocess stage: raw model outputs → typed [`Prediction`]s. Owns
+//! `[postprocess]` and resolves it against the model (its task and labels
+//! metadata, its output size).
 
-use crate::config::AnomalyScore;
+use serde::Deserialize;
+
+use crate::model::{meta, meta_list, ModelFile};
+use crate::problem::Problems;
 use crate::schema::{AnomalyResult, ClassResult, Prediction};
+
+/// `[postprocess]`, selected by `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PostprocessConfig {
+    /// Scores per class → best class.
+    Classify {
+        /// Apply softmax to the output first (for models that end in logits).
+        #[serde(default)]
+        softmax: bool,
+        /// How many best classes to report.
+        #[serde(default = "default_top_k")]
+        top_k: usize,
+        /// Class names; default the model's `edgeinfer.labels` metadata.
+        #[serde(default)]
+        labels: Vec<String>,
+        /// Results whose best score is below this are not emitted.
+        #[serde(default)]
+        min_score: Option<f32>,
+    },
+    /// The output values as they are.
+    Regress {},
+    /// An anomaly score compared with a threshold.
+    Anomaly {
+        /// `output` (the model outputs the score) or `reconstruction` (mean
+        /// squared difference between the model's input and output).
+        #[serde(default)]
+        score: AnomalyScore,
+        /// Scores above this are anomalous.
+        threshold: f32,
+    },
+}
+
+fn default_top_k() -> usize {
+    1
+}
+
+/// How the anomaly score is computed.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyScore {
+    /// The model's first output value.
+    #[default]
+    Output,
+    /// Mean squared error between the model input and its output (autoencoders).
+    Reconstruction,
+}
+
+impl PostprocessConfig {
+    /// Checks `[postprocess]` on its own (see [`resolve`] for the checks
+    /// against the model).
+    pub fn validate(&self, p: &mut Problems) {
+        if let PostprocessConfig::Classify { top_k: 0, .. } = self {
+            p.push("postprocess.top_k", "expected at least 1, found 0");
+        }
+    }
+}
+
+/// The postprocess stage and the class labels for `config` (or, without
+/// one, the model's `edgeinfer.task`, else `regress`) on `file`'s model,
+/// whose first output has `outputs` values and whose input has `input_len`.
+/// Labels come from the config, else the model's metadata. `None` after
+/// noting every problem in `p`.
+pub fn resolve(
+    config: Option<&PostprocessConfig>,
+    file: &ModelFile,
+    outputs: usize,
+    input_len: usize,
+    p: &mut Problems,
+) -> Option<(Postprocess, Vec<String>)> {
+    let task_default = match file.metadata(meta::TASK) {
+        Some("classify") => PostprocessConfig::Classify {
+            softmax: false,
+            top_k: 1,
+            labels: vec![],
+            min_score: None,
+        },
+        _ => PostprocessConfig::Regress {},
+    };
+    let config = config.unwrap_or(&task_default);
+    let before = p.len();
+    let mut labels = file
+        .metadata(meta::LABELS)
+        .map(meta_list)
+        .unwrap_or_default();
+    let post = match config {
+        PostprocessConfig::Classify {
+            softmax,
+            top_k,
+            labels: configured,
+            min_score,
+        } => {
+            if !configured.is_empty() {
+                labels = configured.clone();
+            }
+            p.check(
+                labels.is_empty() || labels.len() == outputs,
+                "postprocess.labels",
+                || {
+                    format!(
+                        "expected {outputs} labels (one per model output), found {}",
+                        labels.len()
+                    )
+                },
+            );
+            p.check(*top_k <= outputs, "postprocess.top_k", || {
+                format!("expected at most {outputs} (the model's outputs), found {top_k}")
+            });
+            Postprocess::Classify {
+                softmax: *softmax,
+                top_k: *top_k,
+                min_score: *min_score,
+            }
+        }
+        PostprocessConfig::Regress {} => Postprocess::Regress,
+        PostprocessConfig::Anomaly { score, threshold } => {
+            p.check(
+                *score != AnomalyScore::Reconstruction || outputs == input_len,
+                "postprocess.score",
+                || {
+                    format!(
+                        "reconstruction needs an output as large as the input ({input_len} values), found {outputs}"
+                    )
+                },
+            );
+            Postprocess::Anomaly {
+                score: *score,
+                threshold: *threshold,
+            }
+        }
+    };
+    (p.len() == before).then_some((post, labels))
+}
 
 /// How outputs are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +254,110 @@ impl Postprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::{ElemType, GraphBuilder};
+    use crate::problem::Origin;
+
+    /// A model of 4 inputs and 3 outputs with `meta`.
+    fn model(meta: &[(&str, &str)]) -> ModelFile {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", ElemType::F32, &[1.into(), 4.into()]);
+        let y = g.gemm(&x, 4, 3, vec![0.0; 12], vec![0.0; 3]).unwrap();
+        g.output(&y, "y", ElemType::F32, &[1.into(), 3.into()]);
+        for (k, v) in meta {
+            g.metadata(k, v);
+        }
+        ModelFile::from_bytes(crate::export::to_bytes(&g.finish()), "m.onnx").unwrap()
+    }
+
+    fn run(
+        config: Option<&str>,
+        file: &ModelFile,
+        input_len: usize,
+    ) -> Result<(Postprocess, Vec<String>), Vec<String>> {
+        #[derive(Deserialize)]
+        struct Section {
+            postprocess: PostprocessConfig,
+        }
+        let config = config.map(|c| toml::from_str::<Section>(c).unwrap().postprocess);
+        let origin = Origin::new("t.toml", std::path::Path::new("."));
+        let mut p = Problems::new(&origin);
+        let r = resolve(config.as_ref(), file, 3, input_len, &mut p);
+        let fields = p.into_vec().into_iter().map(|e| e.field).collect();
+        r.ok_or(fields)
+    }
+
+    #[test]
+    fn resolution_follows_config_then_metadata() {
+        let plain = model(&[]);
+        assert_eq!(
+            run(None, &plain, 4).unwrap(),
+            (Postprocess::Regress, vec![])
+        );
+        let classifier = model(&[(meta::TASK, "classify"), (meta::LABELS, "a, b, c")]);
+        let (post, labels) = run(None, &classifier, 4).unwrap();
+        assert_eq!(
+            post,
+            Postprocess::Classify {
+                softmax: false,
+                top_k: 1,
+                min_score: None
+            }
+        );
+        assert_eq!(labels, vec!["a", "b", "c"]);
+        let (post, labels) = run(
+            Some("[postprocess]\nkind = \"classify\"\ntop_k = 3\nlabels = [\"x\", \"y\", \"z\"]\nsoftmax = true\n"),
+            &classifier,
+            4,
+        )
+        .unwrap();
+        assert!(matches!(
+            post,
+            Postprocess::Classify {
+                top_k: 3,
+                softmax: true,
+                ..
+            }
+        ));
+        assert_eq!(labels, vec!["x", "y", "z"]);
+        let (post, _) = run(
+            Some(
+                "[postprocess]\nkind = \"anomaly\"\nscore = \"reconstruction\"\nthreshold = 0.5\n",
+            ),
+            &plain,
+            3,
+        )
+        .unwrap();
+        assert!(matches!(post, Postprocess::Anomaly { threshold: 0.5, .. }));
+    }
+
+    #[test]
+    fn resolution_names_every_misfit() {
+        let plain = model(&[]);
+        assert_eq!(
+            run(
+                Some("[postprocess]\nkind = \"classify\"\ntop_k = 4\nlabels = [\"x\"]\n"),
+                &plain,
+                4
+            )
+            .unwrap_err(),
+            vec!["postprocess.labels", "postprocess.top_k"]
+        );
+        assert_eq!(
+            run(
+                Some("[postprocess]\nkind = \"anomaly\"\nscore = \"reconstruction\"\nthreshold = 1.0\n"),
+                &plain,
+                4
+            )
+            .unwrap_err(),
+            vec!["postprocess.score"]
+        );
+        // Wrong-length labels in the model's metadata are named too.
+        let bad_meta = model(&[(meta::TASK, "classify"), (meta::LABELS, "[\"a\"]")]);
+        assert_eq!(
+            run(None, &bad_meta, 4).unwrap_err(),
+            vec!["postprocess.labels"]
+        );
+    }
 
     #[test]
     fn classify_with_softmax_top_k_and_min_score() {

@@ -5,9 +5,116 @@
 //! windows do not redo the work. Scale, standardize and min-max all compile
 //! to one per-channel affine map.
 
-use crate::config::{Config, ConfigProblem};
-use crate::config::{MissingPolicy, PerChannel, PreprocessStep};
+use serde::Deserialize;
+
 use crate::model::{meta, ModelInfo};
+use crate::problem::Problems;
+
+/// One `[[preprocess]]` step, selected by `op`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PreprocessStep {
+    /// `x * factor + offset`.
+    Scale {
+        /// Multiplier: one number, or one per channel.
+        #[serde(default = "per_channel_one")]
+        factor: PerChannel,
+        /// Added after multiplying: one number, or one per channel.
+        #[serde(default = "per_channel_zero")]
+        offset: PerChannel,
+    },
+    /// `(x - mean) / std`; without values, the model's `edgeinfer.mean` and
+    /// `edgeinfer.std` metadata.
+    Standardize {
+        /// Means: one number, or one per channel.
+        mean: Option<PerChannel>,
+        /// Standard deviations: one number, or one per channel.
+        std: Option<PerChannel>,
+    },
+    /// `(x - min) / (max - min)`, mapping [min, max] to [0, 1].
+    MinMax {
+        /// Lower bounds: one number, or one per channel.
+        min: PerChannel,
+        /// Upper bounds: one number, or one per channel.
+        max: PerChannel,
+    },
+    /// Limits every value to `[min, max]`.
+    Clamp {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// What to do with NaN or infinite values.
+    Missing {
+        /// `reject` (drop the sample, counted), `zero`, or `hold_last`.
+        policy: MissingPolicy,
+    },
+}
+
+fn per_channel_one() -> PerChannel {
+    PerChannel::One(1.0)
+}
+fn per_channel_zero() -> PerChannel {
+    PerChannel::One(0.0)
+}
+
+/// A number for every channel, or one per channel.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerChannel {
+    /// The same value for every channel.
+    One(f32),
+    /// One value per channel, in channel order.
+    Each(Vec<f32>),
+}
+
+/// NaN / missing-value policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicy {
+    /// Drop the whole sample and count it.
+    Reject,
+    /// Replace with 0.
+    Zero,
+    /// Replace with the channel's last good value (0 before there is one).
+    HoldLast,
+}
+
+/// Checks the `[[preprocess]]` steps on their own (lengths against the
+/// channel count are checked by [`Preprocess::build`]).
+pub fn validate(steps: &[PreprocessStep], p: &mut Problems) {
+    for (i, step) in steps.iter().enumerate() {
+        if let PreprocessStep::Clamp { min, max } = step {
+            p.check(min <= max, &format!("preprocess[{i}].min"), || {
+                format!("expected min <= max, found {min} > {max}")
+            });
+        }
+    }
+}
+
+/// Why a sample was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    /// A missing value under `policy = "reject"`.
+    #[error("channel {channel} is {value} (missing policy: reject)")]
+    Missing {
+        /// The channel.
+        channel: usize,
+        /// Its value (NaN or infinite).
+        value: f32,
+    },
+    /// A non-finite value that no `missing` step replaced.
+    #[error(
+        "channel {channel} is {value} (add a [[preprocess]] op = \"missing\" step to replace it)"
+    )]
+    NotFinite {
+        /// The channel.
+        channel: usize,
+        /// Its value.
+        value: f32,
+    },
+}
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -31,17 +138,13 @@ pub struct Preprocess {
     steps: Vec<Step>,
 }
 
-fn expand(
-    v: &PerChannel,
-    channels: usize,
-    field: &str,
-    config: &Config,
-) -> Result<Vec<f32>, ConfigProblem> {
+/// One value per channel, or a problem at `field`.
+fn expand(v: &PerChannel, channels: usize, field: &str) -> Result<Vec<f32>, (String, String)> {
     match v {
         PerChannel::One(x) => Ok(vec![*x; channels]),
         PerChannel::Each(xs) if xs.len() == channels => Ok(xs.clone()),
-        PerChannel::Each(xs) => Err(config.problem(
-            field,
+        PerChannel::Each(xs) => Err((
+            field.to_string(),
             format!(
                 "expected one number or {channels} (one per channel), found {}",
                 xs.len()
@@ -57,22 +160,24 @@ fn meta_floats(info: &ModelInfo, key: &str) -> Option<Vec<f32>> {
 }
 
 impl Preprocess {
-    /// Compiles the config's steps for `channels` channels; missing
-    /// standardize values come from the model's metadata.
+    /// Compiles `config`'s steps for `channels` channels; missing
+    /// standardize values come from the model's metadata. `None` after
+    /// noting every problem in `p`.
     pub fn build(
-        config: &Config,
+        config: &[PreprocessStep],
         channels: usize,
         info: &ModelInfo,
-    ) -> Result<Self, Vec<ConfigProblem>> {
+        p: &mut Problems,
+    ) -> Option<Self> {
         let mut steps = Vec::new();
-        let mut problems = Vec::new();
-        for (i, step) in config.preprocess.iter().enumerate() {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        for (i, step) in config.iter().enumerate() {
             let field = |name: &str| format!("preprocess[{i}].{name}");
             let step = match step {
                 PreprocessStep::Scale { factor, offset } => {
                     match (
-                        expand(factor, channels, &field("factor"), config),
-                        expand(offset, channels, &field("offset"), config),
+                        expand(factor, channels, &field("factor")),
+                        expand(offset, channels, &field("offset")),
                     ) {
                         (Ok(mul), Ok(add)) => Some(Step::Affine { mul, add }),
                         (a, b) => {
@@ -85,8 +190,8 @@ impl Preprocess {
                 PreprocessStep::Standardize { mean, std } => {
                     let from_meta = |key: &str, name: &str| match meta_floats(info, key) {
                         Some(v) => Ok(PerChannel::Each(v)),
-                        None => Err(config.problem(
-                            &field(name),
+                        None => Err((
+                            field(name),
                             format!("expected a value here or {key} in the model's metadata"),
                         )),
                     };
@@ -98,14 +203,14 @@ impl Preprocess {
                         .clone()
                         .map(Ok)
                         .unwrap_or_else(|| from_meta(meta::STD, "std"));
-                    let mean = mean.and_then(|m| expand(&m, channels, &field("mean"), config));
-                    let std = std.and_then(|s| expand(&s, channels, &field("std"), config));
+                    let mean = mean.and_then(|m| expand(&m, channels, &field("mean")));
+                    let std = std.and_then(|s| expand(&s, channels, &field("std")));
                     match (mean, std) {
                         (Ok(mean), Ok(std)) => {
                             if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-                                problems.push(config.problem(
-                                    &field("std"),
-                                    "expected positive standard deviations",
+                                problems.push((
+                                    field("std"),
+                                    "expected positive standard deviations".into(),
                                 ));
                                 None
                             } else {
@@ -124,14 +229,14 @@ impl Preprocess {
                 }
                 PreprocessStep::MinMax { min, max } => {
                     match (
-                        expand(min, channels, &field("min"), config),
-                        expand(max, channels, &field("max"), config),
+                        expand(min, channels, &field("min")),
+                        expand(max, channels, &field("max")),
                     ) {
                         (Ok(lo), Ok(hi)) => {
                             if lo.iter().zip(&hi).any(|(l, h)| h <= l) {
-                                problems.push(config.problem(
-                                    &field("max"),
-                                    "expected max > min for every channel",
+                                problems.push((
+                                    field("max"),
+                                    "expected max > min for every channel".into(),
                                 ));
                                 None
                             } else {
@@ -159,16 +264,16 @@ impl Preprocess {
             };
             steps.extend(step);
         }
-        if problems.is_empty() {
-            Ok(Preprocess { steps })
-        } else {
-            Err(problems)
+        let ok = problems.is_empty();
+        for (field, message) in problems {
+            p.push(&field, message);
         }
+        ok.then_some(Preprocess { steps })
     }
 
     /// Applies every step to one sample in place. `Err` means the sample is
     /// rejected (a NaN under `reject`, or a NaN left when no step handled it).
-    pub fn apply(&mut self, values: &mut [f32]) -> Result<(), String> {
+    pub fn apply(&mut self, values: &mut [f32]) -> Result<(), Rejected> {
         for step in &mut self.steps {
             match step {
                 Step::Affine { mul, add } => {
@@ -192,7 +297,10 @@ impl Preprocess {
                         }
                         match policy {
                             MissingPolicy::Reject => {
-                                return Err(format!("channel {c} is {v} (missing policy: reject)"))
+                                return Err(Rejected::Missing {
+                                    channel: c,
+                                    value: *v,
+                                })
                             }
                             MissingPolicy::Zero => *v = 0.0,
                             MissingPolicy::HoldLast => *v = last[c],
@@ -203,10 +311,10 @@ impl Preprocess {
         }
         // A non-finite value would make every output of the window garbage.
         if let Some(c) = values.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "channel {c} is {} (add a [[preprocess]] op = \"missing\" step to replace it)",
-                values[c]
-            ));
+            return Err(Rejected::NotFinite {
+                channel: c,
+                value: values[c],
+            });
         }
         Ok(())
     }
@@ -215,6 +323,7 @@ impl Preprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::{ConfigProblem, Origin};
     use std::path::Path;
 
     fn info(meta: &[(&str, &str)]) -> ModelInfo {
@@ -235,9 +344,16 @@ mod tests {
     }
 
     fn build(steps: &str, meta: &[(&str, &str)]) -> Result<Preprocess, Vec<ConfigProblem>> {
-        let text = format!("[model]\npath = \"m\"\n[source]\nkind = \"stdin\"\n{steps}");
-        let config = Config::parse(&text, "t.toml", Path::new(".")).unwrap();
-        Preprocess::build(&config, 2, &info(meta))
+        #[derive(Deserialize)]
+        struct Steps {
+            #[serde(default)]
+            preprocess: Vec<PreprocessStep>,
+        }
+        let steps: Steps = toml::from_str(steps).unwrap();
+        let origin = Origin::new("t.toml", Path::new("."));
+        let mut p = Problems::new(&origin);
+        let built = Preprocess::build(&steps.preprocess, 2, &info(meta), &mut p);
+        built.ok_or_else(|| p.into_vec())
     }
 
     #[test]

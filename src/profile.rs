@@ -24,7 +24,7 @@ pub enum ProfileError {
     Model(#[from] ModelError),
     /// The config does not fit the model.
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
-    Config(Vec<crate::config::ConfigProblem>),
+    Config(Vec<crate::problem::ConfigProblem>),
     /// A bad argument.
     #[error("{0}")]
     Usage(String),
@@ -95,7 +95,7 @@ pub struct Report {
     pub mqtt_packet_postcard_bytes: u64,
     /// The same for JSON.
     pub mqtt_packet_json_bytes: u64,
-    /// Records per message (`[policy] batch_max_records`).
+    /// Records per message (the `mqtt` sink's `batch_max_records`).
     pub records_per_message: u64,
     /// Messages per hour at that rate, every result published.
     pub messages_per_hour: f64,
@@ -129,12 +129,7 @@ pub fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
+use crate::stats::percentile;
 
 /// FLOPs per second of a 256×256 × 256×256 f32 product in tract on one core.
 pub fn core_peak_flops() -> f64 {
@@ -182,6 +177,8 @@ pub struct Options {
     /// Profiling a bare model (no config): a model the pipeline cannot
     /// window is timed as a whole instead of rejected.
     pub model_only: bool,
+    /// Threads for the model's matrix products, instead of the config's.
+    pub threads: Option<usize>,
 }
 
 /// Profiles `config`'s model (with its window, postprocess, policy and
@@ -190,8 +187,23 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     if opts.runs == 0 {
         return Err(ProfileError::Usage("--runs: expected at least 1".into()));
     }
+    if let Some(r) = opts.rate_hz.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(ProfileError::Usage(format!(
+            "--rate: expected a positive number of samples per second, found {r}"
+        )));
+    }
+    let mut config = config.clone();
+    if let Some(t) = opts.threads {
+        if t == 0 {
+            return Err(ProfileError::Usage(
+                "--threads: expected at least 1, found 0".into(),
+            ));
+        }
+        config.model.threads = t;
+    }
+    let config = &config;
     let (rss_before, _) = rss();
-    let channels = crate::source::static_channels(config).ok().flatten();
+    let channels = config.source.channels(&config.origin).ok().flatten();
     let t0 = Instant::now();
     // A model the pipeline cannot window (an image CNN, several inputs) is
     // still profiled as a model: one inference per sample of its whole input.
@@ -239,7 +251,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
 
     let sample_rate = opts
         .rate_hz
-        .unwrap_or_else(|| source_rate(config).unwrap_or(10.0));
+        .unwrap_or_else(|| config.source.rate_hz().unwrap_or(10.0));
     let results_per_s = sample_rate / hop as f64;
     let prediction = postprocess
         .and_then(|p| p.apply(&input, &first))
@@ -250,7 +262,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         records: (0..records)
             .map(|i| ResultRecord {
                 seq: 1_000_000 + i,
-                ts_ms: crate::source::now_ms(),
+                ts_ms: crate::clock::now_ms(),
                 result: prediction.clone(),
             })
             .collect(),
@@ -259,12 +271,18 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let postcard = one.to_postcard().len();
     let json = serde_json::to_vec(&one).unwrap_or_default().len();
     let mqtt = config.mqtt.clone().unwrap_or_default();
-    let prefix = mqtt
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("edgeinfer/{}", config.device_id));
+    let prefix = mqtt.prefix_for(&config.device_id);
     let topic = format!("{prefix}/result");
-    let per_msg = config.policy.batch_max_records.max(1) as u64;
+    let per_msg = config
+        .sink
+        .iter()
+        .find_map(|s| match s {
+            crate::sink::SinkConfig::Mqtt(m) => Some(m.max_records()),
+            _ => None,
+        })
+        .or(config.policy.batch_max_records)
+        .unwrap_or(1)
+        .max(1) as u64;
     let msg_bytes = mqtt_publish_bytes(&topic, batch(per_msg).to_postcard().len(), mqtt.qos);
     let messages_per_hour = results_per_s * 3600.0 / per_msg as f64;
     let bytes_per_hour = messages_per_hour * msg_bytes as f64;
@@ -328,16 +346,6 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
             0.0
         },
     })
-}
-
-fn source_rate(config: &Config) -> Option<f64> {
-    use crate::config::SourceConfig;
-    match &config.source {
-        SourceConfig::Simulated { rate_hz, .. }
-        | SourceConfig::Replay { rate_hz, .. }
-        | SourceConfig::FilePoll { rate_hz, .. } => Some(*rate_hz),
-        _ => None,
-    }
 }
 
 impl Report {

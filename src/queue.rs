@@ -9,7 +9,53 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::config::OnFull;
+use serde::Deserialize;
+
+/// Policy of a full bounded queue.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The producer waits (a paced sensor then falls behind, nothing is dropped).
+    #[default]
+    Block,
+    /// The oldest queued item is dropped and counted.
+    DropOldest,
+    /// The new item is dropped and counted.
+    DropNewest,
+}
+
+/// `[pipeline]`: the sample queue between the source thread and the
+/// pipeline thread.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Capacity of the sample queue (source → inference thread), in batches of samples.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// What happens when the queue is full.
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: default_capacity(),
+            on_full: OnFull::default(),
+        }
+    }
+}
+
+fn default_capacity() -> usize {
+    64
+}
+
+impl QueueConfig {
+    /// Checks `[pipeline]`.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.at_least_one(self.capacity as u64, "pipeline.capacity");
+    }
+}
 
 /// How often blocked callers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);

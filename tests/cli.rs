@@ -362,6 +362,68 @@ fn several_config_mistakes_are_reported_together() {
     assert!(!err.contains("panicked"));
 }
 
+/// Settings the MQTT link refuses are refused by `check --config` too:
+/// both go through one validator per section.
+#[test]
+fn check_refuses_every_mqtt_setting_that_run_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = repo("models/demo/model.onnx");
+    let base = format!(
+        "[model]\npath = {model:?}\n[source]\nkind = \"simulated\"\n[[sink]]\nkind = \"mqtt\"\n\
+         [outbox]\ndir = \"outbox\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n"
+    );
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "inflight = 0\n",
+            vec!["mqtt.inflight", "expected at least 1"],
+        ),
+        (
+            "max_packet_bytes = 100\n",
+            vec!["mqtt.max_packet_bytes", "expected at least 128"],
+        ),
+        (
+            "reconnect_min_ms = 5000\nreconnect_max_ms = 100\n",
+            vec!["mqtt.reconnect_min_ms", "reconnect_max_ms"],
+        ),
+        (
+            "username = \"u\"\npassword_env = \"EDGEINFER_TEST_UNSET_PASSWORD\"\n",
+            vec![
+                "mqtt.password_env",
+                "EDGEINFER_TEST_UNSET_PASSWORD",
+                "not set",
+            ],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let cfg = write_config(tmp.path(), &format!("{base}{extra}"));
+        for cmd in ["check", "run"] {
+            let o = run(bin()
+                .args([cmd, "--config"])
+                .arg(&cfg)
+                .env_remove("EDGEINFER_TEST_UNSET_PASSWORD")
+                .env_remove("EDGEINFER_BROKER"));
+            assert_bad_input(&o, &needles);
+        }
+    }
+    // mqtts:// without a CA file, and with one that is not there.
+    if cfg!(feature = "tls") {
+        let tls = base.replace("mqtt://127.0.0.1:1", "mqtts://127.0.0.1:1");
+        for (extra, needles) in [
+            ("", vec!["mqtt.ca_file", "expected a CA certificate"]),
+            (
+                "ca_file = \"nowhere.pem\"\n",
+                vec!["mqtt.ca_file", "nowhere.pem"],
+            ),
+        ] {
+            let cfg = write_config(tmp.path(), &format!("{tls}{extra}"));
+            for cmd in ["check", "run"] {
+                let o = run(bin().args([cmd, "--config"]).arg(&cfg));
+                assert_bad_input(&o, &needles);
+            }
+        }
+    }
+}
+
 #[test]
 fn the_embedded_demo_config_is_the_shipped_example() {
     let c = edgeinfer::demo::config();

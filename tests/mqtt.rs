@@ -725,3 +725,117 @@ fn edgeinfer_broker_relays_messages() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A model slow enough to fall behind a flood: the outer product of its 256
+/// inputs squared six times (6 × 16.7 M multiply-accumulates), tanh between.
+fn slow_model(path: &Path) {
+    use edgeinfer::export::{Attr, ElemType, GraphBuilder};
+    let mut g = GraphBuilder::new("slow");
+    let x = g.input("x", ElemType::F32, &[1.into(), 256.into()]);
+    let col = g.constant_i64("col", &[2], vec![256, 1]);
+    let a = g.node("Reshape", &[&x, &col], &[]);
+    let mut y = g.node("MatMul", &[&a, &x], &[]);
+    for _ in 0..6 {
+        let sq = g.node("MatMul", &[&y, &y], &[]);
+        y = g.tanh(&sq);
+    }
+    let mean = g.node(
+        "ReduceMean",
+        &[&y],
+        &[("axes", Attr::Ints(vec![0])), ("keepdims", Attr::Int(1))],
+    );
+    g.output(&mean, "y", ElemType::F32, &[1.into(), 256.into()]);
+    edgeinfer::export::write_model(&g.finish(), path).unwrap();
+}
+
+/// A full input queue drops and counts sensor messages instead of stalling
+/// the network thread: under a flood the link stays connected, keeps
+/// publishing results and receiving their PUBACKs.
+#[test]
+fn a_flooded_input_is_dropped_and_counted_while_results_keep_flowing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow.onnx");
+    slow_model(&slow);
+    let cfg = write_cfg(
+        dir.path(),
+        &format!(
+            "device_id = \"flood\"\n[model]\npath = {slow:?}\n\
+             [source]\nkind = \"mqtt\"\nchannels = 256\n\
+             [[source.topics]]\nfilter = \"flood/in\"\nformat = \"f32le\"\n\
+             [window]\nsize = 1\nlayout = \"flat\"\n[pipeline]\ncapacity = 4\n\
+             [[sink]]\nkind = \"mqtt\"\n\
+             [mqtt]\nbroker = \"{}\"\nkeep_alive_s = 1.0\nmetrics_interval_s = 0.5\ngrace_s = 20.0\n\
+             [outbox]\ndir = \"outbox\"\n",
+            broker.url()
+        ),
+    );
+    let sub = Subscriber::connect(broker.port, &["edgeinfer/flood/#"]);
+    let dev = device(&cfg, &[]);
+    wait_online(&sub, "flood");
+    let payload: Vec<u8> = (0..256)
+        .flat_map(|i| ((i % 7) as f32 / 7.0).to_le_bytes())
+        .collect();
+    for _ in 0..4000 {
+        sub.publish("flood/in", payload.clone());
+    }
+    // While the model is far behind: drops are counted, and results are
+    // published and acknowledged on the same link.
+    let metric = |m: &common::broker::Msg, key: &str| {
+        serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()[key]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    sub.wait_for(T, |msgs| {
+        msgs.iter().any(|m| {
+            m.topic.ends_with("/metrics")
+                && metric(m, "mqtt_in_dropped") > 0
+                && metric(m, "acked") >= 5
+        })
+    });
+    let during = sub.on("/metrics");
+    assert!(during.iter().all(|m| metric(m, "connects") == 1));
+    assert!(
+        !sub.on("/status").iter().any(|m| m.payload == b"offline"),
+        "the link went offline under the flood"
+    );
+    let errors = sub.on("/error");
+    assert!(
+        errors
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.payload).contains("input queue full")),
+        "no drop report on the error topic"
+    );
+    common::signal(dev.id(), 15);
+    let err = finish(dev);
+    // The exit summary counts the drops; every result emitted arrived.
+    let summary = err
+        .lines()
+        .find(|l| l.contains("inferences"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let number_before = |word: &str| -> u64 {
+        let words: Vec<&str> = summary
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .collect();
+        let i = words.iter().position(|w| *w == word).unwrap();
+        words[i - 1].parse().unwrap()
+    };
+    let (samples, dropped) = (number_before("samples"), number_before("dropped"));
+    assert!(dropped > 0, "{summary}");
+    // Every message the broker delivered is a sample or a counted drop.
+    assert!(
+        samples + dropped <= 4000 && samples + dropped >= 1000,
+        "{summary}"
+    );
+    let emitted = number_before("results");
+    sub.wait_for(T, |msgs| {
+        let recs: Vec<_> = msgs
+            .iter()
+            .filter(|m| m.topic.ends_with("/result"))
+            .flat_map(|m| ResultBatch::from_postcard(&m.payload).unwrap().records)
+            .collect();
+        seq_set(&recs).len() as u64 >= emitted
+    });
+    assert_eq!(seq_set(&sub.records()), (0..emitted).collect(), "{summary}");
+}

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use clap::{Parser, Subcommand, ValueEnum};
-use edgeinfer::host::data::{DataSpec, Dataset, Task};
+use clap::{Parser, Subcommand};
+use edgeinfer::host::data::{DataSpec, Task};
 use edgeinfer::host::listen::{batch_lines, decode_batch, listen, ListenOptions};
 use edgeinfer::host::net::{Activation, Arch, Init};
 use edgeinfer::host::record::{record, RecordOptions};
@@ -25,24 +25,6 @@ struct Cli {
     command: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TaskArg {
-    Classify,
-    Regress,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OptArg {
-    Adam,
-    Sgd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LossArg {
-    Mse,
-    CrossEntropy,
-}
-
 #[derive(clap::Args)]
 struct TrainArgs {
     /// CSV file with a header line.
@@ -53,7 +35,7 @@ struct TrainArgs {
     target: Vec<String>,
     /// classify or regress.
     #[arg(long, value_enum)]
-    task: TaskArg,
+    task: Task,
     /// Feature columns (default: every other column).
     #[arg(long, value_delimiter = ',')]
     features: Vec<String>,
@@ -86,7 +68,7 @@ struct TrainArgs {
     init: String,
     /// adam or sgd.
     #[arg(long, value_enum, default_value = "adam")]
-    optimizer: OptArg,
+    optimizer: OptimizerKind,
     /// Learning rate.
     #[arg(long, default_value_t = 0.001)]
     lr: f64,
@@ -110,7 +92,7 @@ struct TrainArgs {
     kfold: Option<usize>,
     /// mse or cross-entropy (default: cross-entropy to classify, mse to regress).
     #[arg(long, value_enum)]
-    loss: Option<LossArg>,
+    loss: Option<Loss>,
     /// Stop after this many epochs without a better validation loss.
     #[arg(long)]
     patience: Option<usize>,
@@ -260,24 +242,6 @@ fn train(args: TrainArgs) -> Result<(), Failure> {
         patience,
         out,
     } = args;
-    let task = match task {
-        TaskArg::Classify => Task::Classify,
-        TaskArg::Regress => Task::Regress,
-    };
-    let loss = match (loss, task) {
-        (Some(LossArg::Mse), _) | (None, Task::Regress) => Loss::Mse,
-        (Some(LossArg::CrossEntropy), Task::Regress) => {
-            return Err(usage(
-                "--loss cross-entropy: expected --task classify".into(),
-            ))
-        }
-        (Some(LossArg::CrossEntropy), _) | (None, Task::Classify) => Loss::CrossEntropy,
-    };
-    if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-        return Err(usage(
-            "--epochs, --batch: expected at least 1; --lr: expected a positive number".into(),
-        ));
-    }
     let opts = TrainOptions {
         data,
         spec: DataSpec {
@@ -297,14 +261,11 @@ fn train(args: TrainArgs) -> Result<(), Failure> {
             kernel,
             init: init.parse::<Init>().map_err(usage)?,
             activation: activation.parse::<Activation>().map_err(usage)?,
-            optimizer: match optimizer {
-                OptArg::Adam => OptimizerKind::Adam,
-                OptArg::Sgd => OptimizerKind::Sgd,
-            },
+            optimizer,
             lr,
             epochs,
             batch,
-            loss,
+            loss: Loss::for_task(loss, task)?,
             patience,
             seed,
         },
@@ -348,23 +309,7 @@ fn train(args: TrainArgs) -> Result<(), Failure> {
 }
 
 fn verify(model: &std::path::Path, data: &std::path::Path) -> Result<(), Failure> {
-    let file = edgeinfer::ModelFile::read(model).map_err(HostError::from)?;
-    let spec = host::spec_from_model(&file)?;
-    let mut dataset = Dataset::load(data, &spec)?;
-    if spec.task == Task::Classify {
-        let labels = file
-            .metadata(edgeinfer::model::meta::LABELS)
-            .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok())
-            .unwrap_or_default();
-        dataset
-            .relabel(&labels)
-            .map_err(|message| HostError::Input {
-                file: data.display().to_string(),
-                message,
-            })?;
-    }
-    let weights = model.with_file_name("weights.safetensors");
-    let report = host::verify_against(model, &weights, &dataset)?;
+    let report = host::verify_command(model, data)?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use edgeinfer::config::{Config, FileFormat, SinkConfig};
-use edgeinfer::model::{ModelFile, ModelInfo};
+use edgeinfer::config::Config;
+use edgeinfer::model::ModelFile;
 use edgeinfer::pipeline::{self, RunOptions};
 
 #[derive(Parser)]
@@ -119,10 +119,13 @@ fn bad_input<E: Into<anyhow::Error>>(e: E) -> Failure {
     Failure(2, e.into())
 }
 
+fn failed<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure(1, e.into())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         None => run(None, None, std::env::var("EDGEINFER_BROKER").ok()),
         Some(Cmd::Run {
             config,
@@ -163,7 +166,11 @@ fn main() -> ExitCode {
             output,
             realtime,
             count,
-        }) => replay(&config, &input, output.as_deref(), realtime, count),
+        }) => load_config(&config).and_then(|c| {
+            let c =
+                pipeline::for_replay(&c, &input, output.as_deref(), realtime).map_err(bad_input)?;
+            run_pipeline(&c, None, count)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,7 +196,7 @@ fn run(config: Option<&Path>, count: Option<u64>, broker: Option<String>) -> Res
         ),
     };
     if let Some(url) = broker.filter(|u| !u.is_empty()) {
-        config.use_broker(&url);
+        config.use_broker(&url).map_err(bad_input)?;
     }
     run_pipeline(&config, embedded, count)
 }
@@ -198,27 +205,7 @@ fn run(config: Option<&Path>, count: Option<u64>, broker: Option<String>) -> Res
 fn broker(bind: &str, port: u16) -> Result<(), Failure> {
     let addr = edgeinfer::broker::parse_listen(&format!("{bind}:{port}")).map_err(bad_input)?;
     eprintln!("edgeinfer: broker listening on {addr}");
-    edgeinfer::broker::run(addr).map_err(|e| Failure(1, e.into()))
-}
-
-/// Starts `[broker] embedded = true` before the pipeline connects to it.
-fn start_embedded_broker(config: &Config) -> Result<(), Failure> {
-    if !config.broker.embedded {
-        return Ok(());
-    }
-    #[cfg(feature = "broker")]
-    {
-        let listen = config.broker.listen.as_deref().unwrap_or("0.0.0.0:1883");
-        let addr = edgeinfer::broker::parse_listen(listen)
-            .map_err(|e| bad_input(anyhow!("{}: {e}", config.origin)))?;
-        edgeinfer::broker::spawn(addr).map_err(|e| Failure(1, e.into()))?;
-        Ok(())
-    }
-    #[cfg(not(feature = "broker"))]
-    Err(bad_input(anyhow!(
-        "{}: broker.embedded: this build has no embedded broker (feature `broker`)",
-        config.origin
-    )))
+    edgeinfer::broker::run(addr).map_err(failed)
 }
 
 fn run_pipeline(
@@ -226,63 +213,14 @@ fn run_pipeline(
     embedded: Option<(&[u8], &str)>,
     count: Option<u64>,
 ) -> Result<(), Failure> {
-    start_embedded_broker(config)?;
     let built = pipeline::build(config, embedded).map_err(bad_input)?;
     let stop = pipeline::stop_on_signals()
         .context("installing signal handlers")
-        .map_err(|e| Failure(1, e))?;
-    let summary = built
-        .run(&RunOptions { count, stop })
-        .map_err(|e| Failure(1, e.into()))?;
-    log::info!("{}", serde_json::to_string(&summary).unwrap_or_default());
-    let skipped = summary.bad_records + summary.bad_samples + summary.rejected_samples;
-    eprintln!(
-        "edgeinfer: {} samples, {} inferences, {} results, {} skipped, {} dropped, {} inference errors",
-        summary.samples,
-        summary.inferences,
-        summary.emitted,
-        skipped,
-        summary.dropped_batches,
-        summary.inference_errors
-    );
+        .map_err(failed)?;
+    let s = built.run(&RunOptions { count, stop }).map_err(failed)?;
+    log::info!("{}", serde_json::to_string(&s).unwrap_or_default());
+    eprintln!("edgeinfer: {s}");
     Ok(())
-}
-
-fn replay(
-    config: &Path,
-    input: &Path,
-    output: Option<&Path>,
-    realtime: bool,
-    count: Option<u64>,
-) -> Result<(), Failure> {
-    let mut config = load_config(config)?;
-    let cwd = std::env::current_dir()
-        .context("current directory")
-        .map_err(bad_input)?;
-    let input = cwd.join(input);
-    // The model's channel names pick the recording's columns; a model that
-    // cannot be read is reported by the pipeline below.
-    let channels = ModelFile::read(&config.resolve(&config.model.path))
-        .ok()
-        .and_then(|f| {
-            f.metadata(edgeinfer::model::meta::CHANNELS)
-                .map(edgeinfer::model::meta_list)
-        })
-        .unwrap_or_default();
-    config.source = edgeinfer::source::replay_config(&config, &input, realtime, &channels)
-        .map_err(bad_input)?;
-    config.sink = vec![match output {
-        None => SinkConfig::Stdout {},
-        Some(p) => SinkConfig::File {
-            path: cwd.join(p),
-            format: if p.extension().is_some_and(|e| e == "bin") {
-                FileFormat::Postcard
-            } else {
-                FileFormat::Jsonl
-            },
-        },
-    }];
-    run_pipeline(&config, None, count)
 }
 
 fn infer(
@@ -297,7 +235,7 @@ fn infer(
             .tensors
             .first()
             .ok_or_else(|| bad_input(anyhow!("{}: the model has no outputs", model.display())))?;
-        edgeinfer::infer::write_tensor(path, first).map_err(|e| Failure(1, e.into()))?;
+        edgeinfer::infer::write_tensor(path, first).map_err(failed)?;
     }
     if json || output.is_none() {
         println!("{}", out.to_json());
@@ -305,58 +243,20 @@ fn infer(
     Ok(())
 }
 
-fn print_model(info: &ModelInfo) {
-    println!("model: {}", info.origin);
-    println!("  file size: {} bytes", info.file_size);
-    println!("  sha256: {}", info.sha256);
-    println!("  params: {}", info.params);
-    println!("  MACs per inference: {}", info.macs);
-    println!("  FLOPs per inference: {}", info.flops);
-    println!("  inputs:");
-    for t in &info.inputs {
-        println!("    {} {} {:?}", t.name, t.dtype, t.shape);
-    }
-    println!("  outputs:");
-    for t in &info.outputs {
-        println!("    {} {} {:?}", t.name, t.dtype, t.shape);
-    }
-    if !info.metadata.is_empty() {
-        println!("  metadata:");
-        for (k, v) in &info.metadata {
-            println!("    {k} = {v}");
-        }
-    }
-}
-
 fn check_model(path: &Path) -> Result<(), Failure> {
     let model = ModelFile::read(path)
         .and_then(|f| f.load(None))
         .map_err(bad_input)?;
-    print_model(model.info());
+    print!("{}", model.info());
     Ok(())
 }
 
 fn check_config(path: &Path) -> Result<(), Failure> {
     let config = load_config(path)?;
-    let file = ModelFile::read(&config.resolve(&config.model.path)).map_err(bad_input)?;
-    let channels = edgeinfer::source::static_channels(&config).map_err(bad_input)?;
-    let prepared = pipeline::prepare(&config, &file, channels)
-        .map_err(|problems| bad_input(pipeline::BuildError::Config(problems)))?;
-    print_model(prepared.model.info());
-    let w = &prepared.window;
+    let prepared = pipeline::check(&config, None).map_err(bad_input)?;
+    print!("{}", prepared.model.info());
     println!("config: {}", path.display());
-    println!(
-        "  window: {} samples x {} channels, hop {}, layout {:?} → input {:?}",
-        w.size(),
-        w.channels(),
-        w.hop(),
-        w.layout(),
-        w.shape()
-    );
-    println!("  postprocess: {:?}", prepared.postprocess);
-    if !prepared.labels.is_empty() {
-        println!("  labels: {}", prepared.labels.join(", "));
-    }
+    print!("{}", prepared.describe());
     println!("  sinks: {}", config.sink.len());
     println!("ok: the config would run");
     Ok(())
@@ -370,36 +270,19 @@ fn profile(
     threads: Option<usize>,
     json: bool,
 ) -> Result<(), Failure> {
-    let mut config = match (model, config) {
+    let config = match (model, config) {
         (_, Some(c)) => load_config(c)?,
-        (Some(m), None) => {
-            let text = format!(
-                "[model]\npath = {:?}\n[source]\nkind = \"stdin\"\n",
-                m.display().to_string()
-            );
-            Config::parse(&text, "(profile defaults)", Path::new("")).map_err(bad_input)?
-        }
+        (Some(m), None) => Config::for_model(m),
         (None, None) => return Err(bad_input(anyhow!("profile needs --model or --config"))),
     };
-    if let Some(t) = threads {
-        if t == 0 {
-            return Err(bad_input(anyhow!(
-                "--threads: expected at least 1, found 0"
-            )));
-        }
-        config.model.threads = t;
-    }
     let file = ModelFile::read(&config.resolve(&config.model.path)).map_err(bad_input)?;
-    let report = edgeinfer::profile::profile(
-        &config,
-        &file,
-        &edgeinfer::profile::Options {
-            rate_hz: rate,
-            runs,
-            model_only: model.is_some(),
-        },
-    )
-    .map_err(bad_input)?;
+    let options = edgeinfer::profile::Options {
+        rate_hz: rate,
+        runs,
+        model_only: model.is_some(),
+        threads,
+    };
+    let report = edgeinfer::profile::profile(&config, &file, &options).map_err(bad_input)?;
     if json {
         println!(
             "{}",

@@ -3,10 +3,11 @@
 //! give the same bytes, so shipped models can be rebuilt and compared.
 
 use super::{Dim, ElemType, ExportError, GraphBuilder};
-use crate::config::{Layout, SimMode};
 use crate::model::meta;
 use crate::rng::Rng;
+use crate::source::SimMode;
 use crate::source::{SimulatedSource, Source};
+use crate::window::Layout;
 use crate::window::Window;
 use tract_onnx::pb::ModelProto;
 

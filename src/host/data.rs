@@ -6,8 +6,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::HostError;
-use crate::config::Layout;
 use crate::rng::Rng;
+use crate::window::Layout;
 use crate::window::Window;
 
 /// A CSV file as text cells under a header.
@@ -76,7 +76,7 @@ fn split_cells(line: &str) -> Vec<String> {
 }
 
 /// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Task {
     /// One class out of several (softmax output).
     Classify,

@@ -139,7 +139,7 @@ pub fn listen(
 ) -> Result<Value, HostError> {
     let url = crate::mqtt::BrokerUrl::parse(&opts.broker).map_err(|e| HostError::Input {
         file: "--broker".into(),
-        message: e,
+        message: e.to_string(),
     })?;
     if url.tls {
         return Err(HostError::Usage(
@@ -238,7 +238,7 @@ pub fn listen(
             _ => continue,
         };
         let (device, kind) = topic_parts(&p.topic);
-        let wanted = opts.topics.iter().any(|f| matches(f, &p.topic));
+        let wanted = opts.topics.iter().any(|f| rumqttc::matches(&p.topic, f));
         if kind == "info" {
             if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
                 if let Some(l) = v["labels"].as_array() {
@@ -289,31 +289,12 @@ pub fn listen(
     Ok(tracker.report())
 }
 
-/// MQTT topic filter matching (`+` one level, `#` the rest).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn filters_match_like_a_broker() {
-        assert!(matches("edgeinfer/+/result", "edgeinfer/pump/result"));
-        assert!(!matches("edgeinfer/+/result", "edgeinfer/pump/status"));
-        assert!(matches("edgeinfer/#", "edgeinfer/pump/status"));
-        assert!(!matches("a/b", "a/b/c"));
+    fn device_topics_and_info_filters() {
         assert_eq!(
             topic_parts("edgeinfer/pump-7/result"),
             ("pump-7".into(), "result".into())

@@ -20,24 +20,6 @@ use data::{DataSpec, Dataset, Targets, Task};
 use net::{Activation, Arch, Net};
 use train::{fit, kfold, plan_splits, Epoch, FitOptions, Metrics};
 
-/// Metadata keys the trainer adds to the exported model.
-pub mod keys {
-    /// Feature (or channel) column names, a JSON array.
-    pub const FEATURES: &str = "edgeinfer.features";
-    /// Target column names, a JSON array.
-    pub const TARGET: &str = "edgeinfer.target";
-    /// The `--arch` the network was built with.
-    pub const ARCH: &str = "edgeinfer.train.arch";
-    /// The hidden nonlinearity.
-    pub const ACTIVATION: &str = "edgeinfer.train.activation";
-    /// The convolution width.
-    pub const KERNEL: &str = "edgeinfer.train.kernel";
-    /// Test (and k-fold) metrics, JSON.
-    pub const METRICS: &str = "edgeinfer.train.metrics";
-    /// sha256 of the training examples (see `data::Dataset::sha256`).
-    pub const DATA_SHA256: &str = "edgeinfer.train.data_sha256";
-}
-
 /// Errors of the host commands.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -72,13 +54,22 @@ pub enum HostError {
     /// Broker trouble or records that did not arrive (exit code 1).
     #[error("{0}")]
     Mqtt(String),
+    /// The config's source could not start (exit code 2).
+    #[error(transparent)]
+    Build(#[from] crate::pipeline::BuildError),
+    /// The source failed while reading (exit code 1).
+    #[error("source stopped: {0}")]
+    Source(crate::source::SourceError),
 }
 
 impl HostError {
     /// 2 for bad input, 1 for failures while working.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HostError::Input { .. } | HostError::Usage(_) | HostError::Model(_) => 2,
+            HostError::Input { .. }
+            | HostError::Usage(_)
+            | HostError::Model(_)
+            | HostError::Build(_) => 2,
             _ => 1,
         }
     }
@@ -157,6 +148,7 @@ pub fn train_command(
     opts: &TrainOptions,
     progress: &mut dyn FnMut(&Epoch),
 ) -> Result<TrainSummary, HostError> {
+    opts.fit.check(opts.spec.task)?;
     let data = Dataset::load(&opts.data, &opts.spec)?;
     let splits = plan_splits(&data, opts.val_split, opts.test_split, opts.fit.seed)?;
     // Check the network shape before any time is spent on k folds.
@@ -194,14 +186,14 @@ pub fn train_command(
             if classify { "classify" } else { "regress" }.into(),
         ),
         (meta::CHANNELS.into(), json_list(&data.features)),
-        (keys::FEATURES.into(), json_list(&data.features)),
-        (keys::TARGET.into(), json_list(&data.targets)),
-        (keys::ARCH.into(), opts.fit.arch.to_string()),
-        (keys::ACTIVATION.into(), opts.fit.activation.name().into()),
-        (keys::KERNEL.into(), opts.fit.kernel.to_string()),
-        (keys::DATA_SHA256.into(), data.sha256.clone()),
+        (meta::FEATURES.into(), json_list(&data.features)),
+        (meta::TARGET.into(), json_list(&data.targets)),
+        (meta::ARCH.into(), opts.fit.arch.to_string()),
+        (meta::ACTIVATION.into(), opts.fit.activation.name().into()),
+        (meta::KERNEL.into(), opts.fit.kernel.to_string()),
+        (meta::DATA_SHA256.into(), data.sha256.clone()),
         (
-            keys::METRICS.into(),
+            meta::METRICS.into(),
             serde_json::json!({ "test": test, "kfold": kfold }).to_string(),
         ),
     ];
@@ -355,22 +347,22 @@ pub fn verify_against(
         message,
     };
     let arch: Arch = file
-        .metadata(keys::ARCH)
+        .metadata(meta::ARCH)
         .ok_or_else(|| {
             bad(format!(
                 "expected metadata {} (a model made by train)",
-                keys::ARCH
+                meta::ARCH
             ))
         })?
         .parse()
         .map_err(bad)?;
     let activation: Activation = file
-        .metadata(keys::ACTIVATION)
+        .metadata(meta::ACTIVATION)
         .unwrap_or("relu")
         .parse()
         .map_err(bad)?;
     let kernel = file
-        .metadata(keys::KERNEL)
+        .metadata(meta::KERNEL)
         .and_then(|k| k.parse().ok())
         .unwrap_or(3);
     let net = Net::new(
@@ -428,6 +420,32 @@ pub fn verify_against(
     })
 }
 
+/// `edgeinfer-host verify`: the exported `model` (with its
+/// `weights.safetensors` beside it) against the trainer on every example
+/// of the CSV file `data`.
+pub fn verify_command(model: &Path, data: &Path) -> Result<VerifyReport, HostError> {
+    let file = crate::ModelFile::read(model)?;
+    let spec = spec_from_model(&file)?;
+    let mut dataset = Dataset::load(data, &spec)?;
+    if spec.task == Task::Classify {
+        let labels = file
+            .metadata(meta::LABELS)
+            .map(crate::model::meta_list)
+            .unwrap_or_default();
+        dataset
+            .relabel(&labels)
+            .map_err(|message| HostError::Input {
+                file: data.display().to_string(),
+                message,
+            })?;
+    }
+    verify_against(
+        model,
+        &model.with_file_name("weights.safetensors"),
+        &dataset,
+    )
+}
+
 /// The data spec a trained model was made with, from its metadata, so
 /// `verify` needs only the model and the data.
 pub fn spec_from_model(file: &crate::ModelFile) -> Result<DataSpec, HostError> {
@@ -436,11 +454,11 @@ pub fn spec_from_model(file: &crate::ModelFile) -> Result<DataSpec, HostError> {
             .and_then(|v| serde_json::from_str(v).ok())
             .unwrap_or_default()
     };
-    let target = list(keys::TARGET);
+    let target = list(meta::TARGET);
     if target.is_empty() {
         return Err(HostError::Input {
             file: file.origin().into(),
-            message: format!("expected metadata {} (a model made by train)", keys::TARGET),
+            message: format!("expected metadata {} (a model made by train)", meta::TARGET),
         });
     }
     let window = match (file.metadata(meta::LAYOUT), file.metadata(meta::WINDOW)) {
@@ -460,7 +478,7 @@ pub fn spec_from_model(file: &crate::ModelFile) -> Result<DataSpec, HostError> {
             _ => Task::Regress,
         },
         target,
-        features: list(keys::FEATURES),
+        features: list(meta::FEATURES),
         window,
         impute: false,
         labels: vec![],

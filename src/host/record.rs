@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use super::HostError;
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -34,25 +34,6 @@ pub struct RecordSummary {
     pub appended: bool,
 }
 
-/// Column names of the source's channels: the names the config gives, else
-/// `x,y,z` for the 3-axis simulated sensor, else `ch0, ch1, ...`.
-pub fn channel_names(config: &Config, channels: usize) -> Vec<String> {
-    let named: Vec<String> = match &config.source {
-        SourceConfig::Replay { columns, .. } => columns.clone(),
-        SourceConfig::Stdin { fields, .. } | SourceConfig::Command { fields, .. } => fields.clone(),
-        SourceConfig::Mqtt { topics, .. } => topics.iter().flat_map(|t| t.fields.clone()).collect(),
-        SourceConfig::Simulated { .. } if channels == 3 => {
-            vec!["x".into(), "y".into(), "z".into()]
-        }
-        _ => vec![],
-    };
-    if named.len() == channels {
-        named
-    } else {
-        (0..channels).map(|i| format!("ch{i}")).collect()
-    }
-}
-
 /// Reads `config`'s source until the span, the count, its end or `stop`,
 /// writing `ts_ms,<channels>[,label]` rows to `opts.out`.
 pub fn record(
@@ -60,28 +41,7 @@ pub fn record(
     opts: &RecordOptions,
     stop: &AtomicBool,
 ) -> Result<RecordSummary, HostError> {
-    let mut link = match &config.source {
-        SourceConfig::Mqtt { topics, .. } => {
-            let mut outbox = config.outbox.clone();
-            outbox.dir = Some(crate::pipeline::outbox_dir(config));
-            Some(
-                crate::mqtt::Link::start(crate::mqtt::LinkSetup {
-                    config: config.mqtt.clone().unwrap_or_default(),
-                    device_id: config.device_id.clone(),
-                    base_dir: config.base_dir.clone(),
-                    outbox,
-                    subscriptions: topics.clone(),
-                    info: "{}".into(),
-                })
-                .map_err(|e| HostError::Mqtt(e.to_string()))?,
-            )
-        }
-        _ => None,
-    };
-    let mut source = crate::source::open(config, link.as_mut()).map_err(|e| HostError::Input {
-        file: config.origin.clone(),
-        message: e.to_string(),
-    })?;
+    let (mut source, mut link) = crate::pipeline::open_source(config)?;
     let out_err = |e: std::io::Error| HostError::Output {
         file: opts.out.display().to_string(),
         message: e.to_string(),
@@ -99,7 +59,7 @@ pub fn record(
                 bad += 1;
                 continue;
             }
-            Err(e) => return Err(HostError::Mqtt(e.to_string())),
+            Err(e) => return Err(HostError::Source(e)),
         };
         let first = *first_ts.get_or_insert(sample.ts_ms);
         if let Some(s) = opts.seconds {
@@ -108,7 +68,7 @@ pub fn record(
             }
         }
         if writer.is_none() {
-            let names = channel_names(config, sample.values.len());
+            let names = config.source.channel_names(sample.values.len());
             let (w, a) = open_csv(&opts.out, &names, opts.label.is_some())?;
             appended = a;
             writer = Some((w, sample.values.len()));

@@ -5,13 +5,13 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use serde::Serialize;
 
-use super::data::{shuffled, split, standardization, Dataset, Targets};
+use super::data::{shuffled, split, standardization, Dataset, Targets, Task};
 use super::net::{batch_tensor, Activation, Arch, Init, Net};
 use super::HostError;
 use crate::rng::Rng;
 
 /// The update rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerKind {
     /// Adam (β1 0.9, β2 0.999, ε 1e-8, no weight decay).
     Adam,
@@ -20,12 +20,39 @@ pub enum OptimizerKind {
 }
 
 /// What is minimized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Loss {
     /// Mean squared error (of the softmax vs one-hot, for classification).
     Mse,
     /// Softmax cross-entropy (classification only).
     CrossEntropy,
+}
+
+impl Loss {
+    /// The loss for `task`: `chosen`, else cross-entropy to classify and
+    /// MSE to regress; cross-entropy on a regression is refused.
+    pub fn for_task(chosen: Option<Loss>, task: Task) -> Result<Loss, HostError> {
+        match (chosen, task) {
+            (Some(Loss::CrossEntropy), Task::Regress) => Err(HostError::Usage(
+                "--loss cross-entropy: expected --task classify".into(),
+            )),
+            (Some(l), _) => Ok(l),
+            (None, Task::Classify) => Ok(Loss::CrossEntropy),
+            (None, Task::Regress) => Ok(Loss::Mse),
+        }
+    }
+}
+
+impl FitOptions {
+    /// Checks the numbers and that the loss fits `task`.
+    pub fn check(&self, task: Task) -> Result<(), HostError> {
+        if self.epochs == 0 || self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(HostError::Usage(
+                "--epochs, --batch: expected at least 1; --lr: expected a positive number".into(),
+            ));
+        }
+        Loss::for_task(Some(self.loss), task).map(|_| ())
+    }
 }
 
 /// Everything a fit needs besides the data.
@@ -188,9 +215,12 @@ fn target_tensor(y: &Targets, loss: Loss, classes: usize) -> Result<Tensor, Host
             let cols = v.first().map_or(0, Vec::len);
             Tensor::from_vec(v.concat(), (v.len(), cols), &dev).map_err(candle)
         }
-        (Targets::Values(_), Loss::CrossEntropy) => Err(HostError::Usage(
-            "--loss cross-entropy needs --task classify".into(),
-        )),
+        (Targets::Values(_), Loss::CrossEntropy) => Loss::for_task(Some(loss), Task::Regress)
+            .and_then(|_| {
+                Err(HostError::Train(
+                    "cross-entropy on regression targets".into(),
+                ))
+            }),
     }
 }
 

@@ -5,9 +5,21 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
+use serde::Deserialize;
+
 use super::{Sink, SinkError};
-use crate::config::FileFormat;
 use crate::schema::ResultRecord;
+
+/// Encodings of the file sink.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// One JSON object per line.
+    #[default]
+    Jsonl,
+    /// postcard `ResultRecord`s, each prefixed by its length as a u32 LE.
+    Postcard,
+}
 
 /// Appends to one file.
 #[derive(Debug)]

@@ -1,15 +1,51 @@
-//! Sinks: where emitted results go. One file per kind.
+//! Sinks: where emitted results go. One file per kind, each owning its
+//! `[[sink]]` settings.
 
 mod file;
 mod mqtt;
 mod stdout;
 
-pub use file::{read_postcard_records, FileSink};
-pub use mqtt::{saved_seq, MqttSink};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use file::{read_postcard_records, FileFormat, FileSink};
+pub use mqtt::{saved_seq, Encoding, MqttSink, MqttSinkConfig};
 pub use stdout::StdoutSink;
 
-use crate::config::{Config, SinkConfig};
+use crate::problem::{Origin, Problems};
 use crate::schema::ResultRecord;
+
+/// One `[[sink]]`, selected by `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout {},
+    /// Result messages on `<prefix>/result` through the outbox (the
+    /// connection is `[mqtt]`).
+    Mqtt(MqttSinkConfig),
+    /// Appended to a file.
+    File {
+        /// The file, relative to the config file; created when missing.
+        path: PathBuf,
+        /// `jsonl`, or `postcard` (each record as a length-delimited postcard frame).
+        #[serde(default)]
+        format: FileFormat,
+    },
+}
+
+/// Checks the `[[sink]]` list.
+pub fn validate(sinks: &[SinkConfig], p: &mut Problems) {
+    p.check(!sinks.is_empty(), "sink", || {
+        "expected at least one [[sink]]".into()
+    });
+    for (i, s) in sinks.iter().enumerate() {
+        if let SinkConfig::Mqtt(m) = s {
+            m.validate(&format!("sink[{i}]"), p);
+        }
+    }
+}
 
 /// Errors from sinks.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +58,20 @@ pub enum SinkError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The outbox refused the message.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    /// A record could not be encoded.
+    #[error("{target}: cannot encode a record: {reason}")]
+    Encode {
+        /// The sink.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// An `mqtt` sink without a running MQTT link.
+    #[error("mqtt sink: no MQTT link")]
+    NoLink,
 }
 
 /// A destination for results.
@@ -43,38 +93,41 @@ pub trait Sink: Send {
     fn metrics(&mut self, _metrics: &serde_json::Value) {}
 }
 
-/// Opens the sinks a config lists; `labels` name classes in JSON output.
-/// `mqtt` sinks need the running link (`None` when the config has none).
-pub fn open(
-    config: &Config,
-    labels: &[String],
-    link: Option<&crate::mqtt::Link>,
-    seq_file: Option<std::path::PathBuf>,
-) -> Result<Vec<Box<dyn Sink>>, SinkError> {
-    config
-        .sink
+/// What sinks need beyond their own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkContext<'a> {
+    /// Anchors relative paths.
+    pub origin: &'a Origin,
+    /// Device id, in result messages.
+    pub device_id: &'a str,
+    /// Class names for JSON output.
+    pub labels: &'a [String],
+    /// The running MQTT link, for `mqtt` sinks.
+    pub link: Option<&'a crate::mqtt::Link>,
+    /// Where an `mqtt` sink keeps the next sequence number across restarts.
+    pub seq_file: Option<&'a std::path::Path>,
+}
+
+/// Opens the sinks `sinks` lists.
+pub fn open(sinks: &[SinkConfig], ctx: &SinkContext) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    sinks
         .iter()
         .map(|s| -> Result<Box<dyn Sink>, SinkError> {
             Ok(match s {
-                SinkConfig::Stdout {} => Box::new(StdoutSink::new(labels.to_vec())),
-                SinkConfig::Mqtt { encoding } => {
-                    let link = link.ok_or_else(|| SinkError::Io {
-                        target: "mqtt".into(),
-                        source: std::io::Error::other("no MQTT link"),
-                    })?;
+                SinkConfig::Stdout {} => Box::new(StdoutSink::new(ctx.labels.to_vec())),
+                SinkConfig::Mqtt(m) => {
+                    let link = ctx.link.ok_or(SinkError::NoLink)?;
                     Box::new(MqttSink::new(
                         link.shared.clone(),
-                        &config.device_id,
-                        *encoding,
-                        config.policy.batch_max_records,
-                        config.policy.batch_max_ms,
-                        seq_file.clone(),
+                        ctx.device_id,
+                        m,
+                        ctx.seq_file.map(|p| p.to_path_buf()),
                     ))
                 }
                 SinkConfig::File { path, format } => Box::new(FileSink::open(
-                    &config.resolve(path),
+                    &ctx.origin.resolve(path),
                     *format,
-                    labels.to_vec(),
+                    ctx.labels.to_vec(),
                 )?),
             })
         })

@@ -6,10 +6,69 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use super::{Sink, SinkError};
-use crate::config::Encoding;
 use crate::mqtt::Shared;
+use crate::problem::Problems;
 use crate::schema::{ResultBatch, ResultRecord, SCHEMA_VERSION};
+
+/// `[[sink]] kind = "mqtt"`: how results become messages.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSinkConfig {
+    /// `postcard` (compact, versioned) or `json` (the same types, for debugging).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Most records in one result message; default 1 (or the older
+    /// `[policy] batch_max_records`).
+    #[serde(default)]
+    pub batch_max_records: Option<usize>,
+    /// Longest a record waits for its message to fill, in milliseconds;
+    /// default 0 (or the older `[policy] batch_max_ms`).
+    #[serde(default)]
+    pub batch_max_ms: Option<u64>,
+}
+
+impl MqttSinkConfig {
+    /// Checks this sink's settings; `at` names it (`sink[1]`).
+    pub fn validate(&self, at: &str, p: &mut Problems) {
+        if let Some(n) = self.batch_max_records {
+            p.at_least_one(n as u64, &format!("{at}.batch_max_records"));
+        }
+    }
+
+    /// Records per message.
+    pub fn max_records(&self) -> usize {
+        self.batch_max_records.unwrap_or(1).max(1)
+    }
+
+    /// Longest wait for a message to fill.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_ms.unwrap_or(0))
+    }
+}
+
+/// Encodings of MQTT result messages.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// A postcard `ResultBatch`.
+    #[default]
+    Postcard,
+    /// The same `ResultBatch` as JSON.
+    Json,
+}
+
+impl Encoding {
+    /// The lower-case name, as in config and the `info` topic.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Postcard => "postcard",
+            Encoding::Json => "json",
+        }
+    }
+}
 
 /// Batches records into messages for the outbox.
 #[derive(Debug)]
@@ -30,17 +89,15 @@ impl MqttSink {
     pub fn new(
         shared: Arc<Shared>,
         device: &str,
-        encoding: Encoding,
-        max_records: usize,
-        max_wait_ms: u64,
+        config: &MqttSinkConfig,
         seq_file: Option<PathBuf>,
     ) -> Self {
         MqttSink {
             shared,
             device: device.into(),
-            encoding,
-            max_records: max_records.max(1),
-            max_wait: Duration::from_millis(max_wait_ms),
+            encoding: config.encoding,
+            max_records: config.max_records(),
+            max_wait: config.max_wait(),
             pending: Vec::new(),
             first_at: None,
             seq_file,
@@ -60,18 +117,14 @@ impl MqttSink {
         self.first_at = None;
         let bytes = match self.encoding {
             Encoding::Postcard => batch.to_postcard(),
-            Encoding::Json => serde_json::to_vec(&batch).unwrap_or_default(),
+            Encoding::Json => serde_json::to_vec(&batch).map_err(|e| SinkError::Encode {
+                target: "mqtt".into(),
+                reason: e.to_string(),
+            })?,
         };
-        let pushed = self.shared.outbox().push(&bytes);
-        match pushed {
-            Ok(Some(_)) => {}
-            Ok(None) => log::warn!("outbox full: dropped the newest message"),
-            Err(e) => {
-                return Err(SinkError::Io {
-                    target: "outbox".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            }
+        let pushed = self.shared.outbox().push(&bytes)?;
+        if pushed.is_none() {
+            log::warn!("outbox full: dropped the newest message");
         }
         if let Some(f) = &self.seq_file {
             // Not fsynced: after a power cut a few numbers may repeat,

@@ -3,8 +3,36 @@
 use std::io::BufReader;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use serde::Deserialize;
+
+use super::lines::LineFormat;
 use super::{LineSource, Sample, Source, SourceError};
-use crate::config::LineFormat;
+
+/// `[source] kind = "command"`: a child process whose stdout lines are samples.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Program to run (looked up on PATH).
+    pub program: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `csv` or `json`, as for `stdin`.
+    #[serde(default)]
+    pub format: LineFormat,
+    /// For JSON objects: the field names that become channels, in order.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+impl CommandConfig {
+    /// Checks `[source]` of this kind.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.check(!self.program.trim().is_empty(), "source.program", || {
+            "expected a program to run".into()
+        });
+    }
+}
 
 /// A child process's stdout as a sample stream; the child is killed when the
 /// source is dropped so no orphan outlives the pipeline.

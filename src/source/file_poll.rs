@@ -3,7 +3,63 @@
 
 use std::path::PathBuf;
 
+use serde::Deserialize;
+
 use super::{now_ms, Pacer, Sample, Source, SourceError};
+
+/// `[source] kind = "file_poll"`: numeric text files read at a fixed rate
+/// (sysfs thermal, hwmon, IIO, 1-wire).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilePollConfig {
+    /// One channel per file.
+    pub files: Vec<PolledFile>,
+    /// Reads per second.
+    #[serde(default = "default_poll_rate")]
+    pub rate_hz: f64,
+}
+
+fn default_poll_rate() -> f64 {
+    1.0
+}
+
+/// One file of a `file_poll` source.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolledFile {
+    /// The file, e.g. `/sys/class/thermal/thermal_zone0/temp`.
+    pub path: PathBuf,
+    /// Multiplier applied to the number read (0.001 turns millidegrees into °C).
+    #[serde(default = "one")]
+    pub scale: f32,
+    /// Added after scaling.
+    #[serde(default)]
+    pub offset: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl FilePollConfig {
+    /// Checks `[source]` of this kind.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.positive(self.rate_hz, "source.rate_hz", "samples per second");
+        p.check(!self.files.is_empty(), "source.files", || {
+            "expected at least one file".into()
+        });
+    }
+
+    /// The source this config describes (paths resolved against `origin`).
+    pub fn open(&self, origin: &crate::problem::Origin) -> FilePollSource {
+        let files = self
+            .files
+            .iter()
+            .map(|f| (origin.resolve(&f.path), f.scale, f.offset))
+            .collect();
+        FilePollSource::new(files, self.rate_hz)
+    }
+}
 
 /// Reads every file once per tick.
 #[derive(Debug)]

@@ -2,33 +2,94 @@
 
 use std::io::BufRead;
 
+use serde::Deserialize;
+
 use super::{next_line, now_ms, Sample, Source, SourceError};
-use crate::config::LineFormat;
+
+/// Text line formats for `stdin` and `command` sources.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// Comma-separated numbers.
+    #[default]
+    Csv,
+    /// A JSON number, array of numbers, or object (see `fields`).
+    Json,
+}
+
+/// `[source] kind = "stdin"`: lines from standard input.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StdinConfig {
+    /// `csv` (numbers separated by commas) or `json` (array, number or object).
+    #[serde(default)]
+    pub format: LineFormat,
+    /// For JSON objects: the field names that become channels, in order.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// Why a line did not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineError {
+    /// A CSV field that is not a number.
+    #[error("expected a number, found {found:?} (field {field})")]
+    CsvField {
+        /// 1-based field position.
+        field: usize,
+        /// What it held.
+        found: String,
+    },
+    /// A JSON value that is not a number.
+    #[error("{what}: expected a number, found {found}")]
+    NotANumber {
+        /// Which value (`element 0`, a member name, `value`).
+        what: String,
+        /// What it held.
+        found: String,
+    },
+    /// Not JSON at all.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A JSON object with no `fields` to name its channels.
+    #[error("a JSON object needs source.fields to name its channels")]
+    ObjectWithoutFields,
+}
 
 /// Parses one text line into channel values. Empty CSV fields and JSON
 /// `null`s become NaN, so the `missing` preprocess policy decides about them.
-pub fn parse_line(format: LineFormat, fields: &[String], line: &str) -> Result<Vec<f32>, String> {
+pub fn parse_line(
+    format: LineFormat,
+    fields: &[String],
+    line: &str,
+) -> Result<Vec<f32>, LineError> {
     match format {
         LineFormat::Csv => line
             .split(',')
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let f = f.trim();
                 if f.is_empty() {
                     Ok(f32::NAN)
                 } else {
-                    f.parse::<f32>()
-                        .map_err(|_| format!("expected a number, found {f:?}"))
+                    f.parse::<f32>().map_err(|_| LineError::CsvField {
+                        field: i + 1,
+                        found: f.into(),
+                    })
                 }
             })
             .collect(),
         LineFormat::Json => {
             let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-            let num = |v: &serde_json::Value, what: &str| -> Result<f32, String> {
+                serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
+            let num = |v: &serde_json::Value, what: &str| -> Result<f32, LineError> {
                 match v {
                     serde_json::Value::Null => Ok(f32::NAN),
                     serde_json::Value::Number(n) => Ok(n.as_f64().unwrap_or(f64::NAN) as f32),
-                    other => Err(format!("{what}: expected a number, found {other}")),
+                    other => Err(LineError::NotANumber {
+                        what: what.into(),
+                        found: other.to_string(),
+                    }),
                 }
             };
             match &v {
@@ -39,7 +100,7 @@ pub fn parse_line(format: LineFormat, fields: &[String], line: &str) -> Result<V
                     .collect(),
                 serde_json::Value::Object(map) => {
                     if fields.is_empty() {
-                        return Err("a JSON object needs source.fields to name its channels".into());
+                        return Err(LineError::ObjectWithoutFields);
                     }
                     fields
                         .iter()
@@ -97,10 +158,10 @@ impl<R: BufRead + Send> Source for LineSource<R> {
                 ts_ms: now_ms(),
                 values,
             })),
-            Err(reason) => Err(SourceError::BadRecord {
+            Err(e) => Err(SourceError::BadRecord {
                 origin: self.origin.clone(),
                 record: self.line_no,
-                reason,
+                reason: e.to_string(),
             }),
         }
     }
@@ -127,7 +188,13 @@ mod tests {
             vec![1.0, 2.5, -3.0]
         );
         assert!(parse_line(LineFormat::Csv, &[], "1,,3").unwrap()[1].is_nan());
-        assert!(parse_line(LineFormat::Csv, &[], "1,x").is_err());
+        assert_eq!(
+            parse_line(LineFormat::Csv, &[], "1,x"),
+            Err(LineError::CsvField {
+                field: 2,
+                found: "x".into()
+            })
+        );
         assert_eq!(
             parse_line(LineFormat::Json, &[], "[1, 2]").unwrap(),
             vec![1.0, 2.0]
@@ -138,7 +205,10 @@ mod tests {
             parse_line(LineFormat::Json, &fields, r#"{"a": 1, "b": 2}"#).unwrap(),
             vec![2.0, 1.0]
         );
-        assert!(parse_line(LineFormat::Json, &[], r#"{"a": 1}"#).is_err());
+        assert_eq!(
+            parse_line(LineFormat::Json, &[], r#"{"a": 1}"#),
+            Err(LineError::ObjectWithoutFields)
+        );
         assert!(parse_line(LineFormat::Json, &[], r#"["x"]"#).is_err());
         assert!(parse_line(LineFormat::Json, &[], "{").is_err());
     }

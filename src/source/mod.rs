@@ -1,23 +1,142 @@
-//! Sources: where samples come from. One file per input kind; all yield
-//! timestamped multi-channel [`Sample`]s through the [`Source`] trait.
+//! Sources: where samples come from. One file per input kind, each owning
+//! its `[source]` settings; all yield timestamped multi-channel [`Sample`]s
+//! through the [`Source`] trait.
 
 mod command;
 mod file_poll;
 pub mod lines;
-mod mqtt;
+pub mod mqtt;
 mod replay;
 mod simulated;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-pub use command::CommandSource;
-pub use file_poll::FilePollSource;
-pub use lines::{parse_line, LineSource};
-pub use mqtt::MqttSource;
-pub use replay::ReplaySource;
-pub use simulated::SimulatedSource;
+use serde::Deserialize;
 
-use crate::config::{Config, SourceConfig};
+pub use command::{CommandConfig, CommandSource};
+pub use file_poll::{FilePollConfig, FilePollSource, PolledFile};
+pub use lines::{parse_line, LineError, LineFormat, LineSource, StdinConfig};
+pub use mqtt::{MqttSource, MqttSourceConfig, PayloadFormat, Subscription};
+pub use replay::{ReplayConfig, ReplaySource, DEFAULT_RATE_HZ as REPLAY_RATE_HZ};
+pub use simulated::{SimMode, SimulatedConfig, SimulatedSource};
+
+use crate::problem::{Origin, Problems};
+
+/// `[source]`: one input kind, selected by `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A seeded generator of a multi-channel vibration signal.
+    Simulated(SimulatedConfig),
+    /// Lines from standard input.
+    Stdin(StdinConfig),
+    /// A recorded CSV file with a header line.
+    Replay(ReplayConfig),
+    /// Numeric text files read at a fixed rate (sysfs thermal, hwmon, IIO, 1-wire).
+    FilePoll(FilePollConfig),
+    /// Messages on MQTT topics (the connection is `[mqtt]`).
+    Mqtt(MqttSourceConfig),
+    /// A child process whose stdout lines are samples.
+    Command(CommandConfig),
+}
+
+impl SourceConfig {
+    /// Checks `[source]`.
+    pub fn validate(&self, p: &mut Problems) {
+        match self {
+            SourceConfig::Simulated(c) => c.validate(p),
+            SourceConfig::Stdin(_) => {}
+            SourceConfig::Replay(c) => c.validate(p),
+            SourceConfig::FilePoll(c) => c.validate(p),
+            SourceConfig::Mqtt(c) => c.validate(p),
+            SourceConfig::Command(c) => c.validate(p),
+        }
+    }
+
+    /// The channel count this source will have, found without starting it
+    /// (no process is spawned, stdin is not read). Replays open their file
+    /// to read the header, so a missing recording is reported here too.
+    pub fn channels(&self, origin: &Origin) -> Result<Option<usize>, SourceError> {
+        Ok(match self {
+            SourceConfig::Simulated(c) => Some(c.channels),
+            SourceConfig::FilePoll(c) => Some(c.files.len()),
+            SourceConfig::Stdin(StdinConfig { fields, .. })
+            | SourceConfig::Command(CommandConfig { fields, .. }) => {
+                (!fields.is_empty()).then_some(fields.len())
+            }
+            SourceConfig::Mqtt(c) => c.channels(),
+            SourceConfig::Replay(c) => c.open(origin)?.channels(),
+        })
+    }
+
+    /// Samples per second when the source has a set rate.
+    pub fn rate_hz(&self) -> Option<f64> {
+        match self {
+            SourceConfig::Simulated(c) => Some(c.rate_hz),
+            SourceConfig::Replay(c) => Some(c.rate_hz),
+            SourceConfig::FilePoll(c) => Some(c.rate_hz),
+            _ => None,
+        }
+    }
+
+    /// Names of the `channels` channels: the names the config gives, else
+    /// `x, y, z` for the 3-axis simulated sensor, else `ch0, ch1, ...`.
+    pub fn channel_names(&self, channels: usize) -> Vec<String> {
+        let named: Vec<String> = match self {
+            SourceConfig::Replay(c) => c.columns.clone(),
+            SourceConfig::Stdin(StdinConfig { fields, .. })
+            | SourceConfig::Command(CommandConfig { fields, .. }) => fields.clone(),
+            SourceConfig::Mqtt(c) => c.topics.iter().flat_map(|t| t.fields.clone()).collect(),
+            SourceConfig::Simulated(_) if channels == 3 => {
+                vec!["x".into(), "y".into(), "z".into()]
+            }
+            _ => vec![],
+        };
+        if named.len() == channels {
+            named
+        } else {
+            (0..channels).map(|i| format!("ch{i}")).collect()
+        }
+    }
+
+    /// Opens the source (relative paths resolved against `origin`). An
+    /// `mqtt` source reads what `link` receives.
+    pub fn open(
+        &self,
+        origin: &Origin,
+        link: Option<&mut crate::mqtt::Link>,
+    ) -> Result<Box<dyn Source>, SourceError> {
+        Ok(match self {
+            SourceConfig::Mqtt(c) => {
+                let link = link.ok_or_else(|| SourceError::Fatal {
+                    origin: "mqtt".into(),
+                    reason: "no MQTT link to read from".into(),
+                })?;
+                let shared = link.shared.clone();
+                let rx = link.take_messages().ok_or_else(|| SourceError::Fatal {
+                    origin: "mqtt".into(),
+                    reason: "the MQTT link's messages are already taken".into(),
+                })?;
+                Box::new(MqttSource::new(rx, c, shared))
+            }
+            SourceConfig::Simulated(c) => Box::new(c.open()),
+            SourceConfig::Stdin(c) => Box::new(LineSource::new(
+                "stdin",
+                std::io::BufReader::new(std::io::stdin()),
+                c.format,
+                c.fields.clone(),
+            )),
+            SourceConfig::Replay(c) => Box::new(c.open(origin)?),
+            SourceConfig::FilePoll(c) => Box::new(c.open(origin)),
+            SourceConfig::Command(c) => Box::new(CommandSource::spawn(
+                &c.program,
+                &c.args,
+                c.format,
+                c.fields.clone(),
+            )?),
+        })
+    }
+}
 
 /// One reading of every channel at one instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,79 +191,6 @@ pub trait Source: Send {
     /// replays): the pipeline then hands them on one by one instead of in
     /// batches, so latency stays low.
     fn paced(&self) -> bool;
-}
-
-/// Opens the source a config describes; an `mqtt` source reads from `link`.
-pub fn open(
-    config: &Config,
-    link: Option<&mut crate::mqtt::Link>,
-) -> Result<Box<dyn Source>, SourceError> {
-    Ok(match &config.source {
-        SourceConfig::Mqtt { topics, channels } => {
-            let rx = link
-                .and_then(|l| l.take_samples())
-                .ok_or_else(|| SourceError::Fatal {
-                    origin: "mqtt".into(),
-                    reason: "no MQTT link to read from".into(),
-                })?;
-            Box::new(MqttSource::new(
-                rx,
-                channels.or_else(|| mqtt_channels(topics)),
-            ))
-        }
-        SourceConfig::Simulated {
-            rate_hz,
-            channels,
-            mode,
-            switch_every_s,
-            seed,
-            realtime,
-        } => Box::new(SimulatedSource::new(
-            *rate_hz,
-            *channels,
-            *mode,
-            *switch_every_s,
-            *seed,
-            *realtime,
-        )),
-        SourceConfig::Stdin { format, fields } => Box::new(LineSource::new(
-            "stdin",
-            std::io::BufReader::new(std::io::stdin()),
-            *format,
-            fields.clone(),
-        )),
-        SourceConfig::Replay {
-            path,
-            timestamp_column,
-            columns,
-            realtime,
-            rate_hz,
-        } => Box::new(ReplaySource::open(
-            &config.resolve(path),
-            timestamp_column.as_deref(),
-            columns,
-            *realtime,
-            *rate_hz,
-        )?),
-        SourceConfig::FilePoll { files, rate_hz } => {
-            let files = files
-                .iter()
-                .map(|f| (config.resolve(&f.path), f.scale, f.offset))
-                .collect();
-            Box::new(FilePollSource::new(files, *rate_hz))
-        }
-        SourceConfig::Command {
-            program,
-            args,
-            format,
-            fields,
-        } => Box::new(CommandSource::spawn(
-            program,
-            args,
-            *format,
-            fields.clone(),
-        )?),
-    })
 }
 
 /// Reads the next non-blank line of `reader` into `buf` (trimmed, counted
@@ -207,13 +253,7 @@ impl Source for MemorySource {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Sleeps so that event `i` happens `i * period` after the pacer started.
 /// Schedules against the start rather than the previous event, so the rate
@@ -243,94 +283,4 @@ impl Pacer {
             std::thread::sleep(due - now);
         }
     }
-}
-
-/// The source of `edgeinfer replay`: `input` (a CSV recording) replayed
-/// with the config's replay settings when it has them; otherwise a
-/// `ts_ms` or `timestamp` column, when the header has one, gives the times,
-/// and `model_channels` (the model's channel names), when the header has
-/// them all, pick the columns, so a recording with extra columns (a label)
-/// replays as it is.
-pub fn replay_config(
-    config: &Config,
-    input: &std::path::Path,
-    realtime: bool,
-    model_channels: &[String],
-) -> Result<SourceConfig, SourceError> {
-    let (timestamp_column, columns, rate_hz) = match &config.source {
-        SourceConfig::Replay {
-            timestamp_column,
-            columns,
-            rate_hz,
-            ..
-        } => (timestamp_column.clone(), columns.clone(), *rate_hz),
-        SourceConfig::Simulated { rate_hz, .. } | SourceConfig::FilePoll { rate_hz, .. } => {
-            (None, vec![], *rate_hz)
-        }
-        _ => (None, vec![], 100.0),
-    };
-    let header = if timestamp_column.is_none() || columns.is_empty() {
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(std::fs::File::open(input).map_err(|e| {
-                SourceError::Fatal {
-                    origin: input.display().to_string(),
-                    reason: format!("cannot open: {e}"),
-                }
-            })?),
-            &mut line,
-        )
-        .map_err(|e| SourceError::Fatal {
-            origin: input.display().to_string(),
-            reason: format!("cannot read header: {e}"),
-        })?;
-        line.trim()
-            .split(',')
-            .map(|c| c.trim().to_string())
-            .collect()
-    } else {
-        vec![]
-    };
-    let timestamp_column = timestamp_column.or_else(|| {
-        header
-            .iter()
-            .find(|c| *c == "ts_ms" || *c == "timestamp")
-            .cloned()
-    });
-    let columns = if columns.is_empty()
-        && !model_channels.is_empty()
-        && model_channels.iter().all(|c| header.contains(c))
-    {
-        model_channels.to_vec()
-    } else {
-        columns
-    };
-    Ok(SourceConfig::Replay {
-        path: input.to_path_buf(),
-        timestamp_column,
-        columns,
-        realtime,
-        rate_hz,
-    })
-}
-
-/// The channel count a config's source will have, found without starting
-/// it (no process is spawned, stdin is not read). Replays open their file
-/// to read the header, so a missing recording is reported here too.
-pub fn static_channels(config: &Config) -> Result<Option<usize>, SourceError> {
-    Ok(match &config.source {
-        SourceConfig::Simulated { channels, .. } => Some(*channels),
-        SourceConfig::FilePoll { files, .. } => Some(files.len()),
-        SourceConfig::Stdin { fields, .. } | SourceConfig::Command { fields, .. } => {
-            (!fields.is_empty()).then_some(fields.len())
-        }
-        SourceConfig::Mqtt { topics, channels } => channels.or_else(|| mqtt_channels(topics)),
-        SourceConfig::Replay { .. } => open(config, None)?.channels(),
-    })
-}
-
-/// Channels implied by the topics' JSON `fields`, when they agree.
-fn mqtt_channels(topics: &[crate::mqtt::Subscription]) -> Option<usize> {
-    let first = topics.first()?.fields.len();
-    (first > 0 && topics.iter().all(|t| t.fields.len() == first)).then_some(first)
 }

@@ -6,7 +6,55 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::{next_line, Pacer, Sample, Source, SourceError};
+
+/// `[source] kind = "replay"`: a recorded CSV file with a header line.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// The CSV file, relative to the config file.
+    pub path: std::path::PathBuf,
+    /// Column holding milliseconds since the epoch; absent means
+    /// timestamps are counted from 0 at `rate_hz`.
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// Columns that become channels, in order; default all but the timestamp.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Pace samples by their timestamps instead of as fast as possible.
+    #[serde(default)]
+    pub realtime: bool,
+    /// Sample rate used when there is no timestamp column.
+    #[serde(default = "default_rate")]
+    pub rate_hz: f64,
+}
+
+/// The rate a recording without timestamps is read at, unless configured.
+pub const DEFAULT_RATE_HZ: f64 = 100.0;
+
+fn default_rate() -> f64 {
+    DEFAULT_RATE_HZ
+}
+
+impl ReplayConfig {
+    /// Checks `[source]` of this kind.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.positive(self.rate_hz, "source.rate_hz", "samples per second");
+    }
+
+    /// Opens the recording (`path` resolved against `origin`).
+    pub fn open(&self, origin: &crate::problem::Origin) -> Result<ReplaySource, SourceError> {
+        ReplaySource::open(
+            &origin.resolve(&self.path),
+            self.timestamp_column.as_deref(),
+            &self.columns,
+            self.realtime,
+            self.rate_hz,
+        )
+    }
+}
 
 /// Rows of a CSV recording.
 #[derive(Debug)]

@@ -6,9 +6,87 @@
 
 use std::f64::consts::PI;
 
+use serde::Deserialize;
+
 use super::{now_ms, Pacer, Sample, Source, SourceError};
-use crate::config::SimMode;
 use crate::rng::Rng;
+
+/// Which signal the simulated sensor produces.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SimMode {
+    /// A healthy machine: a low-frequency hum with a little noise.
+    Normal,
+    /// A failing bearing: the hum plus high-frequency rattle and impacts.
+    Fault,
+    /// Normal and fault in turn.
+    #[default]
+    Alternate,
+}
+
+/// `[source] kind = "simulated"`: a seeded generator of a multi-channel
+/// vibration signal.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedConfig {
+    /// Samples per second.
+    #[serde(default = "default_rate")]
+    pub rate_hz: f64,
+    /// Number of channels (axes).
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// `normal`, `fault`, or `alternate` (switching every `switch_every_s`).
+    #[serde(default)]
+    pub mode: SimMode,
+    /// Seconds of simulated time per mode when `mode = "alternate"`.
+    #[serde(default = "default_switch")]
+    pub switch_every_s: f64,
+    /// Seed: the same seed gives the same stream on every machine.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Pace samples in real time; `false` generates as fast as possible.
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+}
+
+fn default_rate() -> f64 {
+    100.0
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_switch() -> f64 {
+    5.0
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_true() -> bool {
+    true
+}
+
+impl SimulatedConfig {
+    /// Checks `[source]` of this kind.
+    pub fn validate(&self, p: &mut crate::problem::Problems) {
+        p.positive(self.rate_hz, "source.rate_hz", "samples per second");
+        p.check(self.channels > 0, "source.channels", || {
+            "expected at least 1 channel, found 0".into()
+        });
+        p.positive(self.switch_every_s, "source.switch_every_s", "seconds");
+    }
+
+    /// The source this config describes.
+    pub fn open(&self) -> SimulatedSource {
+        SimulatedSource::new(
+            self.rate_hz,
+            self.channels,
+            self.mode,
+            self.switch_every_s,
+            self.seed,
+            self.realtime,
+        )
+    }
+}
 
 /// The generator.
 #[derive(Debug)]

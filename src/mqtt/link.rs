@@ -1,0 +1,575 @@
+//! The network thread: the only code that talks to rumqttc.
+//!
+//! It publishes from the [`Outbox`] (oldest first, a bounded number in
+//! flight), deletes a message only when its PUBACK arrives, and after every
+//! (re)connect starts again from the oldest unacknowledged message: rumqttc
+//! forgets unacknowledged publishes when it reconnects without the session,
+//! so the outbox, not rumqttc, guarantees delivery. Reconnects back off
+//! exponentially with jitter. Sensor messages go to the `mqtt` source
+//! through a bounded channel without waiting: a full channel is a counted
+//! drop, never a stalled event loop (PUBACKs and pings keep flowing).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS};
+
+use super::{options, MqttConfig, Topics};
+use crate::clock::now_ms;
+use crate::outbox::{Outbox, OutboxError};
+use crate::rng::Rng;
+
+/// A sensor message as received: topic and payload, undecoded.
+pub type Message = rumqttc::Publish;
+
+/// Sensor messages waiting for the source, at most. Beyond this the link
+/// drops (and counts) rather than wait.
+const INPUT_QUEUE: usize = 1024;
+
+/// Errors setting up the link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A setting is wrong.
+    #[error("{field}: {message}")]
+    Config {
+        /// Dotted field name.
+        field: String,
+        /// What was expected.
+        message: String,
+    },
+    /// The outbox could not open.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The network thread could not start.
+    #[error("mqtt: cannot start the network thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Link counters, for the metrics topic.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Result messages acknowledged by the broker.
+    pub acked: AtomicU64,
+    /// Result messages published (including republished ones).
+    pub published: AtomicU64,
+    /// Bytes of result payloads published.
+    pub bytes_published: AtomicU64,
+    /// Sensor payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Sensor payloads that did not decode (counted by the source).
+    pub bad_payloads: AtomicU64,
+    /// Sensor messages dropped because the source's queue was full.
+    pub input_dropped: AtomicU64,
+    /// Sensor messages handed to the source's queue.
+    pub input_queued: AtomicU64,
+    /// Sensor messages the source took from its queue.
+    pub input_taken: AtomicU64,
+    /// Successful connections.
+    pub connects: AtomicU64,
+    /// Publish-to-PUBACK latencies in microseconds, recent ones.
+    pub ack_latency_us: Mutex<VecDeque<u64>>,
+}
+
+impl LinkCounters {
+    /// Counts a sensor payload that did not decode.
+    pub fn bump_bad_payloads(&self) {
+        self.bad_payloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a sensor message the source took from its queue.
+    pub fn bump_taken(&self) {
+        self.input_taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sensor messages that never reached the pipeline: dropped at a full
+    /// queue, plus (once the source has stopped) those left in it.
+    pub fn input_lost(&self) -> u64 {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        get(&self.input_dropped) + get(&self.input_queued).saturating_sub(get(&self.input_taken))
+    }
+}
+
+/// State shared between the network thread and its users.
+#[derive(Debug)]
+pub struct Shared {
+    /// Messages awaiting acknowledgement.
+    pub outbox: Mutex<Outbox>,
+    /// True while connected.
+    pub connected: AtomicBool,
+    /// Raised to shut the link down.
+    pub closing: AtomicBool,
+    /// Counters.
+    pub counters: LinkCounters,
+    /// Extra fields for the metrics message, set by the pipeline.
+    pub metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// Error reports to publish on `<prefix>/error`.
+    pub errors: Mutex<VecDeque<String>>,
+}
+
+impl Shared {
+    /// Locks the outbox (a poisoned lock still holds consistent data).
+    pub fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a JSON error report for `<prefix>/error`.
+    pub fn report_error(&self, reason: &str) {
+        let mut q = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() < 1000 {
+            q.push_back(serde_json::json!({ "ts_ms": now_ms(), "reason": reason }).to_string());
+        }
+    }
+}
+
+/// What the link needs to know beyond `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct LinkSetup {
+    /// The connection settings.
+    pub config: MqttConfig,
+    /// Device id.
+    pub device_id: String,
+    /// Directory relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Outbox settings (dir already resolved).
+    pub outbox: crate::outbox::OutboxConfig,
+    /// Topic filters to subscribe to (the `mqtt` source), if any.
+    pub subscriptions: Vec<String>,
+    /// Retained JSON for `<prefix>/info`.
+    pub info: String,
+}
+
+/// A running link.
+pub struct Link {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The device's topics.
+    pub topics: Topics,
+    thread: Option<JoinHandle<()>>,
+    messages: Option<Receiver<Message>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+impl Link {
+    /// Opens the outbox, connects (in the background) and starts the
+    /// network thread.
+    pub fn start(setup: LinkSetup) -> Result<Link, LinkError> {
+        let topics = Topics::new(&setup.config.prefix_for(&setup.device_id));
+        let opts = options(&setup, &topics)?;
+        let dir = setup
+            .outbox
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("outbox"));
+        let outbox = Outbox::open(&dir, setup.outbox.clone())?;
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            connected: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            counters: LinkCounters::default(),
+            metrics: Mutex::default(),
+            errors: Mutex::default(),
+        });
+        let (client, mut connection) = Client::new(opts, 64);
+        // Small result messages must not wait for Nagle's algorithm and the
+        // broker's delayed ACK (about 40 ms a message otherwise).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        connection.eventloop.set_network_options(net);
+        let (tx, rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
+        let messages = (!setup.subscriptions.is_empty()).then_some(rx);
+        let grace = Duration::from_secs_f64(setup.config.grace_s.max(0.0));
+        let worker = Worker {
+            client,
+            shared: shared.clone(),
+            topics: topics.clone(),
+            setup,
+            messages: tx,
+            last_drop_report: None,
+            dropped_since_report: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || worker.run(connection))
+            .map_err(LinkError::Thread)?;
+        Ok(Link {
+            shared,
+            topics,
+            thread: Some(thread),
+            messages,
+            grace,
+        })
+    }
+
+    /// The received sensor messages, for the `mqtt` source (once).
+    pub fn take_messages(&mut self) -> Option<Receiver<Message>> {
+        self.messages.take()
+    }
+
+    /// Waits up to the grace period for the outbox to drain, publishes
+    /// `offline`, disconnects and stops the thread. What is still
+    /// unacknowledged stays on disk for the next start.
+    pub fn close(&mut self) {
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline && !self.shared.outbox().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.shared.outbox().len();
+        if left > 0 {
+            log::warn!("mqtt: {left} result messages still unacknowledged; kept in the outbox for the next start");
+        }
+        self.shared.closing.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    client: Client,
+    shared: Arc<Shared>,
+    topics: Topics,
+    setup: LinkSetup,
+    messages: SyncSender<Message>,
+    /// When dropped input was last reported (reports are rate-limited).
+    last_drop_report: Option<Instant>,
+    dropped_since_report: u64,
+}
+
+/// Tracks what was handed to rumqttc in this connection.
+#[derive(Default)]
+struct Session {
+    /// Requests in the order rumqttc will report them as sent; `Some(id)`
+    /// for outbox messages.
+    awaiting: VecDeque<Option<(u64, Instant)>>,
+    /// Packet id → outbox id, for messages sent and not yet acknowledged.
+    inflight: HashMap<u16, (u64, Instant)>,
+    /// Highest outbox id handed over in this connection.
+    sent_upto: Option<u64>,
+}
+
+impl Worker {
+    fn run(mut self, mut connection: Connection) {
+        let mut connected = false;
+        let mut session = Session::default();
+        let mut rng = Rng::new(now_ms());
+        let min = Duration::from_millis(self.setup.config.reconnect_min_ms);
+        let max = Duration::from_millis(self.setup.config.reconnect_max_ms);
+        let mut backoff = min;
+        let metrics_every = (self.setup.config.metrics_interval_s > 0.0)
+            .then(|| Duration::from_secs_f64(self.setup.config.metrics_interval_s));
+        let mut next_metrics = Instant::now() + metrics_every.unwrap_or(Duration::ZERO);
+        let qos_results = qos(self.setup.config.qos);
+        loop {
+            if self.shared.closing.load(Ordering::Relaxed) {
+                if connected {
+                    let _ = self.client.try_publish(
+                        &self.topics.status,
+                        QoS::AtLeastOnce,
+                        true,
+                        "offline",
+                    );
+                    let _ = self.client.try_disconnect();
+                    // Let rumqttc write them out.
+                    let until = Instant::now() + Duration::from_millis(500);
+                    while Instant::now() < until {
+                        match connection.recv_timeout(Duration::from_millis(50)) {
+                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                                break
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                return;
+            }
+            if connected {
+                self.publish_more(&mut session, qos_results);
+                self.publish_errors(&mut session);
+                if let Some(every) = metrics_every {
+                    if Instant::now() >= next_metrics {
+                        next_metrics = Instant::now() + every;
+                        self.publish_metrics(&mut session);
+                    }
+                }
+            }
+            let timeout = if connected {
+                Duration::from_millis(10)
+            } else {
+                // rumqttc's own connection timeout bounds a connect attempt;
+                // cutting it short would never let a slow TLS handshake finish.
+                Duration::from_secs(30)
+            };
+            match connection.recv_timeout(timeout) {
+                Ok(Ok(event)) => {
+                    if let Event::Incoming(Packet::ConnAck(_)) = event {
+                        connected = true;
+                        backoff = min;
+                        session = Session::default();
+                        self.shared.connected.store(true, Ordering::Relaxed);
+                        self.shared
+                            .counters
+                            .connects
+                            .fetch_add(1, Ordering::Relaxed);
+                        log::info!("mqtt: connected to {}", self.setup.config.broker);
+                        self.on_connect(&mut session);
+                    } else {
+                        self.handle(event, &mut session, qos_results);
+                    }
+                }
+                Ok(Err(e)) => {
+                    if connected {
+                        log::warn!("mqtt: connection lost: {e}");
+                    } else {
+                        log::debug!("mqtt: cannot connect: {e}");
+                    }
+                    connected = false;
+                    self.shared.connected.store(false, Ordering::Relaxed);
+                    session = Session::default();
+                    // Full jitter: spreads many devices' reconnects after a broker restart.
+                    let wait = backoff.mul_f64(0.5 + 0.5 * rng.uniform());
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until && !self.shared.closing.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn on_connect(&mut self, session: &mut Session) {
+        // Subscribe first: the broker handles a connection's packets in
+        // order, so whoever sees `online` knows the subscriptions are active.
+        for filter in &self.setup.subscriptions {
+            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                log::error!("mqtt: subscribe {filter}: {e}");
+            }
+        }
+        // Only requests rumqttc accepted will be reported as sent: keep the
+        // `awaiting` queue in step with them.
+        let topics = [
+            (&self.topics.status, "online".to_string()),
+            (&self.topics.info, self.setup.info.clone()),
+        ];
+        for (topic, payload) in topics {
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_ok()
+            {
+                session.awaiting.push_back(None);
+            }
+        }
+    }
+
+    fn publish_more(&mut self, session: &mut Session, q: QoS) {
+        let window = self.setup.config.inflight as usize;
+        while session.inflight.len() + session.awaiting.len() < window {
+            let next = {
+                let ob = self.shared.outbox();
+                ob.next_after(session.sent_upto).map(|id| (id, ob.read(id)))
+            };
+            let Some((id, payload)) = next else { break };
+            let payload = match payload {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    session.sent_upto = Some(id);
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("mqtt: {e}");
+                    break;
+                }
+            };
+            let len = payload.len() as u64;
+            match self
+                .client
+                .try_publish(&self.topics.result, q, false, payload)
+            {
+                Ok(()) => {
+                    session.awaiting.push_back(Some((id, Instant::now())));
+                    session.sent_upto = Some(id);
+                    let c = &self.shared.counters;
+                    c.published.fetch_add(1, Ordering::Relaxed);
+                    c.bytes_published.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(_) => break, // request queue full: the event loop will drain it
+            }
+        }
+    }
+
+    fn publish_errors(&mut self, session: &mut Session) {
+        loop {
+            let next = self
+                .shared
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            let Some(msg) = next else { break };
+            if self
+                .client
+                .try_publish(&self.topics.error, QoS::AtMostOnce, false, msg)
+                .is_err()
+            {
+                break;
+            }
+            session.awaiting.push_back(None);
+        }
+    }
+
+    fn publish_metrics(&mut self, session: &mut Session) {
+        let c = &self.shared.counters;
+        let mut m = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (depth, dropped) = {
+            let ob = self.shared.outbox();
+            (ob.len(), ob.dropped())
+        };
+        let lat: Vec<u64> = c
+            .ack_latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let pct = |p: f64| crate::stats::percentile(&lat, p);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (k, v) in [
+            ("ts_ms", serde_json::json!(now_ms())),
+            ("outbox_depth", depth.into()),
+            ("outbox_dropped", dropped.into()),
+            ("published", get(&c.published).into()),
+            ("acked", get(&c.acked).into()),
+            ("bytes_published", get(&c.bytes_published).into()),
+            ("bytes_in_mqtt", get(&c.bytes_in).into()),
+            ("bad_payloads", get(&c.bad_payloads).into()),
+            ("mqtt_in_dropped", get(&c.input_dropped).into()),
+            ("connects", get(&c.connects).into()),
+            ("puback_p50_us", pct(0.5).into()),
+            ("puback_p99_us", pct(0.99).into()),
+        ] {
+            m.insert(k.into(), v);
+        }
+        if self
+            .client
+            .try_publish(
+                &self.topics.metrics,
+                QoS::AtMostOnce,
+                false,
+                serde_json::Value::Object(m).to_string(),
+            )
+            .is_ok()
+        {
+            session.awaiting.push_back(None);
+        }
+    }
+
+    fn acked(&self, id: u64, sent: Instant) {
+        if let Err(e) = self.shared.outbox().ack(id) {
+            log::error!("mqtt: {e}");
+        }
+        let c = &self.shared.counters;
+        c.acked.fetch_add(1, Ordering::Relaxed);
+        let mut lat = c.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        if lat.len() >= 4096 {
+            lat.pop_front();
+        }
+        lat.push_back(sent.elapsed().as_micros() as u64);
+    }
+
+    fn handle(&mut self, event: Event, session: &mut Session, q: QoS) {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some((id, sent))) = session.awaiting.pop_front() {
+                    if q == QoS::AtMostOnce {
+                        self.acked(id, sent);
+                    } else {
+                        session.inflight.insert(pkid, (id, sent));
+                    }
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) if q == QoS::AtLeastOnce => {
+                if let Some((id, sent)) = session.inflight.remove(&ack.pkid) {
+                    self.acked(id, sent);
+                }
+            }
+            Event::Incoming(Packet::PubComp(comp)) if q == QoS::ExactlyOnce => {
+                if let Some((id, sent)) = session.inflight.remove(&comp.pkid) {
+                    self.acked(id, sent);
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => self.on_sensor_message(p),
+            _ => {}
+        }
+    }
+
+    /// Hands a sensor message to the source without waiting: when its queue
+    /// is full (inference is behind), the message is dropped, counted, and
+    /// reported at most once a second, so the event loop keeps answering
+    /// the broker.
+    fn on_sensor_message(&mut self, message: Message) {
+        let c = &self.shared.counters;
+        c.bytes_in
+            .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
+        match self.messages.try_send(message) {
+            Ok(()) => {
+                c.input_queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                c.input_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_since_report += 1;
+                let due = self
+                    .last_drop_report
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    let reason = format!(
+                        "input queue full (inference is behind): dropped {} sensor messages",
+                        self.dropped_since_report
+                    );
+                    log::warn!("mqtt: {reason}");
+                    self.shared.report_error(&reason);
+                    self.dropped_since_report = 0;
+                    self.last_drop_report = Some(Instant::now());
+                }
+            }
+        }
+    }
+}

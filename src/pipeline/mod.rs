@@ -1,0 +1,282 @@
+//! Wiring: from a config to running stages.
+//!
+//! - `prepare.rs`: resolve a config against its model (every stage's
+//!   settings, checked together);
+//! - `run.rs`: the run loop (source thread → pipeline thread → sinks);
+//! - `metrics.rs`: counters, stage latencies, the `info` document;
+//! - this file: [`check`] and [`build`] (model file, embedded broker, MQTT
+//!   link, source, sinks), the replay setup, signals.
+
+mod metrics;
+mod prepare;
+mod run;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub use metrics::info_json;
+pub use prepare::{prepare, Prepared};
+pub use run::{PipelineError, RunOptions, Summary};
+
+use crate::config::{Config, ConfigProblem, FileFormat, SinkConfig, SourceConfig};
+use crate::model::{meta, meta_list, ModelFile};
+use crate::mqtt::{Link, LinkError, LinkSetup};
+use crate::sink::{Sink, SinkContext, SinkError};
+use crate::source::{ReplayConfig, Source, SourceError, REPLAY_RATE_HZ};
+
+/// Raises the returned flag on SIGINT or SIGTERM; a second signal exits at once.
+pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag before the second handler sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Config values that do not fit the model (every one found).
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigProblem>),
+    /// The model file.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The source could not start.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink could not open.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The MQTT link could not start.
+    #[error(transparent)]
+    Mqtt(#[from] LinkError),
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+}
+
+/// The model a config names (or `embedded` bytes instead of its path).
+fn model_file(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<ModelFile, BuildError> {
+    Ok(match embedded {
+        Some((bytes, name)) => ModelFile::from_bytes(bytes.to_vec(), name)?,
+        None => ModelFile::read(&config.resolve(&config.model.path))?,
+    })
+}
+
+/// Everything `check --config` proves: the model loads and every stage
+/// resolves against it. [`build`] starts from the same.
+pub fn check(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Prepared, BuildError> {
+    let file = model_file(config, embedded)?;
+    let channels = config.source.channels(&config.origin)?;
+    prepare(config, &file, channels).map_err(BuildError::Config)
+}
+
+/// A pipeline ready to run: its stages, source, sinks, MQTT link and
+/// embedded broker.
+pub struct Built {
+    /// The resolved stages.
+    pub prepared: Prepared,
+    /// The opened source.
+    pub source: Box<dyn Source>,
+    /// The opened sinks.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// The broker connection, when a source or sink uses MQTT.
+    pub link: Option<Link>,
+    /// The embedded broker's thread (`[broker] embedded = true`); it serves
+    /// until the process ends.
+    pub broker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Built {
+    /// Runs it (see [`Prepared::run`]), then gives the outbox its grace
+    /// period to drain and closes the link.
+    pub fn run(self, opts: &RunOptions) -> Result<Summary, PipelineError> {
+        let Built {
+            prepared,
+            source,
+            sinks,
+            mut link,
+            ..
+        } = self;
+        let mut result = prepared.run(source, sinks, opts);
+        if let Some(l) = link.as_mut() {
+            l.close();
+            if let Ok(s) = result.as_mut() {
+                s.input_dropped = l.shared.counters.input_lost();
+            }
+        }
+        result
+    }
+}
+
+/// Starts the MQTT link a config needs (an `mqtt` sink or source), with
+/// `info` as its retained info document; `None` when nothing uses MQTT.
+pub fn start_link(config: &Config, info: String) -> Result<Option<Link>, BuildError> {
+    let mqtt_sink = config.sink.iter().any(|s| matches!(s, SinkConfig::Mqtt(_)));
+    let subscriptions = match &config.source {
+        SourceConfig::Mqtt(m) => m.filters(),
+        _ => vec![],
+    };
+    if !mqtt_sink && subscriptions.is_empty() {
+        return Ok(None);
+    }
+    let mut outbox = config.outbox.clone();
+    outbox.dir = Some(config.outbox_dir());
+    let link = Link::start(LinkSetup {
+        config: config.mqtt.clone().unwrap_or_default(),
+        device_id: config.device_id.clone(),
+        base_dir: config.origin.base_dir.clone(),
+        outbox,
+        subscriptions,
+        info,
+    })
+    .map_err(|e| match e {
+        LinkError::Config { field, message } => {
+            BuildError::Config(vec![config.problem(&field, message)])
+        }
+        other => BuildError::Mqtt(other),
+    })?;
+    Ok(Some(link))
+}
+
+/// The config's source alone, with the MQTT link it reads from when it is
+/// an `mqtt` source (for `edgeinfer-host record`).
+pub fn open_source(config: &Config) -> Result<(Box<dyn Source>, Option<Link>), BuildError> {
+    let mut link = match config.source {
+        SourceConfig::Mqtt(_) => {
+            let mut only_source = config.clone();
+            only_source.sink = vec![];
+            start_link(&only_source, "{}".into())?
+        }
+        _ => None,
+    };
+    let source = config.source.open(&config.origin, link.as_mut())?;
+    Ok((source, link))
+}
+
+/// Reads the config's model (or `embedded` bytes instead of its path),
+/// resolves everything, starts the embedded broker and the MQTT link when
+/// configured, and opens the source and sinks: one call from a config to a
+/// pipeline ready to run.
+pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, BuildError> {
+    let mut prepared = check(config, embedded)?;
+    // Before the link, which connects to it.
+    let broker = config.broker.start()?;
+    let link = start_link(config, info_json(config, &prepared))?;
+    let seq_file = config
+        .sink
+        .iter()
+        .any(|s| matches!(s, SinkConfig::Mqtt(_)))
+        .then(|| config.outbox_dir().join("next_seq"));
+    if let Some(f) = &seq_file {
+        prepared.first_seq = crate::sink::saved_seq(f);
+    }
+    let mut link = link;
+    let source = config.source.open(&config.origin, link.as_mut())?;
+    let sinks = crate::sink::open(
+        &config.sink,
+        &SinkContext {
+            origin: &config.origin,
+            device_id: &config.device_id,
+            labels: &prepared.labels,
+            link: link.as_ref(),
+            seq_file: seq_file.as_deref(),
+        },
+    )?;
+    Ok(Built {
+        prepared,
+        source,
+        sinks,
+        link,
+        broker,
+    })
+}
+
+/// `config` set up for `edgeinfer replay`: its source replaced by the CSV
+/// recording `input`, its sinks by `output` (JSON lines; postcard frames
+/// when it ends in `.bin`; stdout when `None`). The config's replay
+/// settings are kept when it has them; otherwise a `ts_ms` or `timestamp`
+/// column, when the header has one, gives the times, and the model's
+/// channel names, when the header has them all, pick the columns, so a
+/// recording with extra columns (a label) replays as it is.
+pub fn for_replay(
+    config: &Config,
+    input: &Path,
+    output: Option<&Path>,
+    realtime: bool,
+) -> Result<Config, BuildError> {
+    let cwd = std::env::current_dir().map_err(|e| SourceError::Fatal {
+        origin: input.display().to_string(),
+        reason: format!("no current directory: {e}"),
+    })?;
+    let input = &cwd.join(input);
+    let output = output.map(|p| cwd.join(p));
+    let mut replay = match &config.source {
+        SourceConfig::Replay(r) => r.clone(),
+        other => ReplayConfig {
+            path: input.to_path_buf(),
+            timestamp_column: None,
+            columns: vec![],
+            realtime,
+            rate_hz: other.rate_hz().unwrap_or(REPLAY_RATE_HZ),
+        },
+    };
+    replay.path = input.to_path_buf();
+    replay.realtime = realtime;
+    if replay.timestamp_column.is_none() || replay.columns.is_empty() {
+        let header = csv_header(input)?;
+        if replay.timestamp_column.is_none() {
+            replay.timestamp_column = header
+                .iter()
+                .find(|c| *c == "ts_ms" || *c == "timestamp")
+                .cloned();
+        }
+        // A model that cannot be read is reported when the pipeline loads it.
+        let model_channels = ModelFile::read(&config.resolve(&config.model.path))
+            .ok()
+            .and_then(|f| f.metadata(meta::CHANNELS).map(meta_list))
+            .unwrap_or_default();
+        if replay.columns.is_empty()
+            && !model_channels.is_empty()
+            && model_channels.iter().all(|c| header.contains(c))
+        {
+            replay.columns = model_channels;
+        }
+    }
+    let mut out = config.clone();
+    out.source = SourceConfig::Replay(replay);
+    out.sink = vec![match output {
+        None => SinkConfig::Stdout {},
+        Some(p) => SinkConfig::File {
+            path: p.clone(),
+            format: if p.extension().is_some_and(|e| e == "bin") {
+                FileFormat::Postcard
+            } else {
+                FileFormat::Jsonl
+            },
+        },
+    }];
+    Ok(out)
+}
+
+/// The column names of a CSV file's header line.
+fn csv_header(input: &Path) -> Result<Vec<String>, SourceError> {
+    let fatal = |reason: String| SourceError::Fatal {
+        origin: input.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(input).map_err(|e| fatal(format!("cannot open: {e}")))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut line)
+        .map_err(|e| fatal(format!("cannot read header: {e}")))?;
+    Ok(line
+        .trim()
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .collect())
+}

@@ -1,0 +1,365 @@
+//! The run loop: the source on its own thread, then window, preprocess,
+//! model, postprocess, policy and sinks on the calling thread, one hand-off
+//! per batch of samples. Shutdown (stop flag, `--count`, end of input)
+//! drains what was already queued before returning.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::metrics::{bump, metrics_json, Counters, Latencies};
+use super::Prepared;
+use crate::queue::BoundedQueue;
+use crate::schema::ResultRecord;
+use crate::sink::{Sink, SinkError};
+use crate::source::{Sample, Source, SourceError};
+
+/// Samples handed from the source thread to the inference thread at once
+/// when the source is not paced: one queue operation per sample would cost
+/// more than a small model's forward pass.
+const CHUNK: usize = 64;
+
+/// Samples moved from the source thread to the inference thread in one
+/// hand-off, stored flat so the consumer touches no per-sample allocation.
+#[derive(Debug, Default)]
+struct Batch {
+    ts_ms: Vec<u64>,
+    /// Sample `i` is `values[ends[i - 1]..ends[i]]` (from 0 for the first).
+    ends: Vec<usize>,
+    values: Vec<f32>,
+    /// Records the source could not parse, for the error reports.
+    errors: Vec<String>,
+}
+
+impl Batch {
+    fn with_capacity(samples: usize, channels: usize) -> Self {
+        Batch {
+            ts_ms: Vec::with_capacity(samples),
+            ends: Vec::with_capacity(samples),
+            values: Vec::with_capacity(samples * channels),
+            errors: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, s: &Sample) {
+        self.ts_ms.push(s.ts_ms);
+        self.values.extend_from_slice(&s.values);
+        self.ends.push(self.values.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ts_ms.len()
+    }
+}
+
+/// Errors while running.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed and could not go on.
+    #[error("source stopped: {0}")]
+    Source(#[from] SourceError),
+    /// A sink failed.
+    #[error("sink failed: {0}")]
+    Sink(#[from] SinkError),
+    /// A pipeline thread died.
+    #[error("pipeline thread failed: {0}")]
+    Thread(String),
+}
+
+/// Counters of one run, for the exit summary (and later the metrics topic).
+#[derive(Debug, Default, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Samples read from the source.
+    pub samples: u64,
+    /// Records the source could not parse (skipped).
+    pub bad_records: u64,
+    /// Samples with the wrong channel count (skipped).
+    pub bad_samples: u64,
+    /// Samples rejected by preprocessing (NaN policy).
+    pub rejected_samples: u64,
+    /// Batches of samples dropped by a full queue.
+    pub dropped_batches: u64,
+    /// Sensor messages the MQTT link received that never reached the
+    /// pipeline: dropped at the source's full queue, or still queued at exit.
+    pub input_dropped: u64,
+    /// Forward passes run.
+    pub inferences: u64,
+    /// Forward passes that failed.
+    pub inference_errors: u64,
+    /// Results filtered by postprocess (`min_score`) or held back by the policy.
+    pub suppressed: u64,
+    /// Results written to the sinks.
+    pub emitted: u64,
+    /// Total time spent in forward passes, in microseconds.
+    pub inference_us: u64,
+}
+
+impl std::fmt::Display for Summary {
+    /// The exit summary line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} samples, {} inferences, {} results, {} skipped, {} dropped, {} inference errors",
+            self.samples,
+            self.inferences,
+            self.emitted,
+            self.bad_records + self.bad_samples + self.rejected_samples,
+            self.dropped_batches + self.input_dropped,
+            self.inference_errors
+        )
+    }
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many emitted results.
+    pub count: Option<u64>,
+    /// Raised by a signal handler (or the caller) to stop and drain.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Prepared {
+    /// Runs until the source ends, `opts.count` results were emitted, or
+    /// `opts.stop` is raised; then drains and flushes.
+    pub fn run(
+        self,
+        source: Box<dyn Source>,
+        mut sinks: Vec<Box<dyn Sink>>,
+        opts: &RunOptions,
+    ) -> Result<Summary, PipelineError> {
+        let Prepared {
+            mut model,
+            mut window,
+            mut preprocess,
+            postprocess,
+            mut policy,
+            queues,
+            first_seq,
+            ..
+        } = self;
+        let stop = opts.stop.clone();
+        let counters = Arc::new(Counters::default());
+        let queue: Arc<BoundedQueue<Batch>> =
+            Arc::new(BoundedQueue::new(queues.capacity, queues.on_full));
+        let source_error: Arc<Mutex<Option<SourceError>>> = Arc::default();
+
+        // The source thread is not joined: it may be blocked reading a pipe
+        // that never closes, and must not hold up a shutdown.
+        {
+            let (queue, stop, counters, source_error) = (
+                queue.clone(),
+                stop.clone(),
+                counters.clone(),
+                source_error.clone(),
+            );
+            std::thread::Builder::new()
+                .name("source".into())
+                .spawn(move || read_source(source, &queue, &stop, &counters, &source_error))
+                .map_err(|e| PipelineError::Thread(e.to_string()))?;
+        }
+
+        // Inference, policy and sinks run on the calling thread: one hand-off
+        // per batch of samples, none per result.
+        let mut input = Vec::new();
+        let mut seq = first_seq;
+        let mut emitted = 0u64;
+        let channels = window.channels();
+        let mut outcome: Result<(), PipelineError> = Ok(());
+        let mut stage = Latencies::default();
+        let mut next_metrics = Instant::now();
+        'outer: loop {
+            if next_metrics <= Instant::now() {
+                next_metrics = Instant::now() + Duration::from_millis(250);
+                let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+                sinks.iter_mut().for_each(|k| k.metrics(&m));
+            }
+            let mut batch = match queue.pop_timeout(&stop, Duration::from_millis(50)) {
+                Ok(b) => b,
+                Err(true) => break,
+                Err(false) => {
+                    // Nothing came: time-based batching still has to send.
+                    if let Err(e) = sinks.iter_mut().try_for_each(|k| k.flush()) {
+                        outcome = Err(e.into());
+                        break;
+                    }
+                    continue;
+                }
+            };
+            for reason in &batch.errors {
+                sinks.iter_mut().for_each(|k| k.report(reason));
+            }
+            counters
+                .samples
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for i in 0..batch.len() {
+                let start = if i == 0 { 0 } else { batch.ends[i - 1] };
+                let ts_ms = batch.ts_ms[i];
+                let values = &mut batch.values[start..batch.ends[i]];
+                if values.len() != channels {
+                    bump(&counters.bad_samples);
+                    let reason = format!(
+                        "sample at {ts_ms} ms: expected {channels} channels, found {}",
+                        values.len()
+                    );
+                    log::warn!("skipped {reason}");
+                    sinks.iter_mut().for_each(|k| k.report(&reason));
+                    continue;
+                }
+                if let Err(reason) = preprocess.apply(values) {
+                    bump(&counters.rejected);
+                    let reason = format!("sample at {ts_ms} ms: {reason}");
+                    log::warn!("rejected {reason}");
+                    sinks.iter_mut().for_each(|k| k.report(&reason));
+                    continue;
+                }
+                if !window.push(values) {
+                    continue;
+                }
+                window.fill(&mut input);
+                let t0 = Instant::now();
+                let output = model.run_f32(&input);
+                let model_ns = t0.elapsed().as_nanos() as u64;
+                counters.inference_ns.fetch_add(model_ns, Ordering::Relaxed);
+                stage.model.record(model_ns / 1000);
+                let output = match output {
+                    Ok(o) => o,
+                    Err(e) => {
+                        bump(&counters.inference_errors);
+                        log::error!("{e}");
+                        continue;
+                    }
+                };
+                bump(&counters.inferences);
+                // Sampled: reading the clock costs more than some outputs.
+                let t1 = emitted.is_multiple_of(16).then(Instant::now);
+                let offered = postprocess
+                    .apply(&input, &output)
+                    .and_then(|p| policy.offer(ts_ms, p));
+                let Some((ts_ms, result)) = offered else {
+                    bump(&counters.suppressed);
+                    continue;
+                };
+                if let Err(e) = emit(&mut sinks, &mut seq, ts_ms, result) {
+                    outcome = Err(e.into());
+                    break 'outer;
+                }
+                if let Some(t1) = t1 {
+                    stage.output.record(t1.elapsed().as_micros() as u64);
+                }
+                emitted += 1;
+                if opts.count.is_some_and(|n| emitted >= n) {
+                    break 'outer;
+                }
+            }
+            if queue.is_empty() {
+                // Idle: a good moment to push buffered output out.
+                if let Err(e) = sinks.iter_mut().try_for_each(|k| k.flush()) {
+                    outcome = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() && opts.count.is_none_or(|n| emitted < n) {
+            if let Some((ts_ms, result)) = policy.finish() {
+                outcome = emit(&mut sinks, &mut seq, ts_ms, result).map_err(Into::into);
+                emitted += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        // Unblocks a source waiting on a full queue.
+        queue.close();
+        let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+        sinks.iter_mut().for_each(|k| k.metrics(&m));
+        let closed = sinks.iter_mut().try_for_each(|k| k.close());
+        outcome?;
+        closed?;
+        if let Some(e) = source_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(e.into());
+        }
+        let c = &counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Ok(Summary {
+            samples: get(&c.samples),
+            bad_records: get(&c.bad_records),
+            bad_samples: get(&c.bad_samples),
+            rejected_samples: get(&c.rejected),
+            dropped_batches: queue.dropped(),
+            input_dropped: 0,
+            inferences: get(&c.inferences),
+            inference_errors: get(&c.inference_errors),
+            suppressed: get(&c.suppressed),
+            emitted,
+            inference_us: get(&c.inference_ns) / 1000,
+        })
+    }
+}
+
+fn emit(
+    sinks: &mut [Box<dyn Sink>],
+    seq: &mut u64,
+    ts_ms: u64,
+    result: crate::schema::Prediction,
+) -> Result<(), SinkError> {
+    let record = ResultRecord {
+        seq: *seq,
+        ts_ms,
+        result,
+    };
+    *seq += 1;
+    sinks.iter_mut().try_for_each(|k| k.write(&record))
+}
+
+fn read_source(
+    mut source: Box<dyn Source>,
+    queue: &BoundedQueue<Batch>,
+    stop: &AtomicBool,
+    counters: &Counters,
+    error: &Mutex<Option<SourceError>>,
+) {
+    let chunk = if source.paced() { 1 } else { CHUNK };
+    let channels = source.channels().unwrap_or(1);
+    let mut batch = Batch::with_capacity(chunk, channels);
+    while !stop.load(Ordering::Relaxed) {
+        match source.next_sample() {
+            Ok(Some(sample)) => {
+                batch.push(&sample);
+                if batch.len() >= chunk
+                    && !queue.push(
+                        std::mem::replace(&mut batch, Batch::with_capacity(chunk, channels)),
+                        stop,
+                    )
+                {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) if e.is_recoverable() => {
+                bump(&counters.bad_records);
+                log::warn!("skipped: {e}");
+                batch.errors.push(e.to_string());
+                if chunk == 1
+                    && !queue.push(
+                        std::mem::replace(&mut batch, Batch::with_capacity(chunk, channels)),
+                        stop,
+                    )
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                log::error!("{e}");
+                *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                break;
+            }
+        }
+    }
+    if batch.len() > 0 || !batch.errors.is_empty() {
+        queue.push(batch, stop);
+    }
+    queue.close();
+}
