@@ -32,6 +32,19 @@ pub enum InferError {
         /// Why.
         reason: String,
     },
+    /// An output file was asked for, but the model has no outputs.
+    #[error("{model}: the model has no outputs")]
+    NoOutput {
+        /// The model file.
+        model: String,
+    },
+}
+
+impl InferError {
+    /// True for bad input (files, model); false when writing failed.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, InferError::Output { .. })
+    }
 }
 
 /// Reads a .npy file of f32, i64 or u8 into a tensor.
@@ -108,4 +121,21 @@ pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, Infe
         specs: model.info().outputs.clone(),
         tensors: out.into_iter().map(|v| v.into_tensor()).collect(),
     })
+}
+
+/// `edgeinfer infer`: runs `model` on the .npy `inputs`, writes the first
+/// output to `output` when given, and returns every output.
+pub fn infer_command(
+    model: &Path,
+    inputs: &[PathBuf],
+    output: Option<&Path>,
+) -> Result<InferOutput, InferError> {
+    let out = infer_files(model, inputs)?;
+    if let Some(path) = output {
+        let first = out.tensors.first().ok_or_else(|| InferError::NoOutput {
+            model: model.display().to_string(),
+        })?;
+        write_tensor(path, first)?;
+    }
+    Ok(out)
 }

@@ -181,6 +181,26 @@ pub struct Options {
     pub threads: Option<usize>,
 }
 
+/// `edgeinfer profile`: the model at `model` with default settings, or the
+/// config at `config` (which wins when both are given).
+pub fn profile_command(
+    model: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    opts: &Options,
+) -> Result<Report, ProfileError> {
+    let config = match (model, config) {
+        (_, Some(c)) => Config::load(c).map_err(|e| ProfileError::Config(e.0))?,
+        (Some(m), None) => Config::for_model(m),
+        (None, None) => {
+            return Err(ProfileError::Usage(
+                "profile needs --model or --config".into(),
+            ))
+        }
+    };
+    let file = ModelFile::read(&config.resolve(&config.model.path))?;
+    profile(&config, &file, opts)
+}
+
 /// Profiles `config`'s model (with its window, postprocess, policy and
 /// outbox settings) on this machine. `file` is the model.
 pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Report, ProfileError> {

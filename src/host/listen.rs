@@ -22,6 +22,30 @@ pub fn decode_batch(bytes: &[u8]) -> Result<ResultBatch, String> {
     }
 }
 
+/// `edgeinfer-host decode`: the records of one result payload read from
+/// `file` (standard input when `None`), as [`batch_lines`] gives them.
+pub fn decode_command(
+    file: Option<&std::path::Path>,
+    labels: &[String],
+) -> Result<Vec<Value>, HostError> {
+    let origin = file.map_or("stdin".into(), |f| f.display().to_string());
+    let bad = |message: String| HostError::Input {
+        file: origin.clone(),
+        message,
+    };
+    let bytes = match file {
+        Some(f) => std::fs::read(f).map_err(|e| bad(format!("cannot read: {e}")))?,
+        None => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            bytes
+        }
+    };
+    let batch = decode_batch(&bytes).map_err(bad)?;
+    Ok(batch_lines(&batch, labels))
+}
+
 /// One JSON object per record: `device`, `seq`, `ts_ms` and the result's
 /// fields (class, label, score, values, ...).
 pub fn batch_lines(batch: &ResultBatch, labels: &[String]) -> Vec<Value> {

@@ -3,14 +3,18 @@
 //! against the trainer, record training data with the device's own sources,
 //! and decode what devices publish.
 
+mod args;
 pub mod data;
 pub mod listen;
 pub mod net;
 pub mod record;
 pub mod report;
+pub mod split;
 pub mod train;
 
 use std::path::{Path, PathBuf};
+
+pub use args::TrainArgs;
 
 use serde::Serialize;
 use tract_onnx::prelude::*;

@@ -221,3 +221,41 @@ fn confusion_svg(path: &Path, m: &[Vec<u32>], labels: &[String]) -> Result<(), H
     }
     root.present().map_err(&e)
 }
+
+/// A progress bar over training epochs on standard error.
+#[derive(Debug)]
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    metric: &'static str,
+}
+
+impl Progress {
+    /// A bar of `epochs` steps; the metric is named for `task`.
+    pub fn new(epochs: usize, task: super::data::Task) -> Self {
+        let bar = indicatif::ProgressBar::new(epochs as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let metric = match task {
+            super::data::Task::Classify => "acc",
+            super::data::Task::Regress => "R²",
+        };
+        Progress { bar, metric }
+    }
+
+    /// Shows a finished epoch.
+    pub fn epoch(&self, e: &super::train::Epoch) {
+        self.bar.set_position(e.epoch as u64);
+        self.bar.set_message(format!(
+            "loss {:.4} val loss {:.4} val {} {:.4}",
+            e.train_loss, e.val_loss, self.metric, e.val_metric
+        ));
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -5,8 +5,9 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use serde::Serialize;
 
-use super::data::{shuffled, split, standardization, Dataset, Targets, Task};
+use super::data::{Dataset, Targets, Task};
 use super::net::{batch_tensor, Activation, Arch, Init, Net};
+use super::split::{shuffled, split, standardization};
 use super::HostError;
 use crate::rng::Rng;
 
@@ -434,7 +435,7 @@ pub fn plan_splits(
     val: f64,
     test: f64,
     seed: u64,
-) -> Result<super::data::Splits, HostError> {
+) -> Result<super::split::Splits, HostError> {
     let classes = match &data.y {
         Targets::Class(c) => Some(c.as_slice()),
         Targets::Values(_) => None,

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS};
 
-use super::{options, MqttConfig, Topics};
+use super::{options, LinkError, LinkSetup, Topics};
 use crate::clock::now_ms;
-use crate::outbox::{Outbox, OutboxError};
+use crate::outbox::Outbox;
 use crate::rng::Rng;
 
 /// A sensor message as received: topic and payload, undecoded.
@@ -30,25 +30,6 @@ pub type Message = rumqttc::Publish;
 /// Sensor messages waiting for the source, at most. Beyond this the link
 /// drops (and counts) rather than wait.
 const INPUT_QUEUE: usize = 1024;
-
-/// Errors setting up the link.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// A setting is wrong.
-    #[error("{field}: {message}")]
-    Config {
-        /// Dotted field name.
-        field: String,
-        /// What was expected.
-        message: String,
-    },
-    /// The outbox could not open.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
-    /// The network thread could not start.
-    #[error("mqtt: cannot start the network thread: {0}")]
-    Thread(std::io::Error),
-}
 
 /// Link counters, for the metrics topic.
 #[derive(Debug, Default)]
@@ -124,23 +105,6 @@ impl Shared {
             q.push_back(serde_json::json!({ "ts_ms": now_ms(), "reason": reason }).to_string());
         }
     }
-}
-
-/// What the link needs to know beyond `[mqtt]`.
-#[derive(Debug, Clone)]
-pub struct LinkSetup {
-    /// The connection settings.
-    pub config: MqttConfig,
-    /// Device id.
-    pub device_id: String,
-    /// Directory relative paths resolve against.
-    pub base_dir: PathBuf,
-    /// Outbox settings (dir already resolved).
-    pub outbox: crate::outbox::OutboxConfig,
-    /// Topic filters to subscribe to (the `mqtt` source), if any.
-    pub subscriptions: Vec<String>,
-    /// Retained JSON for `<prefix>/info`.
-    pub info: String,
 }
 
 /// A running link.

@@ -14,9 +14,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use link::{Link, LinkCounters, LinkError, LinkSetup, Message, Shared};
+pub use link::{Link, LinkCounters, Message, Shared};
 pub use options::options;
 
+use crate::outbox::OutboxError;
 use crate::problem::{Origin, Problems};
 
 /// `[mqtt]`: the broker connection.
@@ -109,6 +110,42 @@ fn default_metrics() -> f64 {
 }
 fn default_grace() -> f64 {
     10.0
+}
+
+/// Errors setting up the link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A setting is wrong.
+    #[error("{field}: {message}")]
+    Config {
+        /// Dotted field name.
+        field: String,
+        /// What was expected.
+        message: String,
+    },
+    /// The outbox could not open.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The network thread could not start.
+    #[error("mqtt: cannot start the network thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the link needs to know beyond `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct LinkSetup {
+    /// The connection settings.
+    pub config: MqttConfig,
+    /// Device id.
+    pub device_id: String,
+    /// Directory relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Outbox settings (dir already resolved).
+    pub outbox: crate::outbox::OutboxConfig,
+    /// Topic filters to subscribe to (the `mqtt` source), if any.
+    pub subscriptions: Vec<String>,
+    /// Retained JSON for `<prefix>/info`.
+    pub info: String,
 }
 
 /// A setting the link cannot use: `(field, what was expected)`.

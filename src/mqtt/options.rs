@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS};
 
-use super::link::{LinkError, LinkSetup};
-use super::{BrokerUrl, Secrets, Topics};
+use super::{BrokerUrl, LinkError, LinkSetup, Secrets, Topics};
 use crate::problem::{Origin, Problems};
 
 /// Checks `setup.config` with the config validator and builds rumqttc

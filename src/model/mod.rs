@@ -4,7 +4,6 @@
 //! Shapes are pinned *before* `into_optimized` because tract only picks its
 //! fastest kernels (and only computes exact costs) for concrete shapes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use prost::Message;
@@ -14,39 +13,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
-/// ONNX `metadata_props` keys that the runtime reads as defaults.
-pub mod meta {
-    /// Class labels, comma-separated or a JSON array of strings.
-    pub const LABELS: &str = "edgeinfer.labels";
-    /// Window length in samples.
-    pub const WINDOW: &str = "edgeinfer.window";
-    /// Window hop in samples.
-    pub const HOP: &str = "edgeinfer.hop";
-    /// Channel names, comma-separated or a JSON array of strings.
-    pub const CHANNELS: &str = "edgeinfer.channels";
-    /// Input layout: `ncw`, `nwc` or `flat`.
-    pub const LAYOUT: &str = "edgeinfer.layout";
-    /// What the output means: `classify`, `regress` or `anomaly`.
-    pub const TASK: &str = "edgeinfer.task";
-    /// Per-channel means for a `standardize` step without its own values (JSON array).
-    pub const MEAN: &str = "edgeinfer.mean";
-    /// Per-channel standard deviations to go with [`MEAN`] (JSON array).
-    pub const STD: &str = "edgeinfer.std";
-    /// Feature (or channel) column names the trainer used, a JSON array.
-    pub const FEATURES: &str = "edgeinfer.features";
-    /// Target column names the trainer used, a JSON array.
-    pub const TARGET: &str = "edgeinfer.target";
-    /// The trainer's `--arch`.
-    pub const ARCH: &str = "edgeinfer.train.arch";
-    /// The trainer's hidden nonlinearity.
-    pub const ACTIVATION: &str = "edgeinfer.train.activation";
-    /// The trainer's convolution width.
-    pub const KERNEL: &str = "edgeinfer.train.kernel";
-    /// Test (and k-fold) metrics from the trainer, JSON.
-    pub const METRICS: &str = "edgeinfer.train.metrics";
-    /// sha256 of the training examples.
-    pub const DATA_SHA256: &str = "edgeinfer.train.data_sha256";
-}
+mod info;
+pub mod meta;
+
+pub use info::{DeclaredInput, ModelInfo, TensorSpec};
+pub use meta::meta_list;
 
 /// `[model]`: the ONNX model to run.
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
@@ -135,87 +106,6 @@ pub enum ModelError {
     /// The forward pass failed.
     #[error("inference failed: {0}")]
     Run(String),
-}
-
-/// Name, shape and element type of a model input or output.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TensorSpec {
-    /// Name in the graph.
-    pub name: String,
-    /// Concrete shape after pinning.
-    pub shape: Vec<usize>,
-    /// Element type, e.g. `F32`.
-    pub dtype: String,
-}
-
-/// What `edgeinfer check` and the `info` topic report about a model.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelInfo {
-    /// Where the model came from (a path, or `embedded:NAME`).
-    pub origin: String,
-    /// Size of the ONNX file in bytes.
-    pub file_size: u64,
-    /// sha256 of the ONNX file, hex.
-    pub sha256: String,
-    /// Inputs with their pinned shapes.
-    pub inputs: Vec<TensorSpec>,
-    /// Outputs with their shapes.
-    pub outputs: Vec<TensorSpec>,
-    /// Number of weights stored in the file's initializers.
-    pub params: u64,
-    /// Multiply-accumulates per inference, from tract's cost model.
-    pub macs: u64,
-    /// Floating-point operations per inference (2 × MACs + divisions).
-    pub flops: u64,
-    /// The file's `metadata_props`.
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl std::fmt::Display for ModelInfo {
-    /// What `edgeinfer check --model` prints.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "model: {}", self.origin)?;
-        writeln!(f, "  file size: {} bytes", self.file_size)?;
-        writeln!(f, "  sha256: {}", self.sha256)?;
-        writeln!(f, "  params: {}", self.params)?;
-        writeln!(f, "  MACs per inference: {}", self.macs)?;
-        writeln!(f, "  FLOPs per inference: {}", self.flops)?;
-        for (title, tensors) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
-            writeln!(f, "  {title}:")?;
-            for t in tensors {
-                writeln!(f, "    {} {} {:?}", t.name, t.dtype, t.shape)?;
-            }
-        }
-        if !self.metadata.is_empty() {
-            writeln!(f, "  metadata:")?;
-            for (k, v) in &self.metadata {
-                writeln!(f, "    {k} = {v}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A model input as the ONNX file declares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclaredInput {
-    /// Name in the graph.
-    pub name: String,
-    /// Element type.
-    pub dtype: DatumType,
-    /// Dimensions; `None` for a symbolic one (e.g. batch `N`).
-    pub dims: Vec<Option<usize>>,
-}
-
-impl std::fmt::Display for DeclaredInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "?".into()))
-            .collect();
-        write!(f, "'{}' {:?} [{}]", self.name, self.dtype, dims.join(", "))
-    }
 }
 
 /// An ONNX file read and decoded, not yet turned into a plan: enough to read
@@ -606,15 +496,4 @@ fn cost(model: &TypedModel) -> TractResult<(u64, u64)> {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Splits a metadata list value: a JSON array of strings, or comma-separated.
-pub fn meta_list(value: &str) -> Vec<String> {
-    serde_json::from_str::<Vec<String>>(value).unwrap_or_else(|_| {
-        value
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
 }

@@ -1,0 +1,128 @@
+//! The trainer's command-line arguments: what `edgeinfer-host train` takes,
+//! with their defaults, turned into checked [`TrainOptions`].
+
+use std::path::PathBuf;
+
+use super::data::{DataSpec, Task};
+use super::net::{Activation, Arch, Init};
+use super::train::{FitOptions, Loss, OptimizerKind};
+use super::{HostError, TrainOptions};
+
+/// `edgeinfer-host train`'s arguments, as the command line gives them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// CSV file with a header line.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Target column (several, comma-separated, for multi-output regression).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    /// classify or regress.
+    #[arg(long, value_enum)]
+    pub task: Task,
+    /// Feature columns (default: every other column).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Cut rows into windows of this many samples (time series).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Samples between window starts (default: the window size).
+    #[arg(long, requires = "window")]
+    pub hop: Option<usize>,
+    /// Channel columns of a windowed series (same as --features).
+    #[arg(long, value_delimiter = ',', requires = "window")]
+    pub channels: Vec<String>,
+    /// Fill missing feature values with the column mean instead of dropping the row.
+    #[arg(long)]
+    pub impute: bool,
+    /// Class names in class-id order (default: sorted).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// mlp:H1,H2,... or cnn1d:C1,C2,...
+    #[arg(long)]
+    pub arch: Arch,
+    /// Convolution width for cnn1d (odd).
+    #[arg(long, default_value_t = 3)]
+    pub kernel: usize,
+    /// Hidden activation: relu, tanh or none.
+    #[arg(long, default_value = "relu")]
+    pub activation: Activation,
+    /// normal:STD, xavier or he.
+    #[arg(long, default_value = "he")]
+    pub init: Init,
+    /// adam or sgd.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Examples per update.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Seed for splits, weights and batch order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Validation fraction.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    /// Test fraction.
+    #[arg(long, default_value_t = 0.1)]
+    pub test_split: f64,
+    /// Also report K-fold cross-validation (mean ± std).
+    #[arg(long)]
+    pub kfold: Option<usize>,
+    /// mse or cross-entropy (default: cross-entropy to classify, mse to regress).
+    #[arg(long, value_enum)]
+    pub loss: Option<Loss>,
+    /// Stop after this many epochs without a better validation loss.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Output directory (models/NAME/).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl TrainArgs {
+    /// The options these arguments mean, checked.
+    pub fn into_options(self) -> Result<TrainOptions, HostError> {
+        let a = self;
+        let opts = TrainOptions {
+            data: a.data,
+            spec: DataSpec {
+                task: a.task,
+                target: a.target,
+                features: if a.channels.is_empty() {
+                    a.features
+                } else {
+                    a.channels
+                },
+                window: a.window.map(|w| (w, a.hop.unwrap_or(w))),
+                impute: a.impute,
+                labels: a.labels,
+            },
+            fit: FitOptions {
+                arch: a.arch,
+                kernel: a.kernel,
+                init: a.init,
+                activation: a.activation,
+                optimizer: a.optimizer,
+                lr: a.lr,
+                epochs: a.epochs,
+                batch: a.batch,
+                loss: Loss::for_task(a.loss, a.task)?,
+                patience: a.patience,
+                seed: a.seed,
+            },
+            val_split: a.val_split,
+            test_split: a.test_split,
+            kfold: a.kfold,
+            out: a.out,
+            progress: true,
+        };
+        opts.fit.check(opts.spec.task)?;
+        Ok(opts)
+    }
+}
