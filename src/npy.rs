@@ -16,7 +16,7 @@ use tract_onnx::prelude::{DatumType, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     /// The file could not be opened, read or written.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The bytes are not a .npy file this reader understands.
     #[error("{0}")]

@@ -117,12 +117,12 @@ pub enum Fsync {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     /// A file operation failed.
-    #[error("outbox {path}: {source}")]
+    #[error("outbox {path}: {error}")]
     Io {
         /// The file or directory.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A message larger than the whole outbox.
     #[error("message of {0} bytes does not fit in the outbox")]
@@ -130,9 +130,9 @@ pub enum OutboxError {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutboxError + '_ {
-    move |source| OutboxError::Io {
+    move |error| OutboxError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -366,6 +366,11 @@ impl Outbox {
         );
         self.writer = Some((n, file));
         Ok(())
+    }
+
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Stores `payload`; returns its id. When full, the configured policy

@@ -439,3 +439,114 @@ fn the_embedded_demo_config_is_the_shipped_example() {
     );
     assert_eq!(m.metadata("edgeinfer.train.arch"), Some("cnn1d:8,16"));
 }
+
+/// Reads `child`'s stderr on a thread; the lines arrive on the channel.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to `secs` for a line containing `needle`.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} in {secs} s; got: {seen:#?}")
+}
+
+/// With no broker at the address, the runtime says so at once at the
+/// default log level (which broker, what failed, when it tries again, what
+/// waits), exits 0 on Ctrl-C with what was delivered and what is kept, and
+/// the next start says that earlier results wait.
+#[test]
+fn an_unreachable_broker_is_reported_at_once_and_at_exit() {
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let start = || {
+        bin()
+            .args(["run", "--broker", &url])
+            .env("HOME", home.path())
+            .env_remove("RUST_LOG")
+            .env_remove("EDGEINFER_BROKER")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let lines = stderr_lines(&mut child);
+    let warning = wait_line(&lines, "cannot connect", 10);
+    for part in [url.as_str(), "next attempt in", "wait in the outbox"] {
+        assert!(warning.contains(part), "{part:?} not in {warning}");
+    }
+    // Let a few results pile up in the outbox.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    signal(child.id(), 2);
+    let summary = wait_line(&lines, "results", 15);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        summary.contains("0 result messages delivered") && summary.contains("left in the outbox"),
+        "{summary}"
+    );
+    // The next start says what earlier runs left.
+    let mut child = start();
+    let lines = stderr_lines(&mut child);
+    let earlier = wait_line(&lines, "from earlier runs", 10);
+    assert!(earlier.contains("wait in the outbox"), "{earlier}");
+    signal(child.id(), 2);
+    assert!(child.wait().unwrap().success());
+}
+
+/// One Ctrl-C may reach the runtime twice (GNU timeout and terminals
+/// signal the process and its group): it still drains and exits 0 with its
+/// summary.
+#[test]
+fn one_interrupt_delivered_twice_still_drains() {
+    // Two deliveries of one request, as the process and as its group.
+    let mut child = bin()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(child.id(), 2);
+    signal(child.id(), 2);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    wait_line(&lines, "inferences", 5);
+    // GNU timeout itself, when it is installed.
+    if std::process::Command::new("timeout")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        let o = run(std::process::Command::new("timeout")
+            .args(["-s", "INT", "--preserve-status", "2"])
+            .arg(env!("CARGO_BIN_EXE_edgeinfer"))
+            .arg("run"));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("inferences"), "{}", stderr(&o));
+    }
+}

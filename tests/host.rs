@@ -393,6 +393,24 @@ fn bad_training_input_exits_2_with_one_line() {
             .arg(&out));
         assert_bad_input(&o, &needles);
     }
+    // Regression on a column of words says so, not "no usable rows".
+    let o = run(host()
+        .args(["train", "--data"])
+        .arg(&iris)
+        .args([
+            "--target", "species", "--task", "regress", "--arch", "mlp:4",
+        ])
+        .args(["--epochs", "2", "--out"])
+        .arg(&out));
+    assert_bad_input(
+        &o,
+        &[
+            "iris.csv",
+            "--target \"species\"",
+            "expected a numeric column",
+            "setosa",
+        ],
+    );
 }
 
 fn device_config(dir: &Path, broker: &Broker, count_hint: &str) -> PathBuf {
@@ -594,7 +612,7 @@ fn exports_run_in_onnx_runtime_too() {
             std::env::var_os("EDGEINFER_TEST_ORT").is_none(),
             "EDGEINFER_TEST_ORT is set but python3 cannot import onnxruntime and numpy"
         );
-        eprintln!("skipped: python3 with onnxruntime and numpy not found");
+        common::skip("python3 with onnxruntime and numpy not found");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

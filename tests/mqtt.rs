@@ -563,7 +563,7 @@ fn tls_with_username_and_password_against_mosquitto() {
     let required = std::env::var("EDGEINFER_TEST_BROKER").is_ok_and(|v| v == "mosquitto");
     let tools = have("mosquitto") && have("mosquitto_passwd") && have("openssl");
     if !(required || tools) {
-        eprintln!("skipped: TLS needs Mosquitto, mosquitto_passwd and openssl (CI sets EDGEINFER_TEST_BROKER=mosquitto to require them)");
+        common::skip("TLS needs Mosquitto, mosquitto_passwd and openssl (CI sets EDGEINFER_TEST_BROKER=mosquitto to require them)");
         return;
     }
     let certs = tempfile::tempdir().unwrap();
@@ -591,9 +591,7 @@ fn tls_with_username_and_password_against_mosquitto() {
         )
     });
     if !broker.is_mosquitto() {
-        eprintln!(
-            "skipped: TLS needs Mosquitto (CI sets EDGEINFER_TEST_BROKER=mosquitto to require it)"
-        );
+        common::skip("TLS needs Mosquitto (CI sets EDGEINFER_TEST_BROKER=mosquitto to require it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -207,10 +207,11 @@ fn run_pipeline(
     embedded: Option<(&[u8], &str)>,
     count: Option<u64>,
 ) -> Result<(), Failure> {
-    let built = pipeline::build(config, embedded).map_err(bad_input)?;
+    // Before anything starts: a Ctrl-C during start-up then stops cleanly.
     let stop = pipeline::stop_on_signals()
         .context("installing signal handlers")
         .map_err(failed)?;
+    let built = pipeline::build(config, embedded).map_err(bad_input)?;
     let s = built.run(&RunOptions { count, stop }).map_err(failed)?;
     log::info!("{}", serde_json::to_string(&s).unwrap_or_default());
     eprintln!("edgeinfer: {s}");

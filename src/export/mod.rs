@@ -23,12 +23,12 @@ pub const IR_VERSION: i64 = 7;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The file could not be written.
-    #[error("{path}: cannot write model: {source}")]
+    #[error("{path}: cannot write model: {error}")]
     Io {
         /// The file being written.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A layer was given weights of the wrong size.
     #[error("{layer}: expected {expected} weights, got {got}")]
@@ -428,8 +428,8 @@ pub fn to_bytes(model: &pb::ModelProto) -> Vec<u8> {
 
 /// Writes `model` to `path`.
 pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<(), ExportError> {
-    std::fs::write(path, to_bytes(model)).map_err(|source| ExportError::Io {
+    std::fs::write(path, to_bytes(model)).map_err(|error| ExportError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }

@@ -234,6 +234,37 @@ impl Dataset {
         }
 
         let number = |s: &str| s.parse::<f32>().ok().filter(|v| v.is_finite());
+        // A column of words is a mistake in the command, not missing data.
+        let not_numeric = |i: usize| {
+            let filled = || {
+                table
+                    .rows
+                    .iter()
+                    .map(|r| r[i].trim())
+                    .filter(|v| !v.is_empty())
+            };
+            let text =
+                filled().find(|v| !v.eq_ignore_ascii_case("nan") && v.parse::<f64>().is_err());
+            text.filter(|_| filled().all(|v| number(v).is_none()))
+        };
+        if spec.task == Task::Regress {
+            for (name, &i) in spec.target.iter().zip(&target_ix) {
+                if let Some(v) = not_numeric(i) {
+                    return Err(bad(format!(
+                        "--target {name:?}: expected a numeric column to regress on, found values like {v:?} \
+                         (use --task classify for class labels)"
+                    )));
+                }
+            }
+        }
+        for (name, &i) in feature_names.iter().zip(&feature_ix) {
+            if let Some(v) = not_numeric(i) {
+                return Err(bad(format!(
+                    "feature column {name:?}: expected numbers, found values like {v:?} \
+                     (leave it out with --features)"
+                )));
+            }
+        }
         // Target first: a row without one cannot be used, imputed or not.
         let mut cells: Vec<Vec<Option<f32>>> = Vec::new();
         let mut raw_targets: Vec<Vec<String>> = Vec::new();

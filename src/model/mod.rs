@@ -66,12 +66,12 @@ impl ModelConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The file could not be read.
-    #[error("{path}: cannot read model file: {source}")]
+    #[error("{path}: cannot read model file: {error}")]
     Read {
         /// The model file.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not an ONNX model.
     #[error("{path}: not an ONNX model: expected an ONNX protobuf with a graph ({reason})")]
@@ -122,9 +122,9 @@ impl ModelFile {
     /// Reads and decodes `path`.
     pub fn read(path: &Path) -> Result<Self, ModelError> {
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Read {
             path: origin.clone(),
-            source,
+            error,
         })?;
         Self::from_bytes(bytes, &origin)
     }

@@ -27,6 +27,9 @@ use crate::rng::Rng;
 /// A sensor message as received: topic and payload, undecoded.
 pub type Message = rumqttc::Publish;
 
+/// How often a broker that stays unreachable is reported.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// Sensor messages waiting for the source, at most. Beyond this the link
 /// drops (and counts) rather than wait.
 const INPUT_QUEUE: usize = 1024;
@@ -146,6 +149,15 @@ impl Link {
             .clone()
             .unwrap_or_else(|| PathBuf::from("outbox"));
         let outbox = Outbox::open(&dir, setup.outbox.clone())?;
+        if !outbox.is_empty() {
+            // Shared by every run with this state directory: say so, or old
+            // results seem to come from nowhere.
+            log::warn!(
+                "mqtt: {} result messages from earlier runs wait in the outbox {}; they are published first",
+                outbox.len(),
+                dir.display()
+            );
+        }
         let shared = Arc::new(Shared {
             outbox: Mutex::new(outbox),
             connected: AtomicBool::new(false),
@@ -190,23 +202,48 @@ impl Link {
         self.messages.take()
     }
 
-    /// Waits up to the grace period for the outbox to drain, publishes
+    /// Waits up to the grace period for the outbox to drain (while
+    /// connected; an unreachable broker is given one second), publishes
     /// `offline`, disconnects and stops the thread. What is still
     /// unacknowledged stays on disk for the next start.
-    pub fn close(&mut self) {
-        let deadline = Instant::now() + self.grace;
-        while Instant::now() < deadline && !self.shared.outbox().is_empty() {
+    pub fn close(&mut self) -> Delivery {
+        let start = Instant::now();
+        while start.elapsed() < self.grace && !self.shared.outbox().is_empty() {
+            let connected = self.shared.connected.load(Ordering::Relaxed);
+            if !connected && start.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        let left = self.shared.outbox().len();
-        if left > 0 {
-            log::warn!("mqtt: {left} result messages still unacknowledged; kept in the outbox for the next start");
         }
         self.shared.closing.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let ob = self.shared.outbox();
+        if !ob.is_empty() {
+            log::warn!(
+                "mqtt: {} result messages still unacknowledged; kept in the outbox {} for the next start",
+                ob.len(),
+                ob.dir().display()
+            );
+        }
+        Delivery {
+            acked: self.shared.counters.acked.load(Ordering::Relaxed),
+            left: ob.len() as u64,
+            outbox: ob.dir().to_path_buf(),
+        }
     }
+}
+
+/// What a link delivered in its run, and what it leaves for the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    /// Result messages the broker acknowledged.
+    pub acked: u64,
+    /// Result messages still unacknowledged, kept on disk.
+    pub left: u64,
+    /// Where they are kept.
+    pub outbox: PathBuf,
 }
 
 impl Drop for Link {
@@ -249,6 +286,9 @@ impl Worker {
         let min = Duration::from_millis(self.setup.config.reconnect_min_ms);
         let max = Duration::from_millis(self.setup.config.reconnect_max_ms);
         let mut backoff = min;
+        // Connection failures in a row, and when one was last logged.
+        let mut failures = 0u64;
+        let mut last_failure_log: Option<Instant> = None;
         let metrics_every = (self.setup.config.metrics_interval_s > 0.0)
             .then(|| Duration::from_secs_f64(self.setup.config.metrics_interval_s));
         let mut next_metrics = Instant::now() + metrics_every.unwrap_or(Duration::ZERO);
@@ -297,6 +337,7 @@ impl Worker {
                 Ok(Ok(event)) => {
                     if let Event::Incoming(Packet::ConnAck(_)) = event {
                         connected = true;
+                        failures = 0;
                         backoff = min;
                         session = Session::default();
                         self.shared.connected.store(true, Ordering::Relaxed);
@@ -311,16 +352,36 @@ impl Worker {
                     }
                 }
                 Ok(Err(e)) => {
+                    // Full jitter: spreads many devices' reconnects after a broker restart.
+                    let wait = backoff.mul_f64(0.5 + 0.5 * rng.uniform());
+                    let waiting = self.shared.outbox().len();
+                    let broker = &self.setup.config.broker;
                     if connected {
-                        log::warn!("mqtt: connection lost: {e}");
-                    } else {
-                        log::debug!("mqtt: cannot connect: {e}");
+                        log::warn!(
+                            "mqtt: connection lost ({broker}): {e}; reconnecting in {:.1} s; \
+                             {waiting} result messages wait in the outbox",
+                            wait.as_secs_f64()
+                        );
+                        failures = 0;
+                    } else if failures == 0
+                        || last_failure_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY)
+                    {
+                        let again = if failures > 0 {
+                            format!(" ({} attempts failed so far)", failures + 1)
+                        } else {
+                            String::new()
+                        };
+                        log::warn!(
+                            "mqtt: cannot connect to {broker}: {e}{again}; next attempt in {:.1} s; \
+                             {waiting} result messages wait in the outbox",
+                            wait.as_secs_f64()
+                        );
+                        last_failure_log = Some(Instant::now());
                     }
+                    failures += 1;
                     connected = false;
                     self.shared.connected.store(false, Ordering::Relaxed);
                     session = Session::default();
-                    // Full jitter: spreads many devices' reconnects after a broker restart.
-                    let wait = backoff.mul_f64(0.5 + 0.5 * rng.uniform());
                     let until = Instant::now() + wait;
                     while Instant::now() < until && !self.shared.closing.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use link::{Link, LinkCounters, Message, Shared};
+pub use link::{Delivery, Link, LinkCounters, Message, Shared};
 pub use options::options;
 
 use crate::outbox::OutboxError;

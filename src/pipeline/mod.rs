@@ -25,15 +25,38 @@ use crate::mqtt::{Link, LinkError, LinkSetup};
 use crate::sink::{Sink, SinkContext, SinkError};
 use crate::source::{ReplayConfig, Source, SourceError, REPLAY_RATE_HZ};
 
-/// Raises the returned flag on SIGINT or SIGTERM; a second signal exits at once.
+/// A second SIGINT/SIGTERM this soon after the first is the same request
+/// (GNU `timeout` and a terminal's Ctrl-C signal the process and its group,
+/// so one request can arrive twice).
+const SAME_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Raises the returned flag on SIGINT or SIGTERM, so the pipeline drains
+/// and exits; a second, separate signal (more than a second later) exits at
+/// once with code 130.
 pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    use std::sync::atomic::Ordering;
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag before the second handler sets it.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut first: Option<std::time::Instant> = None;
+            for _ in signals.forever() {
+                match first {
+                    None => {
+                        first = Some(std::time::Instant::now());
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    Some(t) if t.elapsed() < SAME_REQUEST => {}
+                    Some(_) => {
+                        eprintln!("edgeinfer: second signal: exiting without draining");
+                        std::process::exit(130);
+                    }
+                }
+            }
+        })?;
     Ok(stop)
 }
 
@@ -62,10 +85,21 @@ pub enum BuildError {
 
 /// The model a config names (or `embedded` bytes instead of its path).
 fn model_file(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<ModelFile, BuildError> {
-    Ok(match embedded {
-        Some((bytes, name)) => ModelFile::from_bytes(bytes.to_vec(), name)?,
-        None => ModelFile::read(&config.resolve(&config.model.path))?,
-    })
+    match embedded {
+        Some((bytes, name)) => Ok(ModelFile::from_bytes(bytes.to_vec(), name)?),
+        None => {
+            let path = config.resolve(&config.model.path);
+            ModelFile::read(&path).map_err(|e| match e {
+                // Name the config and the field that led to the file.
+                crate::model::ModelError::Read { error, .. } => BuildError::Config(vec![config
+                    .problem(
+                        "model.path",
+                        format!("cannot read model file {}: {error}", path.display()),
+                    )]),
+                other => other.into(),
+            })
+        }
+    }
 }
 
 /// Everything `check --config` proves: the model loads and every stage
@@ -90,6 +124,8 @@ pub struct Built {
     /// The embedded broker's thread (`[broker] embedded = true`); it serves
     /// until the process ends.
     pub broker: Option<std::thread::JoinHandle<()>>,
+    /// True when results are published (an `mqtt` sink).
+    pub publishes: bool,
 }
 
 impl Built {
@@ -101,13 +137,16 @@ impl Built {
             source,
             sinks,
             mut link,
+            publishes,
             ..
         } = self;
+
         let mut result = prepared.run(source, sinks, opts);
         if let Some(l) = link.as_mut() {
-            l.close();
+            let delivery = l.close();
             if let Ok(s) = result.as_mut() {
                 s.input_dropped = l.shared.counters.input_lost();
+                s.mqtt = publishes.then_some(delivery);
             }
         }
         result
@@ -168,11 +207,8 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
     // Before the link, which connects to it.
     let broker = config.broker.start()?;
     let link = start_link(config, info_json(config, &prepared))?;
-    let seq_file = config
-        .sink
-        .iter()
-        .any(|s| matches!(s, SinkConfig::Mqtt(_)))
-        .then(|| config.outbox_dir().join("next_seq"));
+    let publishes = config.sink.iter().any(|s| matches!(s, SinkConfig::Mqtt(_)));
+    let seq_file = publishes.then(|| config.outbox_dir().join("next_seq"));
     if let Some(f) = &seq_file {
         prepared.first_seq = crate::sink::saved_seq(f);
     }
@@ -194,6 +230,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         sinks,
         link,
         broker,
+        publishes,
     })
 }
 

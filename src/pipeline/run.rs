@@ -82,6 +82,8 @@ pub struct Summary {
     /// Sensor messages the MQTT link received that never reached the
     /// pipeline: dropped at the source's full queue, or still queued at exit.
     pub input_dropped: u64,
+    /// Result messages delivered and left over, when results went to MQTT.
+    pub mqtt: Option<crate::mqtt::Delivery>,
     /// Forward passes run.
     pub inferences: u64,
     /// Forward passes that failed.
@@ -106,7 +108,17 @@ impl std::fmt::Display for Summary {
             self.bad_records + self.bad_samples + self.rejected_samples,
             self.dropped_batches + self.input_dropped,
             self.inference_errors
-        )
+        )?;
+        if let Some(d) = &self.mqtt {
+            write!(
+                f,
+                "; {} result messages delivered, {} left in the outbox {}",
+                d.acked,
+                d.left,
+                d.outbox.display()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +302,7 @@ impl Prepared {
             rejected_samples: get(&c.rejected),
             dropped_batches: queue.dropped(),
             input_dropped: 0,
+            mqtt: None,
             inferences: get(&c.inferences),
             inference_errors: get(&c.inference_errors),
             suppressed: get(&c.suppressed),

@@ -38,9 +38,9 @@ impl FileSink {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::Io {
+            .map_err(|error| SinkError::Io {
                 target: target.clone(),
-                source,
+                error,
             })?;
         Ok(FileSink {
             target,
@@ -50,10 +50,10 @@ impl FileSink {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> SinkError {
+    fn io(&self, error: std::io::Error) -> SinkError {
         SinkError::Io {
             target: self.target.clone(),
-            source,
+            error,
         }
     }
 }

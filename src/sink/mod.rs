@@ -51,12 +51,12 @@ pub fn validate(sinks: &[SinkConfig], p: &mut Problems) {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Writing failed.
-    #[error("{target}: {source}")]
+    #[error("{target}: {error}")]
     Io {
         /// The file or stream.
         target: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The outbox refused the message.
     #[error(transparent)]

@@ -25,7 +25,7 @@ impl StdoutSink {
 fn io(e: std::io::Error) -> SinkError {
     SinkError::Io {
         target: "stdout".into(),
-        source: e,
+        error: e,
     }
 }
 

@@ -36,6 +36,19 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Says that a test is skipped and why, so that it shows in the normal
+/// output of `cargo test`: libtest captures `print!`/`eprint!`, not writes
+/// to the stderr handle itself.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\nSKIPPED {}: {reason}",
+        std::thread::current().name().unwrap_or("test")
+    );
+}
+
 /// Asserts a bad-input failure: exit code 2, no panic, and exactly one
 /// error line that contains every one of `needles`.
 pub fn assert_bad_input(o: &Output, needles: &[&str]) {
