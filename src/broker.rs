@@ -93,9 +93,107 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, BrokerError> {
         .map_err(|_| BrokerError::Listen(listen.to_string()))
 }
 
+/// rumqttd's tracing events as `log` records. Without a subscriber,
+/// tracing would log every span rumqttd opens — one per routed packet, at
+/// ERROR level — so spans are dropped here, and the events that report a
+/// client leaving (normal operation) are demoted to info. Real errors keep
+/// their level.
+#[cfg(feature = "broker")]
+mod tracing_to_log {
+    use std::fmt::Write as _;
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    /// Events of a client leaving (or a port probe that connects and
+    /// closes): routine, whatever level rumqttd gives them.
+    const ROUTINE: &[&str] = &[
+        "disconnected",
+        "connection-stop",
+        "router-drop",
+        "no-connection id",
+    ];
+    /// Errors that only say a peer went away.
+    const PEER_GONE: &[&str] = &[
+        "ConnectionAborted",
+        "ConnectionReset",
+        "connection closed by peer",
+    ];
+
+    fn routine(t: &Text) -> bool {
+        ROUTINE.iter().any(|r| t.message.starts_with(r))
+            || PEER_GONE.iter().any(|p| t.fields.contains(p))
+    }
+
+    pub(super) struct Forward;
+
+    #[derive(Default)]
+    struct Text {
+        message: String,
+        fields: String,
+    }
+
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                let _ = write!(self.message, "{value:?}");
+            } else {
+                let _ = write!(self.fields, " {}={value:?}", field.name());
+            }
+        }
+    }
+
+    fn level(l: &Level) -> log::Level {
+        match *l {
+            Level::ERROR => log::Level::Error,
+            Level::WARN => log::Level::Warn,
+            Level::INFO => log::Level::Info,
+            Level::DEBUG => log::Level::Debug,
+            Level::TRACE => log::Level::Trace,
+        }
+    }
+
+    impl Subscriber for Forward {
+        fn enabled(&self, m: &Metadata<'_>) -> bool {
+            // Demoted events are filtered again by the logger itself.
+            m.is_event() && log::log_enabled!(target: "rumqttd", level(m.level()))
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let m = event.metadata();
+            let mut text = Text::default();
+            event.record(&mut text);
+            let mut lvl = level(m.level());
+            if routine(&text) {
+                lvl = lvl.max(log::Level::Info);
+            }
+            log::logger().log(
+                &log::Record::builder()
+                    .target(m.target())
+                    .level(lvl)
+                    .args(format_args!("{}{}", text.message, text.fields))
+                    .build(),
+            );
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Installs the forwarder (once per process; later calls do nothing).
+    pub(super) fn install() {
+        let _ = tracing::subscriber::set_global_default(Forward);
+    }
+}
+
 /// Runs a broker on `listen` until the process ends.
 #[cfg(feature = "broker")]
 pub fn run(listen: SocketAddr) -> Result<(), BrokerError> {
+    tracing_to_log::install();
     rumqttd::Broker::new(config(listen)?)
         .start()
         .map_err(|e| BrokerError::Broker(e.to_string()))
@@ -105,6 +203,7 @@ pub fn run(listen: SocketAddr) -> Result<(), BrokerError> {
 #[cfg(feature = "broker")]
 pub fn spawn(listen: SocketAddr) -> Result<std::thread::JoinHandle<()>, BrokerError> {
     let config = config(listen)?;
+    tracing_to_log::install();
     std::thread::Builder::new()
         .name("broker".into())
         .spawn(move || {

@@ -14,7 +14,7 @@ use crate::model::{InputPin, ModelError, ModelFile, TensorSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     /// An input file could not be read as .npy of a supported type.
-    #[error("{path}: expected a .npy file of f32, i64 or u8: {reason}")]
+    #[error("{path}: expected a .npy file of numbers: {reason}")]
     Input {
         /// The file.
         path: String,
@@ -47,7 +47,7 @@ impl InferError {
     }
 }
 
-/// Reads a .npy file of f32, i64 or u8 into a tensor.
+/// Reads a .npy file of any numeric type into a tensor.
 pub fn read_tensor(path: &Path) -> Result<Tensor, InferError> {
     crate::npy::read(path).map_err(|e| InferError::Input {
         path: path.display().to_string(),
@@ -55,7 +55,7 @@ pub fn read_tensor(path: &Path) -> Result<Tensor, InferError> {
     })
 }
 
-/// Writes a tensor as .npy (f32, i64 and u8 as they are; other types as f32).
+/// Writes a tensor as .npy of its own type.
 pub fn write_tensor(path: &Path, t: &Tensor) -> Result<(), InferError> {
     crate::npy::write(path, t).map_err(|e| InferError::Output {
         path: path.display().to_string(),
@@ -104,10 +104,25 @@ impl InferOutput {
 /// Runs `model` once on the .npy `inputs`, pinned to the files' shapes.
 pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, InferError> {
     let file = ModelFile::read(model)?;
-    let tensors = inputs
+    let mut tensors = inputs
         .iter()
         .map(|p| read_tensor(p))
         .collect::<Result<Vec<_>, _>>()?;
+    // numpy writes float64 unless told otherwise: a float file for a float
+    // input of another width is converted; any other mismatch is refused.
+    for (t, declared) in tensors.iter_mut().zip(file.inputs()) {
+        let (have, want) = (t.datum_type(), declared.dtype);
+        if have != want && have.is_float() && want.is_float() {
+            log::info!("input '{}': {have:?} converted to {want:?}", declared.name);
+            *t = t
+                .cast_to_dt(want)
+                .map_err(|e| InferError::Input {
+                    path: model.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .into_owned();
+        }
+    }
     let pins: Vec<InputPin> = tensors
         .iter()
         .map(|t| InputPin {

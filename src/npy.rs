@@ -1,5 +1,5 @@
-//! The NumPy `.npy` format, for the f32 / i64 / u8 tensors `infer` reads and
-//! writes.
+//! The NumPy `.npy` format, for the tensors `infer` reads and writes: every
+//! numeric type tract runs (f16, f32, f64, i8 to i64, u8 to u64, bool).
 //!
 //! Written here rather than taken from a crate because a general reader
 //! (Python-literal parser, big integers) cost the device binary about
@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use tract_onnx::prelude::{DatumType, Tensor};
+use tract_onnx::prelude::{f16, DatumType, Tensor};
 
 /// Why a .npy file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ fn bad(msg: impl Into<String>) -> NpyError {
     NpyError::Format(msg.into())
 }
 
-/// Reads a .npy file of f32, i64 or u8 into a tensor of that type.
+/// Reads a .npy file into a tensor of its type.
 pub fn read(path: &Path) -> Result<Tensor, NpyError> {
     parse(&std::fs::read(path)?)
 }
@@ -99,10 +99,23 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, NpyError> {
             .collect())
     }
     let t = match kind {
+        b"f2" => Tensor::from_shape(&shape, &take(data, count, little, f16::from_le_bytes)?),
         b"f4" => Tensor::from_shape(&shape, &take(data, count, little, f32::from_le_bytes)?),
+        b"f8" => Tensor::from_shape(&shape, &take(data, count, little, f64::from_le_bytes)?),
+        b"i1" => Tensor::from_shape(&shape, &take(data, count, little, i8::from_le_bytes)?),
+        b"i2" => Tensor::from_shape(&shape, &take(data, count, little, i16::from_le_bytes)?),
+        b"i4" => Tensor::from_shape(&shape, &take(data, count, little, i32::from_le_bytes)?),
         b"i8" => Tensor::from_shape(&shape, &take(data, count, little, i64::from_le_bytes)?),
-        b"u1" => Tensor::from_shape(&shape, &take(data, count, little, |b: [u8; 1]| b[0])?),
-        _ => return Err(bad(format!("dtype {descr:?} is not one of <f4, <i8, |u1"))),
+        b"u1" => Tensor::from_shape(&shape, &take(data, count, little, u8::from_le_bytes)?),
+        b"u2" => Tensor::from_shape(&shape, &take(data, count, little, u16::from_le_bytes)?),
+        b"u4" => Tensor::from_shape(&shape, &take(data, count, little, u32::from_le_bytes)?),
+        b"u8" => Tensor::from_shape(&shape, &take(data, count, little, u64::from_le_bytes)?),
+        b"b1" => Tensor::from_shape(&shape, &take(data, count, little, |b: [u8; 1]| b[0] != 0)?),
+        _ => {
+            return Err(bad(format!(
+                "dtype {descr:?} is not a number type (f2, f4, f8, i1 to i8, u1 to u8, b1)"
+            )))
+        }
     };
     t.map_err(|e| bad(e.to_string()))
 }
@@ -146,12 +159,22 @@ fn parse_shape(s: &str) -> Result<Vec<usize>, NpyError> {
         .collect()
 }
 
-/// Writes a tensor as a version 1.0 .npy file: f32, i64 and u8 as they are,
-/// any other type cast to f32.
+/// Writes a tensor as a version 1.0 .npy file of its own type (a type .npy
+/// has no code for is written as f32).
 pub fn write(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let (descr, data): (&str, Vec<u8>) = match t.datum_type() {
+        DatumType::F16 => ("<f2", le_bytes(t, f16::to_le_bytes)?),
+        DatumType::F32 => ("<f4", le_bytes(t, f32::to_le_bytes)?),
+        DatumType::F64 => ("<f8", le_bytes(t, f64::to_le_bytes)?),
+        DatumType::I8 => ("|i1", le_bytes(t, i8::to_le_bytes)?),
+        DatumType::I16 => ("<i2", le_bytes(t, i16::to_le_bytes)?),
+        DatumType::I32 => ("<i4", le_bytes(t, i32::to_le_bytes)?),
         DatumType::I64 => ("<i8", le_bytes(t, i64::to_le_bytes)?),
-        DatumType::U8 => ("|u1", le_bytes(t, |v: u8| [v])?),
+        DatumType::U8 => ("|u1", le_bytes(t, u8::to_le_bytes)?),
+        DatumType::U16 => ("<u2", le_bytes(t, u16::to_le_bytes)?),
+        DatumType::U32 => ("<u4", le_bytes(t, u32::to_le_bytes)?),
+        DatumType::U64 => ("<u8", le_bytes(t, u64::to_le_bytes)?),
+        DatumType::Bool => ("|b1", le_bytes(t, |v: bool| [v as u8])?),
         _ => {
             let f = t.cast_to::<f32>().map_err(|e| bad(e.to_string()))?;
             ("<f4", le_bytes(&f, f32::to_le_bytes)?)
@@ -200,6 +223,15 @@ mod tests {
             Tensor::from_shape(&[2, 3], &[0.5f32, -1.0, 2.25, 1e-7, 3.0, -0.0]).unwrap(),
             Tensor::from_shape(&[3], &[-5i64, 0, 1 << 40]).unwrap(),
             Tensor::from_shape(&[1, 1, 2], &[1u8, 250]).unwrap(),
+            Tensor::from_shape(&[2], &[f16::from_f32(1.5), f16::from_f32(-0.25)]).unwrap(),
+            Tensor::from_shape(&[2], &[1e300f64, -2.5]).unwrap(),
+            Tensor::from_shape(&[2], &[-128i8, 127]).unwrap(),
+            Tensor::from_shape(&[2], &[-30000i16, 7]).unwrap(),
+            Tensor::from_shape(&[2], &[i32::MIN, 9]).unwrap(),
+            Tensor::from_shape(&[2], &[65535u16, 0]).unwrap(),
+            Tensor::from_shape(&[2], &[u32::MAX, 1]).unwrap(),
+            Tensor::from_shape(&[2], &[u64::MAX, 2]).unwrap(),
+            Tensor::from_shape(&[3], &[true, false, true]).unwrap(),
             Tensor::from_shape::<f32>(&[], &[7.5]).unwrap(),
             Tensor::from_shape::<f32>(&[0, 4], &[]).unwrap(),
         ];
@@ -238,14 +270,14 @@ mod tests {
             b.extend_from_slice(data);
             b
         };
-        let f64_header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }";
+        let c64_header = "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }";
         let fortran = "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }";
         let f32_header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
         // 2^62 elements of 4 bytes: the byte count overflows, not the count.
         let huge = f32_header.replace("(2,)", "(4611686018427387904,)");
         for (bytes, expect) in [
             (b"hello, world".to_vec(), "magic"),
-            (npy(f64_header, &[0; 8]), "\"<f8\" is not one of"),
+            (npy(c64_header, &[0; 8]), "\"<c8\" is not a number type"),
             (npy(fortran, &[0; 4]), "Fortran"),
             (npy(f32_header, &[0; 4]), "expected 8 bytes"),
             (npy("{'descr': '<f4'}", &[]), "fortran_order"),

@@ -635,3 +635,64 @@ fn exports_run_in_onnx_runtime_too() {
         );
     }
 }
+
+/// An obviously too short run says it did not converge, in the summary and
+/// on stderr, and the default learning rate is chosen and printed.
+#[test]
+fn a_too_short_run_says_it_did_not_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = iris_csv(tmp.path());
+    let out = tmp.path().join("short");
+    let o = run(host()
+        .args(["train", "--data"])
+        .arg(&data)
+        .args([
+            "--target", "species", "--task", "classify", "--arch", "mlp:32",
+        ])
+        .args(["--epochs", "3", "--seed", "1", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = last_json(&o);
+    assert_eq!(s["converged"], false, "{s}");
+    assert_eq!(s["epochs_run"], 3);
+    assert_eq!(s["lr_auto"], true);
+    let lr = s["lr"].as_f64().unwrap();
+    assert!((1e-4..=0.1).contains(&lr), "{lr}");
+    // Train, validation and test metrics side by side.
+    for split in ["train", "val", "test"] {
+        assert!(s[split]["accuracy"].is_number(), "{split}: {s}");
+    }
+    let err = stderr(&o);
+    assert!(
+        err.contains("did not converge") && err.contains("--epochs"),
+        "{err}"
+    );
+    assert!(err.contains("learning rate"), "{err}");
+    // 15 test rows: too few to trust, and it says so.
+    assert!(err.contains("--kfold"), "{err}");
+    let wrote = err.lines().find(|l| l.starts_with("wrote")).unwrap();
+    for f in [
+        "model.onnx",
+        "weights.safetensors",
+        "curve.svg",
+        "confusion.svg",
+        "report.md",
+    ] {
+        assert!(wrote.contains(f), "{f} not in {wrote}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("did not converge"), "{report}");
+    // Left to its defaults, the same data converges.
+    let o = run(host()
+        .args(["train", "--data"])
+        .arg(&data)
+        .args([
+            "--target", "species", "--task", "classify", "--arch", "mlp:32",
+        ])
+        .args(["--seed", "1", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = last_json(&o);
+    assert_eq!(s["converged"], true, "{s}");
+    assert!(s["test"]["accuracy"].as_f64().unwrap() >= 0.9, "{s}");
+}

@@ -248,12 +248,22 @@ fn infer_rejects_bad_files_with_one_line() {
         &infer(&mlp, &wrong_type),
         &["input 0 ('x')", "expected 'x' F32", "I64"],
     );
-    // numpy's default dtype: the user has to cast, so say which types work.
+    // numpy's default dtype is read, and converted for a float input.
     let doubles = tmp.path().join("doubles.npy");
     ndarray_npy::write_npy(&doubles, &arr2(&[[0.5f64; 10]])).unwrap();
+    let o = infer(&mlp, &doubles);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A type that is not a number is refused, saying which are.
+    let complex = tmp.path().join("complex.npy");
+    let header = "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    std::fs::write(&complex, bytes).unwrap();
     assert_bad_input(
-        &infer(&mlp, &doubles),
-        &["doubles.npy", "f32, i64 or u8", "\"<f8\""],
+        &infer(&mlp, &complex),
+        &["complex.npy", "not a number type", "\"<c8\""],
     );
     let not_npy = tmp.path().join("junk.npy");
     std::fs::write(&not_npy, "junk").unwrap();
@@ -265,4 +275,53 @@ fn infer_rejects_bad_files_with_one_line() {
         &infer(&mlp, &tmp.path().join("absent.npy")),
         &["absent.npy"],
     );
+}
+
+/// ONNX's own backend test models (the `onnx` Python package ships them)
+/// through `edgeinfer infer`: every one that tract runs matches its
+/// reference outputs, and every one it cannot run is listed, with tract's
+/// reason, in tests/data/onnx_backend.json. A model that changes sides
+/// (a tract upgrade that fixes one, a change here that breaks one) fails
+/// the test until the list says so. CI installs onnx and sets
+/// EDGEINFER_TEST_ONNX=1, which makes its absence a failure.
+#[test]
+fn onnx_backend_test_models_run_or_are_listed_with_the_reason() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import onnx, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("EDGEINFER_TEST_ONNX").is_none(),
+            "EDGEINFER_TEST_ONNX is set but python3 cannot import onnx and numpy"
+        );
+        skip("python3 with onnx and numpy not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(std::process::Command::new("python3")
+        .arg(repo("tests/onnx_backend.py"))
+        .arg(env!("CARGO_BIN_EXE_edgeinfer"))
+        .arg(tmp.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&stdout(&o)).unwrap();
+    let listed: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(repo("tests/data/onnx_backend.json")).unwrap(),
+    )
+    .unwrap();
+    let side = |v: &str| v.split(':').next().unwrap_or("").to_string();
+    let mut changed = Vec::new();
+    for (name, verdict) in &got {
+        let expected = listed.get(name).map(|v| side(v));
+        if expected.as_deref() != Some(side(verdict).as_str()) {
+            changed.push(format!("{name}: now {verdict}, listed {expected:?}"));
+        }
+    }
+    assert!(
+        changed.is_empty(),
+        "update tests/data/onnx_backend.json:\n{}",
+        changed.join("\n")
+    );
+    let ok = got.values().filter(|v| *v == "ok").count();
+    assert!(ok * 2 > got.len(), "only {ok} of {} models run", got.len());
 }

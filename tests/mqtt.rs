@@ -724,6 +724,67 @@ fn edgeinfer_broker_relays_messages() {
     let _ = child.wait();
 }
 
+/// Normal operation of `edgeinfer broker` (clients connect, publish,
+/// subscribe, leave) writes nothing at the default log level; a real error
+/// (the port is taken) is shown.
+#[test]
+fn edgeinfer_broker_is_quiet_until_something_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::broker::free_port();
+    let broker = |port: u16| {
+        bin()
+            .args(["broker", "--bind", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = broker(port);
+    let deadline = std::time::Instant::now() + T;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        let sub = Subscriber::connect(port, &["edgeinfer/#"]);
+        let o = common::run(
+            bin()
+                .args(["run", "--count", "5", "--broker"])
+                .arg(format!("mqtt://127.0.0.1:{port}"))
+                .env("HOME", dir.path())
+                .env_remove("RUST_LOG"),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
+    }
+    // Another broker on the same port cannot listen, and says so.
+    let mut second = broker(port);
+    let err = second.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = second.kill();
+    let _ = second.wait();
+    let second_log = reader.join().unwrap();
+    assert!(second_log.contains("Server error"), "{second_log}");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("listening on"))
+        .collect();
+    assert!(
+        lines.is_empty(),
+        "the broker logged in normal operation: {lines:#?}"
+    );
+}
+
 /// A model slow enough to fall behind a flood: the outer product of its 256
 /// inputs squared six times (6 × 16.7 M multiply-accumulates), tanh between.
 fn slow_model(path: &Path) {

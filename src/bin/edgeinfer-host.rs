@@ -139,10 +139,16 @@ fn train(a: TrainArgs) -> Result<(), Failure> {
         obj.remove("history");
     }
     println!("{s}");
-    eprintln!(
-        "wrote {}: model.onnx, edgeinfer.toml, input.npy, output.npy, report.md",
-        opts.out.display()
-    );
+    if summary.lr_auto {
+        eprintln!(
+            "learning rate {:.2e} (range test; --lr sets it)",
+            summary.lr
+        );
+    }
+    for w in &summary.warnings {
+        eprintln!("edgeinfer-host: warning: {w}");
+    }
+    eprintln!("wrote {}: {}", opts.out.display(), summary.files.join(", "));
     Ok(())
 }
 

@@ -68,7 +68,7 @@ struct InferArgs {
     /// The ONNX model.
     #[arg(long)]
     model: PathBuf,
-    /// Input .npy files (f32, i64 or u8), one per model input, in order.
+    /// Input .npy files (any numeric type), one per model input, in order.
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
     /// Where to write the first output (.npy).

@@ -53,15 +53,18 @@ pub struct TrainArgs {
     /// adam or sgd.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerKind,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.001)]
-    pub lr: f64,
-    /// Passes over the training split.
-    #[arg(long, default_value_t = 100)]
+    /// Learning rate, or `auto`: a short range test on the training split
+    /// picks it (the value is printed).
+    #[arg(long, default_value = "auto")]
+    pub lr: LearningRate,
+    /// Most passes over the training split; early stopping usually ends the
+    /// run sooner.
+    #[arg(long, default_value_t = 1000)]
     pub epochs: usize,
-    /// Examples per update.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
+    /// Examples per update (default: the largest power of two up to a tenth
+    /// of the training split, within 8 to 32).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Seed for splits, weights and batch order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -77,7 +80,8 @@ pub struct TrainArgs {
     /// mse or cross-entropy (default: cross-entropy to classify, mse to regress).
     #[arg(long, value_enum)]
     pub loss: Option<Loss>,
-    /// Stop after this many epochs without a better validation loss.
+    /// Stop after this many epochs without a better validation loss
+    /// (default: a twentieth of --epochs, at least 20; 0: never stop early).
     #[arg(long)]
     pub patience: Option<usize>,
     /// Output directory (models/NAME/).
@@ -109,7 +113,10 @@ impl TrainArgs {
                 init: a.init,
                 activation: a.activation,
                 optimizer: a.optimizer,
-                lr: a.lr,
+                lr: match a.lr {
+                    LearningRate::Auto => None,
+                    LearningRate::Fixed(lr) => Some(lr),
+                },
                 epochs: a.epochs,
                 batch: a.batch,
                 loss: Loss::for_task(a.loss, a.task)?,
@@ -124,5 +131,27 @@ impl TrainArgs {
         };
         opts.fit.check(opts.spec.task)?;
         Ok(opts)
+    }
+}
+
+/// `--lr`: `auto` or a positive number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LearningRate {
+    /// Found by a range test on the training split.
+    Auto,
+    /// As given.
+    Fixed(f64),
+}
+
+impl std::str::FromStr for LearningRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(LearningRate::Auto);
+        }
+        match s.parse::<f64>() {
+            Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(LearningRate::Fixed(lr)),
+            _ => Err(format!("expected a positive number or auto, found {s:?}")),
+        }
     }
 }

@@ -14,7 +14,7 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-pub use args::TrainArgs;
+pub use args::{LearningRate, TrainArgs};
 
 use serde::Serialize;
 use tract_onnx::prelude::*;
@@ -116,12 +116,29 @@ pub struct TrainSummary {
     pub mixed_windows: usize,
     /// Train / validation / test sizes.
     pub splits: [usize; 3],
-    /// Parameters of the network.
+    /// Trainable parameters of the network (`check --model` also counts
+    /// the normalization constants baked into the file).
     pub params: usize,
+    /// The learning rate trained with.
+    pub lr: f64,
+    /// True when the range test chose it (`--lr auto`).
+    pub lr_auto: bool,
+    /// Examples per update.
+    pub batch: usize,
+    /// Epochs without improvement that end the run (0: never).
+    pub patience: usize,
     /// Epochs run.
     pub epochs_run: usize,
     /// The epoch whose weights were kept.
     pub best_epoch: usize,
+    /// False when the model was still improving when the run ended.
+    pub converged: bool,
+    /// What to look at: no convergence, a small test split.
+    pub warnings: Vec<String>,
+    /// Training-split metrics, of the weights kept.
+    pub train: Metrics,
+    /// Validation-split metrics (none without a validation split).
+    pub val: Option<Metrics>,
     /// Test-split metrics (validation when there is no test split).
     pub test: Metrics,
     /// k-fold mean and standard deviation of the headline metric.
@@ -132,7 +149,12 @@ pub struct TrainSummary {
     pub labels: Vec<String>,
     /// Per-epoch figures.
     pub history: Vec<Epoch>,
+    /// The files written into the output directory.
+    pub files: Vec<String>,
 }
+
+/// Test splits smaller than this give a rough estimate: say so.
+pub const SMALL_TEST_SPLIT: usize = 30;
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     std::fs::write(path, bytes).map_err(|e| HostError::Output {
@@ -165,22 +187,45 @@ pub fn train_command(
         opts.fit.activation,
         &mut crate::rng::Rng::new(0),
     )?;
+    let fit_opts = opts.fit.resolved(&data, &splits.train)?;
     let kfold = match opts.kfold {
         Some(k) => {
             let pool: Vec<usize> = splits.train.iter().chain(&splits.val).copied().collect();
-            let (m, s, _) = kfold(&data, &pool, k, &opts.fit)?;
+            let (m, s, _) = kfold(&data, &pool, k, &fit_opts)?;
             Some((m, s))
         }
         None => None,
     };
-    let fitted = fit(&data, &splits.train, &splits.val, &opts.fit, progress)?;
+    let fitted = fit(&data, &splits.train, &splits.val, &fit_opts, progress)?;
     let held_out = if splits.test.is_empty() {
         &splits.val
     } else {
         &splits.test
     };
-    let (xt, yt) = data.select(held_out);
-    let test = Metrics::of(&fitted.outputs(&xt, &data.shape)?, &yt, data.outputs());
+    let metrics = |idx: &[usize]| -> Result<Metrics, HostError> {
+        let (x, y) = data.select(idx);
+        Ok(Metrics::of(
+            &fitted.outputs(&x, &data.shape)?,
+            &y,
+            data.outputs(),
+        ))
+    };
+    let test = metrics(held_out)?;
+    let train_metrics = metrics(&splits.train)?;
+    let val_metrics = if splits.val.is_empty() {
+        None
+    } else {
+        Some(metrics(&splits.val)?)
+    };
+    let (converged, not_converged) = fitted.convergence();
+    let mut warnings: Vec<String> = not_converged.into_iter().collect();
+    if held_out.len() < SMALL_TEST_SPLIT {
+        warnings.push(format!(
+            "the test split has only {} examples, so its metrics are rough: \
+             use a larger --test-split or add --kfold 5",
+            held_out.len()
+        ));
+    }
 
     let classify = matches!(data.y, Targets::Class(_));
     let windowed = data.shape.len() == 2;
@@ -262,15 +307,25 @@ pub fn train_command(
         mixed_windows: data.mixed_windows,
         splits: [splits.train.len(), splits.val.len(), splits.test.len()],
         params: fitted.net.params(),
+        lr: fit_opts.lr.unwrap_or_default(),
+        lr_auto: opts.fit.lr.is_none(),
+        batch: fit_opts.batch.unwrap_or_default(),
+        patience: fit_opts.patience.unwrap_or_default(),
         epochs_run: fitted.history.len(),
         best_epoch: fitted.best_epoch,
+        converged,
+        warnings,
+        train: train_metrics,
+        val: val_metrics,
         test,
         kfold,
         verify_max_abs_diff: check.max_abs_diff,
         labels: data.labels.clone(),
         history: fitted.history.clone(),
+        files: vec![],
     };
-    report::write(&opts.out, opts, &summary)?;
+    let mut summary = summary;
+    summary.files = report::write(&opts.out, opts, &summary)?;
     Ok(summary)
 }
 

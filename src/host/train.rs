@@ -47,12 +47,144 @@ impl Loss {
 impl FitOptions {
     /// Checks the numbers and that the loss fits `task`.
     pub fn check(&self, task: Task) -> Result<(), HostError> {
-        if self.epochs == 0 || self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) {
+        if self.epochs == 0
+            || self.batch == Some(0)
+            || self.lr.is_some_and(|lr| !(lr > 0.0 && lr.is_finite()))
+        {
             return Err(HostError::Usage(
-                "--epochs, --batch: expected at least 1; --lr: expected a positive number".into(),
+                "--epochs, --batch: expected at least 1; --lr: expected a positive number or auto"
+                    .into(),
             ));
         }
         Loss::for_task(Some(self.loss), task).map(|_| ())
+    }
+
+    /// These options with every automatic choice made for `data`'s
+    /// `train` examples: the batch size by [`auto_batch`], the patience by
+    /// [`auto_patience`], the learning rate by [`find_lr`].
+    pub fn resolved(&self, data: &Dataset, train: &[usize]) -> Result<FitOptions, HostError> {
+        let mut o = self.clone();
+        o.batch = Some(self.batch.unwrap_or_else(|| auto_batch(train.len())));
+        o.patience = Some(self.patience.unwrap_or_else(|| auto_patience(self.epochs)));
+        if o.lr.is_none() {
+            o.lr = Some(find_lr(data, train, &o)?);
+        }
+        Ok(o)
+    }
+}
+
+/// The batch size for `n` training examples: the largest power of two up
+/// to a tenth of them, within 8..=32, so a small data set still gets about
+/// ten updates per epoch and a large one gets many small, noisy steps,
+/// which generalize better than few large ones.
+pub fn auto_batch(n: usize) -> usize {
+    let tenth = (n / 10).max(1);
+    let pow2 = 1usize << (usize::BITS - 1 - tenth.leading_zeros());
+    pow2.clamp(8, 32)
+}
+
+/// Epochs without a better validation loss before stopping: a twentieth of
+/// the ceiling, at least 20.
+pub fn auto_patience(epochs: usize) -> usize {
+    (epochs / 20).max(20)
+}
+
+/// The learning-rate range test: from the run's own initial weights, one
+/// update per step with the rate rising geometrically from 1e-5 to 1 over
+/// up to 200 steps, until the smoothed training loss is 4× its lowest. The
+/// rate at the lowest smoothed loss, divided by 10, within 1e-4..=0.1, is
+/// the one to train with (Smith, "Cyclical learning rates", 2017).
+pub fn find_lr(data: &Dataset, train: &[usize], opts: &FitOptions) -> Result<f64, HostError> {
+    const STEPS: usize = 200;
+    let (lo, hi) = (1e-5f64, 1.0f64);
+    let classify = matches!(data.y, Targets::Class(_));
+    let classes = data.outputs();
+    let (xtr, ytr) = data.select(train);
+    let (mean, std) = standardization(&xtr, &data.shape);
+    let mut rng = Rng::new(opts.seed);
+    let net = Net::new(
+        &opts.arch,
+        &data.shape,
+        classes,
+        opts.kernel,
+        opts.init,
+        opts.activation,
+        &mut rng,
+    )?;
+    let x = batch_tensor(&xtr, &data.shape, &mean, &std)?;
+    let y = target_tensor(&ytr, opts.loss, classes)?;
+    let mut optimizer = optimizer(&net, opts.optimizer, lo)?;
+    let batch = opts.batch.unwrap_or(32).max(1);
+    let (mut smooth, mut best, mut best_lr) = (0.0f64, f64::INFINITY, 1e-3);
+    let mut order = Vec::new();
+    for step in 0..STEPS {
+        let lr = lo * (hi / lo).powf(step as f64 / (STEPS - 1) as f64);
+        optimizer.set_learning_rate(lr);
+        if order.len() < batch {
+            order = shuffled(xtr.len(), &mut rng);
+        }
+        let chunk: Vec<u32> = order
+            .drain(..batch.min(order.len()))
+            .map(|i| i as u32)
+            .collect();
+        let idx = Tensor::from_vec(chunk.clone(), chunk.len(), &Device::Cpu).map_err(candle)?;
+        let xb = x.index_select(&idx, 0).map_err(candle)?;
+        let yb = y.index_select(&idx, 0).map_err(candle)?;
+        let out = net.forward(&xb).map_err(candle)?;
+        let l = loss_of(&out, &yb, opts.loss, classify).map_err(candle)?;
+        let value = l
+            .to_dtype(DType::F64)
+            .and_then(|t| t.to_scalar::<f64>())
+            .map_err(candle)?;
+        if !value.is_finite() {
+            break;
+        }
+        optimizer.step(&l).map_err(candle)?;
+        // Exponential smoothing with bias correction: single batches are noisy.
+        smooth = 0.9 * smooth + 0.1 * value;
+        let smoothed = smooth / (1.0 - 0.9f64.powi(step as i32 + 1));
+        if smoothed < best {
+            best = smoothed;
+            best_lr = lr;
+        } else if step > 10 && smoothed > 4.0 * best {
+            break;
+        }
+    }
+    Ok((best_lr / 10.0).clamp(1e-4, 0.1))
+}
+
+/// An optimizer over `net`'s weights whose learning rate can change.
+fn optimizer(net: &Net, kind: OptimizerKind, lr: f64) -> Result<Box<dyn Update>, HostError> {
+    Ok(match kind {
+        OptimizerKind::Adam => Box::new(
+            AdamW::new(
+                net.vars(),
+                ParamsAdamW {
+                    lr,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.0,
+                },
+            )
+            .map_err(candle)?,
+        ),
+        OptimizerKind::Sgd => Box::new(SGD::new(net.vars(), lr).map_err(candle)?),
+    })
+}
+
+/// One optimizer step and its rate, for either optimizer.
+trait Update {
+    fn step(&mut self, loss: &Tensor) -> candle_core::Result<()>;
+    fn set_learning_rate(&mut self, lr: f64);
+}
+
+impl<O: Optimizer> Update for O {
+    fn step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
+        self.backward_step(loss)
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        Optimizer::set_learning_rate(self, lr)
     }
 }
 
@@ -69,15 +201,17 @@ pub struct FitOptions {
     pub activation: Activation,
     /// Update rule.
     pub optimizer: OptimizerKind,
-    /// Learning rate.
-    pub lr: f64,
-    /// Passes over the training split.
+    /// Learning rate; `None`: found by a range test ([`find_lr`]).
+    pub lr: Option<f64>,
+    /// Most passes over the training split (early stopping usually ends
+    /// the run sooner).
     pub epochs: usize,
-    /// Examples per update.
-    pub batch: usize,
+    /// Examples per update; `None`: [`auto_batch`] of the training split.
+    pub batch: Option<usize>,
     /// Loss.
     pub loss: Loss,
-    /// Stop after this many epochs without a better validation loss.
+    /// Stop after this many epochs without a better validation loss; `None`:
+    /// [`auto_patience`] of `epochs`; 0: never stop early.
     pub patience: Option<usize>,
     /// Seeds weights and batch order.
     pub seed: u64,
@@ -240,9 +374,6 @@ fn loss_of(
     }
 }
 
-/// One optimizer update from a loss.
-type Step = dyn FnMut(&Tensor) -> candle_core::Result<()>;
-
 /// A trained network and how it got there.
 #[derive(Debug)]
 pub struct Fitted {
@@ -257,9 +388,43 @@ pub struct Fitted {
     pub history: Vec<Epoch>,
     /// The epoch whose weights were kept.
     pub best_epoch: usize,
+    /// True when early stopping ended the run before the epoch ceiling.
+    pub stopped_early: bool,
 }
 
 impl Fitted {
+    /// Whether the run converged, and what to change when it did not. A run
+    /// that early stopping ended did; one that hit the ceiling did not when
+    /// its best epoch was in the last tenth, or (with no validation split)
+    /// when its training loss still fell by more than 1 % over that tenth.
+    pub fn convergence(&self) -> (bool, Option<String>) {
+        let run = self.history.len();
+        if self.stopped_early || run == 0 {
+            return (true, None);
+        }
+        let tail = (run / 10).max(1);
+        let has_val = self.history.iter().any(|e| e.val_loss.is_finite());
+        let still_improving = if has_val {
+            self.best_epoch + tail > run
+        } else {
+            let mean = |h: &[Epoch]| h.iter().map(|e| e.train_loss).sum::<f64>() / h.len() as f64;
+            let last = mean(&self.history[run - tail..]);
+            let before = mean(&self.history[run.saturating_sub(2 * tail)..run - tail]);
+            last < 0.99 * before
+        };
+        if !still_improving {
+            return (true, None);
+        }
+        (
+            false,
+            Some(format!(
+                "training did not converge: the model was still improving when it stopped \
+                 (best epoch {} of {run}); raise --epochs, or the learning rate with --lr",
+                self.best_epoch
+            )),
+        )
+    }
+
     /// Network outputs (logits or values) for raw examples.
     pub fn outputs(&self, x: &[Vec<f32>], shape: &[usize]) -> Result<Vec<Vec<f32>>, HostError> {
         self.net.outputs(x, shape, &self.mean, &self.std, false)
@@ -300,27 +465,9 @@ pub fn fit(
             target_tensor(&yv, opts.loss, classes)?,
         ))
     };
-    let mut optimizer: Box<Step> = match opts.optimizer {
-        OptimizerKind::Adam => {
-            let mut o = AdamW::new(
-                net.vars(),
-                ParamsAdamW {
-                    lr: opts.lr,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: 0.0,
-                },
-            )
-            .map_err(candle)?;
-            Box::new(move |l| o.backward_step(l))
-        }
-        OptimizerKind::Sgd => {
-            let mut o = SGD::new(net.vars(), opts.lr).map_err(candle)?;
-            Box::new(move |l| o.backward_step(l))
-        }
-    };
-    let batch = opts.batch.max(1);
+    let mut optimizer = optimizer(&net, opts.optimizer, opts.lr.unwrap_or(1e-3))?;
+    let batch = opts.batch.unwrap_or_else(|| auto_batch(train.len())).max(1);
+    let patience = opts.patience.unwrap_or_else(|| auto_patience(opts.epochs));
     let mut history = Vec::new();
     let (mut best_loss, mut best_epoch, mut best) = (f64::INFINITY, 0, None);
     for epoch in 1..=opts.epochs {
@@ -334,7 +481,7 @@ pub fn fit(
             let yb = y_train.index_select(&idx, 0).map_err(candle)?;
             let out = net.forward(&xb).map_err(candle)?;
             let l = loss_of(&out, &yb, opts.loss, classify).map_err(candle)?;
-            optimizer(&l).map_err(candle)?;
+            optimizer.step(&l).map_err(candle)?;
             total += l
                 .to_dtype(DType::F64)
                 .and_then(|t| t.to_scalar::<f64>())
@@ -372,7 +519,7 @@ pub fn fit(
                 best_loss = val_loss;
                 best_epoch = epoch;
                 best = Some(net.snapshot()?);
-            } else if opts.patience.is_some_and(|p| epoch - best_epoch >= p) {
+            } else if patience > 0 && epoch - best_epoch >= patience {
                 break;
             }
         } else {
@@ -382,12 +529,14 @@ pub fn fit(
     if let Some(b) = best {
         net.restore(&b)?;
     }
+    let stopped_early = history.len() < opts.epochs;
     Ok(Fitted {
         net,
         mean,
         std,
         history,
         best_epoch,
+        stopped_early,
     })
 }
 

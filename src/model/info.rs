@@ -45,7 +45,13 @@ impl std::fmt::Display for ModelInfo {
         writeln!(f, "model: {}", self.origin)?;
         writeln!(f, "  file size: {} bytes", self.file_size)?;
         writeln!(f, "  sha256: {}", self.sha256)?;
-        writeln!(f, "  params: {}", self.params)?;
+        // Every value stored in the initializers: a trainer's count of
+        // trainable weights leaves out baked-in constants (normalization).
+        writeln!(
+            f,
+            "  params: {} (values stored in the file, constants included)",
+            self.params
+        )?;
         writeln!(f, "  MACs per inference: {}", self.macs)?;
         writeln!(f, "  FLOPs per inference: {}", self.flops)?;
         for (title, tensors) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {

@@ -427,9 +427,14 @@ fn onnx_datum_type(code: i32) -> DatumType {
     match D::try_from(code) {
         Ok(D::Int64) => i64::datum_type(),
         Ok(D::Int32) => i32::datum_type(),
-        Ok(D::Uint8) => u8::datum_type(),
+        Ok(D::Int16) => i16::datum_type(),
         Ok(D::Int8) => i8::datum_type(),
+        Ok(D::Uint64) => u64::datum_type(),
+        Ok(D::Uint32) => u32::datum_type(),
+        Ok(D::Uint16) => u16::datum_type(),
+        Ok(D::Uint8) => u8::datum_type(),
         Ok(D::Double) => f64::datum_type(),
+        Ok(D::Float16) => f16::datum_type(),
         Ok(D::Bool) => bool::datum_type(),
         _ => f32::datum_type(),
     }
