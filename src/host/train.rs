@@ -73,6 +73,11 @@ impl FitOptions {
     }
 }
 
+/// The smallest relative drop of the validation loss that counts as better.
+const MIN_GAIN: f64 = 1e-3;
+/// ... and the smallest absolute one.
+const MIN_GAIN_ABS: f64 = 1e-4;
+
 /// The batch size for `n` training examples: the largest power of two up
 /// to a tenth of them, within 8..=32, so a small data set still gets about
 /// ten updates per epoch and a large one gets many small, noisy steps,
@@ -515,7 +520,15 @@ pub fn fit(
         progress(&e);
         history.push(e);
         if x_val.is_some() {
-            if val_loss < best_loss {
+            // Gains under 0.1 % (or 1e-4 when the loss is near zero, as on
+            // separable data, where it shrinks forever) are noise: counting
+            // them would keep a run that has converged going to the ceiling.
+            let better = if best_loss.is_finite() {
+                val_loss < best_loss - (best_loss * MIN_GAIN).max(MIN_GAIN_ABS)
+            } else {
+                val_loss.is_finite()
+            };
+            if better {
                 best_loss = val_loss;
                 best_epoch = epoch;
                 best = Some(net.snapshot()?);
