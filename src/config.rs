@@ -225,6 +225,22 @@ impl Config {
 
     /// Runs every section's validator.
     pub fn validate(&self, p: &mut Problems) {
+        // The device id names MQTT topics and the state directory: a
+        // wildcard or a path separator there would publish elsewhere or
+        // write outside it.
+        let id = &self.device_id;
+        p.check(
+            !id.is_empty()
+                && id != "."
+                && id != ".."
+                && id.chars().all(|c| !c.is_control() && !matches!(c, '/' | '\\' | '+' | '#')),
+            "device_id",
+            || {
+                format!(
+                    "expected a name without '/', '\\', '+', '#' or control characters, found {id:?}"
+                )
+            },
+        );
         self.model.validate(p);
         self.source.validate(p);
         self.window.validate(p);

@@ -187,6 +187,16 @@ fn read_acks(path: &Path) -> HashSet<u64> {
         .collect()
 }
 
+/// Creates `dir` and any missing parents readable by the owner only: the
+/// outbox holds results that may be sensitive.
+fn create_private_dir(dir: &Path) -> Result<(), OutboxError> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(io_err(dir))
+}
+
 /// One record found in a segment: id, offset of its header, payload.
 type Found<'a> = (u64, u64, &'a [u8]);
 
@@ -200,10 +210,15 @@ fn scan(bytes: &[u8]) -> (Vec<Found<'_>>, bool) {
         }
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let body_end = pos + HEADER as usize + len;
-        if body_end > bytes.len() {
-            return (out, true);
-        }
+        // A corrupt length may be near u32::MAX: on 32-bit boards the sum
+        // would wrap around and the slice below would panic.
+        let body_end = match pos
+            .checked_add(HEADER as usize)
+            .and_then(|p| p.checked_add(len))
+        {
+            Some(end) if end <= bytes.len() => end,
+            _ => return (out, true),
+        };
         let covered = &bytes[pos + 8..body_end];
         if crc32fast::hash(covered) != crc {
             return (out, true);
@@ -219,7 +234,7 @@ impl Outbox {
     /// Opens (or creates) the outbox in `dir`, loading what a previous run
     /// left unacknowledged.
     pub fn open(dir: &Path, config: OutboxConfig) -> Result<Self, OutboxError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_private_dir(dir)?;
         let mut numbers: Vec<u64> = fs::read_dir(dir)
             .map_err(io_err(dir))?
             .filter_map(|e| e.ok())
@@ -368,6 +383,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Counts a message the caller could not store (a write that failed).
+    pub fn count_dropped(&mut self) {
+        self.dropped += 1;
+    }
+
     /// The directory of the segment files.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -395,6 +415,42 @@ impl Outbox {
                 }
             }
         }
+        match self.append(payload) {
+            // A full (or failing) disk: under drop_oldest, give up the
+            // oldest segment file to make room, then try once more.
+            Err(OutboxError::Io { .. })
+                if self.config.on_full == OnFull::DropOldest && self.drop_oldest_segment()? =>
+            {
+                self.append(payload)
+            }
+            other => other,
+        }
+    }
+
+    /// Drops every waiting message of the oldest segment that is not being
+    /// written, deleting its file; false when there is none.
+    fn drop_oldest_segment(&mut self) -> Result<bool, OutboxError> {
+        let writer = self.writer.as_ref().map(|(n, _)| *n);
+        let Some(&oldest) = self.segments.keys().find(|n| Some(**n) != writer) else {
+            return Ok(false);
+        };
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, loc)| loc.seg == oldest)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.ack(id)?;
+            self.dropped += 1;
+        }
+        log::warn!("outbox: dropped the oldest segment to make room on a full disk");
+        Ok(true)
+    }
+
+    /// Appends one record to the current segment (a new one when it is full).
+    fn append(&mut self, payload: &[u8]) -> Result<Option<u64>, OutboxError> {
+        let size = payload.len() as u64;
         let current_full = match &self.writer {
             None => true,
             Some((n, _)) => self
@@ -415,7 +471,12 @@ impl Outbox {
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&covered).to_le_bytes());
         record.extend_from_slice(&covered);
-        file.write_all(&record).map_err(io_err(&seg.log))?;
+        if let Err(e) = file.write_all(&record) {
+            // Cut a partial record off again: a torn record in the middle
+            // of a segment would hide every record written after it.
+            let _ = file.set_len(seg.size);
+            return Err(io_err(&seg.log)(e));
+        }
         if self.config.fsync == Fsync::Always {
             file.sync_data().map_err(io_err(&seg.log))?;
         }
@@ -484,6 +545,18 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_length_near_u32_max_marks_the_segment_damaged() {
+        let mut bytes = Vec::new();
+        for len in [u32::MAX, u32::MAX - 15, u32::MAX - 16] {
+            bytes.clear();
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&[0; 28]);
+            let (records, damaged) = scan(&bytes);
+            assert!(records.is_empty() && damaged, "len {len}");
+        }
+    }
 
     fn cfg(max: u64, seg: u64, on_full: OnFull) -> OutboxConfig {
         OutboxConfig {

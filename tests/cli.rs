@@ -329,6 +329,19 @@ fn bad_configs_exit_2_naming_file_field_and_expectation() {
             "[model\n".into(),
             vec!["bad.toml", "line 1", "invalid TOML"],
         ),
+        // Zero channels once divided by zero at run time.
+        (
+            format!(
+                "[model]\npath = {model:?}\n[source]\nkind = \"mqtt\"\nchannels = 0\n\
+                 [[source.topics]]\nfilter = \"s/#\"\n"
+            ),
+            vec!["bad.toml", "source.channels", "at least 1 channel"],
+        ),
+        // `block` once behaved as drop_newest without a word.
+        (
+            format!("{base}[outbox]\non_full = \"block\"\n"),
+            vec!["bad.toml", "outbox.on_full", "found block"],
+        ),
     ];
     for (body, needles) in cases {
         let cfg = write_config(tmp.path(), &body);

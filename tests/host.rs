@@ -187,6 +187,33 @@ fn verify_catches_a_model_that_does_not_match_its_trainer() {
     );
 }
 
+/// The runtime reads labels as a JSON array or comma-separated; so does
+/// verify.
+#[test]
+fn verify_reads_comma_separated_labels_like_the_runtime() {
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = iris_csv(tmp.path());
+    let dir = tmp.path().join("m");
+    let o = train_iris(&data, &dir, 1, 10, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = dir.join("model.onnx");
+    let mut proto = tract_onnx::pb::ModelProto::decode(&std::fs::read(&path).unwrap()[..]).unwrap();
+    let labels = proto
+        .metadata_props
+        .iter_mut()
+        .find(|p| p.key == edgeinfer::model::meta::LABELS)
+        .unwrap();
+    labels.value = "setosa, versicolor, virginica".into();
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let o = run(host()
+        .args(["verify", "--model"])
+        .arg(&path)
+        .arg("--data")
+        .arg(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn kfold_and_regression_on_wine_quality() {
     let tmp = tempfile::tempdir().unwrap();

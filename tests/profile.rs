@@ -98,6 +98,13 @@ fn bad_profile_arguments_are_one_line() {
         .args(["profile", "--runs", "0", "--model"])
         .arg(repo("models/demo/model.onnx")));
     assert_bad_input(&o, &["--runs"]);
+    // Rates that would make every per-second figure meaningless.
+    for rate in ["0", "-5", "inf"] {
+        let o = run(bin()
+            .args(["profile", "--rate", rate, "--model"])
+            .arg(repo("models/demo/model.onnx")));
+        assert_bad_input(&o, &["--rate", "expected a positive number"]);
+    }
 }
 
 #[test]

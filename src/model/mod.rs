@@ -351,16 +351,24 @@ impl Model {
     /// One forward pass of a single-input f32 model: `input` is the flat
     /// tensor in the pinned shape; returns the first output, flattened.
     pub fn run_f32(&mut self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let shape = &self.info.inputs[0].shape;
-        if self.input_dt.first() != Some(&f32::datum_type()) || self.input_dt.len() != 1 {
+        let ([spec], [dt]) = (self.info.inputs.as_slice(), self.input_dt.as_slice()) else {
+            return Err(ModelError::Run(
+                "run_f32 needs a model with exactly one f32 input".into(),
+            ));
+        };
+        if *dt != f32::datum_type() {
             return Err(ModelError::Run(
                 "run_f32 needs a model with exactly one f32 input".into(),
             ));
         }
+        let shape = &spec.shape;
         let tensor = Tensor::from_shape(shape, input)
             .map_err(|e| ModelError::Run(format!("input of {} values: {e:#}", input.len())))?;
         let out = self.run(tvec!(tensor.into()))?;
-        let view = out[0]
+        let first = out
+            .first()
+            .ok_or_else(|| ModelError::Run("the model has no outputs".into()))?;
+        let view = first
             .to_plain_array_view::<f32>()
             .map_err(|e| ModelError::Run(format!("first output: {e:#}")))?;
         Ok(view.iter().copied().collect())
@@ -501,4 +509,23 @@ fn cost(model: &TypedModel) -> TractResult<(u64, u64)> {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{ElemType, GraphBuilder};
+
+    #[test]
+    fn run_f32_on_a_model_without_inputs_is_an_error_not_a_panic() {
+        let mut g = GraphBuilder::new("constant");
+        let c = g.constant("c", &[1, 2], vec![1.0, 2.0]);
+        let y = g.relu(&c);
+        g.output(&y, "y", ElemType::F32, &[1.into(), 2.into()]);
+        let file = ModelFile::from_bytes(crate::export::to_bytes(&g.finish()), "c.onnx").unwrap();
+        assert!(file.inputs().is_empty());
+        let mut model = file.load(None).unwrap();
+        let err = model.run_f32(&[1.0]).unwrap_err();
+        assert!(err.to_string().contains("exactly one f32 input"), "{err}");
+    }
 }

@@ -55,6 +55,8 @@ pub struct LinkCounters {
     pub input_taken: AtomicU64,
     /// Successful connections.
     pub connects: AtomicU64,
+    /// Connections given up because the broker stopped answering.
+    pub watchdog: AtomicU64,
     /// Publish-to-PUBACK latencies in microseconds, recent ones.
     pub ack_latency_us: Mutex<VecDeque<u64>>,
 }
@@ -286,6 +288,10 @@ impl Worker {
         let min = Duration::from_millis(self.setup.config.reconnect_min_ms);
         let max = Duration::from_millis(self.setup.config.reconnect_max_ms);
         let mut backoff = min;
+        // Silence longer than this from a connected broker is a lost link.
+        let keep_alive = Duration::from_secs_f64(self.setup.config.keep_alive_s);
+        let watchdog = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.25));
+        let mut last_incoming = Instant::now();
         // Connection failures in a row, and when one was last logged.
         let mut failures = 0u64;
         let mut last_failure_log: Option<Instant> = None;
@@ -316,6 +322,27 @@ impl Worker {
                 }
                 return;
             }
+            if connected && watchdog.is_some_and(|w| last_incoming.elapsed() > w) {
+                // The broker pings back every keep-alive; this long without
+                // a word means the connection is gone though TCP has not
+                // noticed (a partition, a stopped broker). rumqttc would
+                // only notice at the next ping, up to a keep-alive later.
+                log::warn!(
+                    "mqtt: no answer from {} for {:.1} s (keep-alive {} s): connection presumed lost; {} result messages wait in the outbox",
+                    self.setup.config.broker,
+                    last_incoming.elapsed().as_secs_f64(),
+                    self.setup.config.keep_alive_s,
+                    self.shared.outbox().len()
+                );
+                connection.eventloop.clean();
+                connected = false;
+                self.shared.connected.store(false, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .watchdog
+                    .fetch_add(1, Ordering::Relaxed);
+                session = Session::default();
+            }
             if connected {
                 self.publish_more(&mut session, qos_results);
                 self.publish_errors(&mut session);
@@ -335,6 +362,9 @@ impl Worker {
             };
             match connection.recv_timeout(timeout) {
                 Ok(Ok(event)) => {
+                    if let Event::Incoming(_) = event {
+                        last_incoming = Instant::now();
+                    }
                     if let Event::Incoming(Packet::ConnAck(_)) = event {
                         connected = true;
                         failures = 0;
@@ -507,6 +537,7 @@ impl Worker {
             ("bad_payloads", get(&c.bad_payloads).into()),
             ("mqtt_in_dropped", get(&c.input_dropped).into()),
             ("connects", get(&c.connects).into()),
+            ("link_timeouts", get(&c.watchdog).into()),
             ("puback_p50_us", pct(0.5).into()),
             ("puback_p99_us", pct(0.99).into()),
         ] {

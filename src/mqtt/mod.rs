@@ -176,6 +176,14 @@ impl MqttConfig {
         if let Err((field, message)) = self.secrets(p.origin()) {
             p.push(field, message);
         }
+        if let Some(prefix) = &self.prefix {
+            if let Err(why) = topic_name(prefix) {
+                p.push("mqtt.prefix", why);
+            }
+        }
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            p.push("mqtt.client_id", "expected a non-empty client id");
+        }
     }
 
     /// Checks of the numbers, every misfit found.
@@ -294,6 +302,25 @@ impl MqttConfig {
             .clone()
             .unwrap_or_else(|| format!("edgeinfer/{device_id}"))
     }
+}
+
+/// Checks that `name` can be the start of topics this device publishes on:
+/// not empty, no wildcards (`+`, `#`), no NUL, no empty level.
+pub fn topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("expected a topic, found an empty string".into());
+    }
+    if let Some(c) = name.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        return Err(format!(
+            "expected a topic to publish on, without wildcards, found {c:?} in {name:?}"
+        ));
+    }
+    if name.split('/').any(str::is_empty) {
+        return Err(format!(
+            "expected a topic without empty levels, found {name:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Why a broker URL is not one.

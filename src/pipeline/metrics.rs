@@ -10,6 +10,7 @@ use crate::config::{Config, SinkConfig};
 pub(crate) struct Counters {
     pub(crate) samples: AtomicU64,
     pub(crate) bad_records: AtomicU64,
+    pub(crate) source_restarts: AtomicU64,
     pub(crate) bad_samples: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) inferences: AtomicU64,
@@ -65,6 +66,7 @@ pub(crate) fn metrics_json(
         "results": emitted,
         "errors": get(&c.bad_records) + get(&c.bad_samples) + get(&c.rejected) + get(&c.inference_errors),
         "bad_records": get(&c.bad_records),
+        "source_restarts": get(&c.source_restarts),
         "bad_samples": get(&c.bad_samples),
         "rejected_samples": get(&c.rejected),
         "inference_errors": get(&c.inference_errors),

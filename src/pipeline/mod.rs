@@ -209,8 +209,8 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
     let link = start_link(config, info_json(config, &prepared))?;
     let publishes = config.sink.iter().any(|s| matches!(s, SinkConfig::Mqtt(_)));
     let seq_file = publishes.then(|| config.outbox_dir().join("next_seq"));
-    if let Some(f) = &seq_file {
-        prepared.first_seq = crate::sink::saved_seq(f);
+    if let (Some(f), Some(l)) = (&seq_file, &link) {
+        prepared.first_seq = crate::sink::next_seq(f, &l.shared.outbox());
     }
     let mut link = link;
     let source = config.source.open(&config.origin, link.as_mut())?;

@@ -73,6 +73,8 @@ pub struct Summary {
     pub samples: u64,
     /// Records the source could not parse (skipped).
     pub bad_records: u64,
+    /// Times the source's program was started again.
+    pub source_restarts: u64,
     /// Samples with the wrong channel count (skipped).
     pub bad_samples: u64,
     /// Samples rejected by preprocessing (NaN policy).
@@ -298,6 +300,7 @@ impl Prepared {
         Ok(Summary {
             samples: get(&c.samples),
             bad_records: get(&c.bad_records),
+            source_restarts: get(&c.source_restarts),
             bad_samples: get(&c.bad_samples),
             rejected_samples: get(&c.rejected),
             dropped_batches: queue.dropped(),
@@ -352,8 +355,13 @@ fn read_source(
             }
             Ok(None) => break,
             Err(e) if e.is_recoverable() => {
-                bump(&counters.bad_records);
-                log::warn!("skipped: {e}");
+                if matches!(e, SourceError::Restarted { .. }) {
+                    // The source logged it; it is counted and reported here.
+                    bump(&counters.source_restarts);
+                } else {
+                    bump(&counters.bad_records);
+                    log::warn!("skipped: {e}");
+                }
                 batch.errors.push(e.to_string());
                 if chunk == 1
                     && !queue.push(

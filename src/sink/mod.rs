@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use file::{read_postcard_records, FileFormat, FileSink};
-pub use mqtt::{saved_seq, Encoding, MqttSink, MqttSinkConfig};
+pub use mqtt::{next_seq, saved_seq, Encoding, MqttSink, MqttSinkConfig};
 pub use stdout::StdoutSink;
 
 use crate::problem::{Origin, Problems};

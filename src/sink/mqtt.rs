@@ -81,6 +81,9 @@ pub struct MqttSink {
     pending: Vec<ResultRecord>,
     first_at: Option<Instant>,
     seq_file: Option<PathBuf>,
+    /// Messages the outbox could not store since the last report.
+    write_errors: u64,
+    last_error_report: Option<Instant>,
 }
 
 impl MqttSink {
@@ -101,6 +104,8 @@ impl MqttSink {
             pending: Vec::new(),
             first_at: None,
             seq_file,
+            write_errors: 0,
+            last_error_report: None,
         }
     }
 
@@ -122,14 +127,43 @@ impl MqttSink {
                 reason: e.to_string(),
             })?,
         };
-        let pushed = self.shared.outbox().push(&bytes)?;
-        if pushed.is_none() {
-            log::warn!("outbox full: dropped the newest message");
+        let pushed = self.shared.outbox().push(&bytes);
+        match pushed {
+            Ok(Some(_)) => {}
+            Ok(None) => log::warn!("outbox full: dropped the newest message"),
+            // A full or failing disk must not stop inference: the message is
+            // dropped, counted (`outbox_dropped`) and reported, and the next
+            // one tries again, so the outbox recovers when space returns.
+            Err(e) => {
+                self.shared.outbox().count_dropped();
+                self.write_errors += 1;
+                let due = self
+                    .last_error_report
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                if due {
+                    let reason = format!(
+                        "{e}: dropped {} result messages (disk full or failing)",
+                        self.write_errors
+                    );
+                    log::error!("{reason}");
+                    self.shared.report_error(&reason);
+                    self.write_errors = 0;
+                    self.last_error_report = Some(Instant::now());
+                }
+            }
         }
         if let Some(f) = &self.seq_file {
-            // Not fsynced: after a power cut a few numbers may repeat,
-            // which subscribers see as duplicates, never as gaps.
-            let _ = std::fs::write(f, next_seq.to_string());
+            // Overwritten in place at a fixed width: a process killed at
+            // any moment leaves the old number or the new one, never an
+            // empty file. Not fsynced: what a crash loses here, the outbox
+            // still has, and `next_seq` reads it back from there.
+            let text = format!("{next_seq:020}\n");
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(f)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
         }
         Ok(())
     }
@@ -141,6 +175,27 @@ pub fn saved_seq(path: &std::path::Path) -> u64 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The sequence number to continue with: after the one saved in
+/// `seq_file`, and after every record still waiting in `outbox` (a crash
+/// between storing a message and saving its number must not let the next
+/// run reuse the number for another result, which a subscriber would drop
+/// as a duplicate).
+pub fn next_seq(seq_file: &std::path::Path, outbox: &crate::outbox::Outbox) -> u64 {
+    let mut next = saved_seq(seq_file);
+    for id in outbox.ids() {
+        let Ok(Some(bytes)) = outbox.read(id) else {
+            continue;
+        };
+        let batch = ResultBatch::from_postcard(&bytes)
+            .ok()
+            .or_else(|| serde_json::from_slice::<ResultBatch>(&bytes).ok());
+        if let Some(last) = batch.and_then(|b| b.records.last().map(|r| r.seq)) {
+            next = next.max(last + 1);
+        }
+    }
+    next
 }
 
 impl Sink for MqttSink {

@@ -65,6 +65,8 @@ impl FilePollConfig {
 #[derive(Debug)]
 pub struct FilePollSource {
     files: Vec<(PathBuf, f32, f32)>,
+    /// Per file: true while reading it fails (reported once, not per read).
+    failing: Vec<bool>,
     pacer: Pacer,
     tick: u64,
 }
@@ -73,6 +75,7 @@ impl FilePollSource {
     /// Polls `(path, scale, offset)` files at `rate_hz`.
     pub fn new(files: Vec<(PathBuf, f32, f32)>, rate_hz: f64) -> Self {
         FilePollSource {
+            failing: vec![false; files.len()],
             files,
             pacer: Pacer::new(rate_hz),
             tick: 0,
@@ -96,12 +99,24 @@ impl Source for FilePollSource {
         let values = self
             .files
             .iter()
-            .map(|(path, scale, offset)| match read_number(path) {
-                Ok(v) => v * scale + offset,
+            .zip(self.failing.iter_mut())
+            .map(|((path, scale, offset), failing)| match read_number(path) {
+                Ok(v) => {
+                    if std::mem::take(failing) {
+                        log::warn!("{}: readable again", path.display());
+                    }
+                    v * scale + offset
+                }
                 Err(e) => {
-                    // A sensor that hiccups once should not stop the board:
-                    // NaN lets the `missing` policy decide.
-                    log::warn!("{}: {e}", path.display());
+                    // A sensor that hiccups (or a file that disappears for a
+                    // while) should not stop the board: NaN lets the
+                    // `missing` policy decide. Said once, not at every read.
+                    if !std::mem::replace(failing, true) {
+                        log::warn!(
+                            "{}: {e}; its channel reads as missing until it comes back",
+                            path.display()
+                        );
+                    }
                     f32::NAN
                 }
             })

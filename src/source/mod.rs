@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-pub use command::{CommandConfig, CommandSource};
+pub use command::{CommandConfig, CommandSource, Restart};
 pub use file_poll::{FilePollConfig, FilePollSource, PolledFile};
 pub use lines::{parse_line, LineError, LineFormat, LineSource, StdinConfig};
 pub use mqtt::{MqttSource, MqttSourceConfig, PayloadFormat, Subscription};
@@ -128,12 +128,7 @@ impl SourceConfig {
             )),
             SourceConfig::Replay(c) => Box::new(c.open(origin)?),
             SourceConfig::FilePoll(c) => Box::new(c.open(origin)),
-            SourceConfig::Command(c) => Box::new(CommandSource::spawn(
-                &c.program,
-                &c.args,
-                c.format,
-                c.fields.clone(),
-            )?),
+            SourceConfig::Command(c) => Box::new(c.open()?),
         })
     }
 }
@@ -161,6 +156,15 @@ pub enum SourceError {
         /// What was wrong.
         reason: String,
     },
+    /// The source's program stopped and was started again; the source goes
+    /// on.
+    #[error("{origin}: {reason}")]
+    Restarted {
+        /// Which source (the program).
+        origin: String,
+        /// What happened.
+        reason: String,
+    },
     /// The source cannot go on or cannot start.
     #[error("{origin}: {reason}")]
     Fatal {
@@ -174,7 +178,10 @@ pub enum SourceError {
 impl SourceError {
     /// True when the source can go on after this error.
     pub fn is_recoverable(&self) -> bool {
-        matches!(self, SourceError::BadRecord { .. })
+        matches!(
+            self,
+            SourceError::BadRecord { .. } | SourceError::Restarted { .. }
+        )
     }
 }
 

@@ -25,6 +25,13 @@ pub struct MqttSourceConfig {
     /// Channels per sample, when the payloads do not make it obvious.
     #[serde(default)]
     pub channels: Option<usize>,
+    /// Larger payloads are refused before decoding (counted and reported).
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+}
+
+fn default_max_payload() -> usize {
+    64 << 10
 }
 
 /// Payload formats of subscribed sensor topics.
@@ -72,6 +79,7 @@ impl MqttSourceConfig {
         if self.channels == Some(0) {
             p.push("source.channels", "expected at least 1 channel, found 0");
         }
+        p.at_least_one(self.max_payload_bytes as u64, "source.max_payload_bytes");
     }
 
     /// Channels per sample: configured, else implied by the topics' JSON
@@ -104,6 +112,14 @@ pub enum PayloadError {
     /// A `postcard` payload that is not a `SensorFrame`.
     #[error("{0}")]
     Postcard(String),
+    /// A payload over `max_payload_bytes`, refused undecoded.
+    #[error("payload of {bytes} bytes is over max_payload_bytes ({max})")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Decodes one sensor payload into samples; text formats are stamped `now_ms`.
@@ -156,6 +172,7 @@ pub struct MqttSource {
     subscriptions: Vec<Subscription>,
     shared: Arc<Shared>,
     channels: Option<usize>,
+    max_payload: usize,
     /// Samples of a message that carried several (a postcard frame).
     pending: VecDeque<Sample>,
     received: u64,
@@ -170,6 +187,7 @@ impl MqttSource {
             subscriptions: config.topics.clone(),
             shared,
             channels: config.channels(),
+            max_payload: config.max_payload_bytes,
             pending: VecDeque::new(),
             received: 0,
         }
@@ -196,7 +214,15 @@ impl Source for MqttSource {
             else {
                 continue;
             };
-            match decode_payload(sub, &message.payload, now_ms()) {
+            let decoded = if message.payload.len() > self.max_payload {
+                Err(PayloadError::TooLarge {
+                    bytes: message.payload.len(),
+                    max: self.max_payload,
+                })
+            } else {
+                decode_payload(sub, &message.payload, now_ms())
+            };
+            match decoded {
                 Ok(samples) => self.pending.extend(samples),
                 Err(e) => {
                     self.shared.counters.bump_bad_payloads();
