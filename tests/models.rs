@@ -277,6 +277,27 @@ fn infer_rejects_bad_files_with_one_line() {
     );
 }
 
+/// Model files that once crashed the runtime (found by fuzz/onnx, kept in
+/// tests/data/fuzz/onnx): each is now refused with one line, never a panic.
+#[test]
+fn model_files_found_by_fuzzing_are_refused_not_crashed_on() {
+    let dir = repo("tests/data/fuzz/onnx");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let o = run(bin()
+            .arg("infer")
+            .arg("--model")
+            .arg(&path)
+            .arg("--input")
+            .arg(repo("models/seed-mlp/input.npy")));
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        assert_bad_input(&o, &[&name]);
+        n += 1;
+    }
+    assert!(n > 0, "no files in {}", dir.display());
+}
+
 /// ONNX's own backend test models (the `onnx` Python package ships them)
 /// through `edgeinfer infer`: every one that tract runs matches its
 /// reference outputs, and every one it cannot run is listed, with tract's

@@ -625,10 +625,68 @@ fn tls_with_username_and_password_against_mosquitto() {
     // A wrong password never connects: results stay in the outbox.
     std::fs::write(dir.path().join("password"), "wrong\n").unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("[mqtt]\n", "[mqtt]\ngrace_s = 1.0\n")).unwrap();
+    let text = text.replace(
+        "[mqtt]\n",
+        "[mqtt]\ngrace_s = 1.0\nmetrics_interval_s = 0.2\n",
+    );
+    std::fs::write(&cfg, &text).unwrap();
     let err = finish(device(&cfg, &["--count", "3"]));
     assert!(err.contains("still unacknowledged"), "{err}");
     assert!(!err.contains("wrong"), "{err}");
+    std::fs::write(dir.path().join("password"), "s3cret pass\n").unwrap();
+
+    // TLS is never given up for plain TCP: `mqtts://` aimed at the plain
+    // listener fails the handshake and delivers nothing.
+    let before = sub.records().len();
+    let plain_url = text.replace(
+        &format!("mqtts://localhost:{}", broker.port),
+        &format!("mqtts://localhost:{plain}"),
+    );
+    std::fs::write(&cfg, &plain_url).unwrap();
+    let err = finish(device(&cfg, &["--count", "3"]));
+    assert!(err.contains("cannot connect to mqtts://"), "{err}");
+    assert!(err.contains("still unacknowledged"), "{err}");
+
+    // A certificate from another CA is refused.
+    sh(
+        certs.path(),
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj '/CN=another CA' 2>/dev/null",
+    );
+    std::fs::write(
+        &cfg,
+        text.replace(
+            &format!("{:?}", c.join("ca.crt")),
+            &format!("{:?}", c.join("other.crt")),
+        ),
+    )
+    .unwrap();
+    let err = finish(device(&cfg, &["--count", "3"]));
+    assert!(err.contains("cannot connect to mqtts://"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(err.contains("still unacknowledged"), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sub.records().len(),
+        before,
+        "a refused link delivered results"
+    );
+
+    // With the right settings again, everything kept is delivered, and the
+    // password is in no message the device sent (status, info, metrics,
+    // errors, results) and in none of its logs.
+    std::fs::write(&cfg, &text).unwrap();
+    // Half a second at 50 Hz: metrics go out every 0.2 s.
+    let err = finish(device(&cfg, &["--count", "25"]));
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic.ends_with("/metrics")).count() >= 1
+    });
+    assert!(!err.contains("s3cret"), "{err}");
+    let all = sub.messages.lock().unwrap();
+    assert!(all.iter().any(|m| m.topic.ends_with("/info")));
+    for m in all.iter() {
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(!text.contains("s3cret"), "a secret in {}: {text}", m.topic);
+    }
 }
 
 #[test]
@@ -785,26 +843,11 @@ fn edgeinfer_broker_is_quiet_until_something_is_wrong() {
     );
 }
 
-/// A model slow enough to fall behind a flood: the outer product of its 256
-/// inputs squared six times (6 × 16.7 M multiply-accumulates), tanh between.
+/// A model slow enough to fall behind a flood (six rounds of 16.7 M
+/// multiply-accumulates).
 fn slow_model(path: &Path) {
-    use edgeinfer::export::{Attr, ElemType, GraphBuilder};
-    let mut g = GraphBuilder::new("slow");
-    let x = g.input("x", ElemType::F32, &[1.into(), 256.into()]);
-    let col = g.constant_i64("col", &[2], vec![256, 1]);
-    let a = g.node("Reshape", &[&x, &col], &[]);
-    let mut y = g.node("MatMul", &[&a, &x], &[]);
-    for _ in 0..6 {
-        let sq = g.node("MatMul", &[&y, &y], &[]);
-        y = g.tanh(&sq);
-    }
-    let mean = g.node(
-        "ReduceMean",
-        &[&y],
-        &[("axes", Attr::Ints(vec![0])), ("keepdims", Attr::Int(1))],
-    );
-    g.output(&mean, "y", ElemType::F32, &[1.into(), 256.into()]);
-    edgeinfer::export::write_model(&g.finish(), path).unwrap();
+    let m = edgeinfer::export::zoo::slow_square(6).unwrap();
+    edgeinfer::export::write_model(&m, path).unwrap();
 }
 
 /// A full input queue drops and counts sensor messages instead of stalling

@@ -286,6 +286,30 @@ pub fn thermal_trend() -> Result<ModelProto, ExportError> {
     Ok(g.finish())
 }
 
+/// A model made to be slow, for overload tests and benchmarks: the outer
+/// product of its 256 inputs `x` [1, 256], squared `rounds` times (16.7 M
+/// multiply-accumulates each) with tanh between, averaged over rows.
+pub fn slow_square(rounds: usize) -> Result<ModelProto, ExportError> {
+    use super::Attr;
+    let mut g = GraphBuilder::new("slow");
+    let x = g.input("x", ElemType::F32, &[1.into(), 256.into()]);
+    let col = g.constant_i64("col", &[2], vec![256, 1]);
+    let a = g.node("Reshape", &[&x, &col], &[]);
+    let mut y = g.node("MatMul", &[&a, &x], &[]);
+    for _ in 0..rounds {
+        let sq = g.node("MatMul", &[&y, &y], &[]);
+        y = g.tanh(&sq);
+    }
+    let mean = g.node(
+        "ReduceMean",
+        &[&y],
+        &[("axes", Attr::Ints(vec![0])), ("keepdims", Attr::Int(1))],
+    );
+    g.output(&mean, "y", ElemType::F32, &[1.into(), 256.into()]);
+    g.metadata(meta::TASK, "regress");
+    Ok(g.finish())
+}
+
 /// `rows` samples of the simulated sensor in `alternate` mode (5 s normal,
 /// 5 s fault, ...) at 100 Hz from `seed`, as CSV with a `ts_ms` column
 /// counted from 0 and one column per axis.

@@ -143,6 +143,7 @@ impl ModelFile {
         if graph.node.is_empty() || graph.output.is_empty() {
             return Err(not_onnx("the graph has no nodes or no outputs".into()));
         }
+        check_names(graph).map_err(not_onnx)?;
         let declared = declared_inputs(graph);
         Ok(ModelFile {
             origin: origin.into(),
@@ -182,7 +183,11 @@ impl ModelFile {
             .initializer
             .iter()
             .map(|t| {
-                let n = t.dims.iter().product::<i64>().max(0) as u64;
+                // Saturating: the dims are the file's word, not a promise.
+                let n = t
+                    .dims
+                    .iter()
+                    .fold(1u64, |n, d| n.saturating_mul((*d).max(0) as u64));
                 let size = match D::try_from(t.data_type) {
                     Ok(D::Double | D::Int64 | D::Uint64) => 8,
                     Ok(D::Float16 | D::Bfloat16 | D::Int16 | D::Uint16) => 2,
@@ -390,6 +395,36 @@ fn executor(origin: &str, threads: usize) -> Result<Option<Executor>, ModelError
             path: origin.into(),
             reason: format!("threads = {n} needs a build with the `threads` feature"),
         }),
+    }
+}
+
+/// Checks what tract's ONNX parser takes on trust (it panics otherwise,
+/// found by fuzzing): every graph output names a tensor that a node, a
+/// graph input or an initializer provides.
+fn check_names(graph: &pb::GraphProto) -> Result<(), String> {
+    let known: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .filter(|n| !n.is_empty())
+        .collect();
+    match graph
+        .output
+        .iter()
+        .find(|o| !known.contains(o.name.as_str()))
+    {
+        Some(o) => Err(format!(
+            "graph output {:?} is not produced by any node, input or initializer",
+            o.name
+        )),
+        None => Ok(()),
     }
 }
 

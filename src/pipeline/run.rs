@@ -111,6 +111,9 @@ impl std::fmt::Display for Summary {
             self.dropped_batches + self.input_dropped,
             self.inference_errors
         )?;
+        if self.source_restarts > 0 {
+            write!(f, ", {} source restarts", self.source_restarts)?;
+        }
         if let Some(d) = &self.mqtt {
             write!(
                 f,
