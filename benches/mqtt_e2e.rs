@@ -30,7 +30,6 @@ use edgeinfer::{Config, ModelFile};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 #[path = "../tests/common/broker.rs"]
-#[allow(dead_code)]
 mod broker;
 use broker::Broker;
 
@@ -336,15 +335,14 @@ fn flood(port: u16, counter: &Counter, factor: f64, secs: f64) {
                 .unwrap();
         }
     };
-    // The rate the device sustains: one message, wait for its result, 20 times.
+    // The rate the device sustains: a burst that fits its input queue,
+    // timed from the first result to the last.
+    send(1);
+    counter.wait(1);
     let t = Instant::now();
-    for i in 1..=20 {
-        send(1);
-        while counter.records.load(Ordering::Relaxed) < i {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    let rate = 20.0 / t.elapsed().as_secs_f64();
+    send(300);
+    counter.wait(301);
+    let rate = 300.0 / t.elapsed().as_secs_f64();
     // The flood, paced in 10 ms ticks.
     let target = rate * factor;
     let (mut sent, mut peak_rss) = (0u64, 0f64);
@@ -382,6 +380,8 @@ fn flood(port: u16, counter: &Counter, factor: f64, secs: f64) {
     std::thread::sleep(Duration::from_secs(1));
     let dropped_calm = counter.metric("mqtt_in_dropped") - dropped_after_flood;
     let connects = counter.metric("connects");
+    // Every flood message became a result or a counted drop.
+    let flood_results = counter.records.load(Ordering::Relaxed) - 301 - (got - before);
     let hwm = peak_rss_mib(child.id());
     let summary = stop(child);
     let _ = client.disconnect();
@@ -393,6 +393,10 @@ fn flood(port: u16, counter: &Counter, factor: f64, secs: f64) {
     println!(
         "  sent {sent}, results during the flood {during} ({:.0}/s), dropped and counted on the device {dropped_after_flood}",
         during as f64 / flood_s
+    );
+    println!(
+        "  accounted for: {sent} sent = {flood_results} results + {dropped_after_flood} counted drops{}",
+        if flood_results + dropped_after_flood == sent { "" } else { "  (MISMATCH)" }
     );
     println!(
         "  queue worked off {recovery:.1} s after the flood; then {calm} messages at half rate: {} results, {dropped_calm} dropped",

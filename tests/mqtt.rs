@@ -22,17 +22,7 @@ fn write_cfg(dir: &Path, body: &str) -> PathBuf {
 }
 
 fn device(cfg: &Path, args: &[&str]) -> Child {
-    bin()
-        .arg("run")
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("HOME", cfg.parent().unwrap())
-        .env_remove("EDGEINFER_BROKER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_run(cfg, args, false)
 }
 
 fn finish(child: Child) -> String {

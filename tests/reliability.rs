@@ -44,18 +44,7 @@ fn config(dir: &Path, device: &str, rate: f64, url: &str, extra: &str) -> PathBu
 }
 
 fn start(cfg: &Path, args: &[&str]) -> Child {
-    bin()
-        .arg("run")
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("HOME", cfg.parent().unwrap())
-        .env_remove("EDGEINFER_BROKER")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_run(cfg, args, true)
 }
 
 /// Sequence numbers of every result batch received.
@@ -318,6 +307,13 @@ fn a_full_disk_drops_by_policy_and_the_runtime_keeps_inferring() {
         rest.push('\n');
     }
     assert!(!rest.contains("panicked"), "{rest}");
+    // The exit summary says what the full disk cost.
+    let summary = rest
+        .lines()
+        .find(|l| l.contains("inferences"))
+        .unwrap_or_else(|| panic!("{rest}"));
+    assert!(summary.contains("dropped by the full outbox"), "{summary}");
+    eprintln!("full disk: {summary}");
 }
 
 /// The number before `word` in the exit summary line of `log`.
@@ -422,6 +418,102 @@ fn a_sensor_program_that_dies_is_restarted_and_counted() {
         "{:?}",
         errors.len()
     );
+}
+
+/// Collects a child's stderr lines in a thread, with when each came.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines() {
+            if tx.send(l.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`, returning everything read so far.
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str, log: &mut String) {
+    let deadline = Instant::now() + T;
+    while !log.contains(needle) {
+        let l = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no {needle:?} in {log}"));
+        log.push_str(&l);
+        log.push('\n');
+    }
+}
+
+/// Sensors that vanish or end badly: a polled file that disappears and
+/// comes back (warned once each way, the pipeline goes on), a replay file
+/// cut off mid-line (the partial line skipped and counted). A stdin that
+/// closes is a clean end: tests/cli.rs.
+#[test]
+fn sensors_that_vanish_come_back_and_cut_files_end_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join("temp");
+    std::fs::write(&temp, "42000\n").unwrap();
+    let cfg = dir.path().join("poll.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device_id = \"poll\"\n[model]\npath = {}\n[source]\nkind = \"file_poll\"\nrate_hz = 50.0\n\
+             [[source.files]]\npath = {temp:?}\nscale = 0.001\n\
+             [[preprocess]]\nop = \"missing\"\npolicy = \"hold_last\"\n[[sink]]\nkind = \"stdout\"\n",
+            model("thermal-trend")
+        ),
+    )
+    .unwrap();
+    let mut dev = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut dev);
+    let mut log = String::new();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&temp).unwrap();
+    wait_line(&lines, "reads as missing", &mut log);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&temp, "43000\n").unwrap();
+    wait_line(&lines, "readable again", &mut log);
+    std::thread::sleep(Duration::from_millis(300));
+    common::signal(dev.id(), 15);
+    let out = dev.wait_with_output().unwrap();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        log.push_str(&l);
+        log.push('\n');
+    }
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("reads as missing").count(), 1, "{log}");
+    let results = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(results.len() >= 10, "{log}");
+    // The mean of the last window is the new reading: the channel came back.
+    let last = &results.last().unwrap()["values"][0];
+    assert!((last.as_f64().unwrap() - 43.0).abs() < 1e-3, "{last}");
+
+    // A recording cut off mid-line.
+    let csv = dir.path().join("cut.csv");
+    let mut text = edgeinfer::export::zoo::simulated_csv(1, 200);
+    text.push_str("2000,0.12");
+    std::fs::write(&csv, text).unwrap();
+    let o = run(bin()
+        .args(["replay", "--config"])
+        .arg(repo("examples/replay-vibration.toml"))
+        .arg("--input")
+        .arg(&csv)
+        .arg("--output")
+        .arg(dir.path().join("cut.jsonl")));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // 200 rows, windows of 64 every 32: 1 + (200 - 64) / 32 = 5.
+    assert_eq!(summary_count(&err, "results"), 5, "{err}");
+    assert_eq!(summary_count(&err, "skipped"), 1, "{err}");
 }
 
 /// Settings that would publish where they should not, or write outside

@@ -94,6 +94,74 @@ pub fn auto_patience(epochs: usize) -> usize {
     (epochs / 20).max(20)
 }
 
+/// What every training run starts from: the standardized training
+/// tensors, the freshly initialized network and the generator that
+/// initialized it (it shuffles next).
+struct Start {
+    net: Net,
+    x: Tensor,
+    y: Tensor,
+    rng: Rng,
+    /// Training examples.
+    n: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
+
+impl Start {
+    fn new(data: &Dataset, train: &[usize], opts: &FitOptions) -> Result<Start, HostError> {
+        let classes = data.outputs();
+        let (xtr, ytr) = data.select(train);
+        let (mean, std) = standardization(&xtr, &data.shape);
+        let mut rng = Rng::new(opts.seed);
+        let net = Net::new(
+            &opts.arch,
+            &data.shape,
+            classes,
+            opts.kernel,
+            opts.init,
+            opts.activation,
+            &mut rng,
+        )?;
+        Ok(Start {
+            x: batch_tensor(&xtr, &data.shape, &mean, &std)?,
+            y: target_tensor(&ytr, opts.loss, classes)?,
+            net,
+            rng,
+            n: xtr.len(),
+            mean,
+            std,
+        })
+    }
+}
+
+/// One optimizer step on the examples `rows` of `x`/`y`; returns the
+/// batch's loss before the step.
+fn train_step(
+    net: &Net,
+    optimizer: &mut dyn Update,
+    x: &Tensor,
+    y: &Tensor,
+    rows: &[usize],
+    loss: Loss,
+    classify: bool,
+) -> Result<f64, HostError> {
+    let idx: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+    let idx = Tensor::from_vec(idx, rows.len(), &Device::Cpu).map_err(candle)?;
+    let xb = x.index_select(&idx, 0).map_err(candle)?;
+    let yb = y.index_select(&idx, 0).map_err(candle)?;
+    let out = net.forward(&xb).map_err(candle)?;
+    let l = loss_of(&out, &yb, loss, classify).map_err(candle)?;
+    let value = l
+        .to_dtype(DType::F64)
+        .and_then(|t| t.to_scalar::<f64>())
+        .map_err(candle)?;
+    if value.is_finite() {
+        optimizer.step(&l).map_err(candle)?;
+    }
+    Ok(value)
+}
+
 /// The learning-rate range test: from the run's own initial weights, one
 /// update per step with the rate rising geometrically from 1e-5 to 1 over
 /// up to 200 steps, until the smoothed training loss is 4× its lowest. The
@@ -102,22 +170,15 @@ pub fn auto_patience(epochs: usize) -> usize {
 pub fn find_lr(data: &Dataset, train: &[usize], opts: &FitOptions) -> Result<f64, HostError> {
     const STEPS: usize = 200;
     let (lo, hi) = (1e-5f64, 1.0f64);
+    let Start {
+        net,
+        x,
+        y,
+        mut rng,
+        n,
+        ..
+    } = Start::new(data, train, opts)?;
     let classify = matches!(data.y, Targets::Class(_));
-    let classes = data.outputs();
-    let (xtr, ytr) = data.select(train);
-    let (mean, std) = standardization(&xtr, &data.shape);
-    let mut rng = Rng::new(opts.seed);
-    let net = Net::new(
-        &opts.arch,
-        &data.shape,
-        classes,
-        opts.kernel,
-        opts.init,
-        opts.activation,
-        &mut rng,
-    )?;
-    let x = batch_tensor(&xtr, &data.shape, &mean, &std)?;
-    let y = target_tensor(&ytr, opts.loss, classes)?;
     let mut optimizer = optimizer(&net, opts.optimizer, lo)?;
     let batch = opts.batch.unwrap_or(32).max(1);
     let (mut smooth, mut best, mut best_lr) = (0.0f64, f64::INFINITY, 1e-3);
@@ -126,25 +187,21 @@ pub fn find_lr(data: &Dataset, train: &[usize], opts: &FitOptions) -> Result<f64
         let lr = lo * (hi / lo).powf(step as f64 / (STEPS - 1) as f64);
         optimizer.set_learning_rate(lr);
         if order.len() < batch {
-            order = shuffled(xtr.len(), &mut rng);
+            order = shuffled(n, &mut rng);
         }
-        let chunk: Vec<u32> = order
-            .drain(..batch.min(order.len()))
-            .map(|i| i as u32)
-            .collect();
-        let idx = Tensor::from_vec(chunk.clone(), chunk.len(), &Device::Cpu).map_err(candle)?;
-        let xb = x.index_select(&idx, 0).map_err(candle)?;
-        let yb = y.index_select(&idx, 0).map_err(candle)?;
-        let out = net.forward(&xb).map_err(candle)?;
-        let l = loss_of(&out, &yb, opts.loss, classify).map_err(candle)?;
-        let value = l
-            .to_dtype(DType::F64)
-            .and_then(|t| t.to_scalar::<f64>())
-            .map_err(candle)?;
+        let chunk: Vec<usize> = order.drain(..batch.min(order.len())).collect();
+        let value = train_step(
+            &net,
+            optimizer.as_mut(),
+            &x,
+            &y,
+            &chunk,
+            opts.loss,
+            classify,
+        )?;
         if !value.is_finite() {
             break;
         }
-        optimizer.step(&l).map_err(candle)?;
         // Exponential smoothing with bias correction: single batches are noisy.
         smooth = 0.9 * smooth + 0.1 * value;
         let smoothed = smooth / (1.0 - 0.9f64.powi(step as i32 + 1));
@@ -447,21 +504,16 @@ pub fn fit(
 ) -> Result<Fitted, HostError> {
     let classify = matches!(data.y, Targets::Class(_));
     let classes = data.outputs();
-    let (xtr, ytr) = data.select(train);
     let (xv, yv) = data.select(val);
-    let (mean, std) = standardization(&xtr, &data.shape);
-    let mut rng = Rng::new(opts.seed);
-    let net = Net::new(
-        &opts.arch,
-        &data.shape,
-        classes,
-        opts.kernel,
-        opts.init,
-        opts.activation,
-        &mut rng,
-    )?;
-    let x_train = batch_tensor(&xtr, &data.shape, &mean, &std)?;
-    let y_train = target_tensor(&ytr, opts.loss, classes)?;
+    let Start {
+        net,
+        x: x_train,
+        y: y_train,
+        mut rng,
+        n,
+        mean,
+        std,
+    } = Start::new(data, train, opts)?;
     let x_val = if xv.is_empty() {
         None
     } else {
@@ -476,21 +528,19 @@ pub fn fit(
     let mut history = Vec::new();
     let (mut best_loss, mut best_epoch, mut best) = (f64::INFINITY, 0, None);
     for epoch in 1..=opts.epochs {
-        let order = shuffled(xtr.len(), &mut rng);
+        let order = shuffled(n, &mut rng);
         let mut total = 0.0;
         let mut batches = 0;
         for chunk in order.chunks(batch) {
-            let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
-            let idx = Tensor::from_vec(idx, chunk.len(), &Device::Cpu).map_err(candle)?;
-            let xb = x_train.index_select(&idx, 0).map_err(candle)?;
-            let yb = y_train.index_select(&idx, 0).map_err(candle)?;
-            let out = net.forward(&xb).map_err(candle)?;
-            let l = loss_of(&out, &yb, opts.loss, classify).map_err(candle)?;
-            optimizer.step(&l).map_err(candle)?;
-            total += l
-                .to_dtype(DType::F64)
-                .and_then(|t| t.to_scalar::<f64>())
-                .map_err(candle)?;
+            total += train_step(
+                &net,
+                optimizer.as_mut(),
+                &x_train,
+                &y_train,
+                chunk,
+                opts.loss,
+                classify,
+            )?;
             batches += 1;
         }
         let train_loss = total / batches.max(1) as f64;

@@ -231,6 +231,7 @@ impl Link {
         }
         Delivery {
             acked: self.shared.counters.acked.load(Ordering::Relaxed),
+            dropped: ob.dropped(),
             left: ob.len() as u64,
             outbox: ob.dir().to_path_buf(),
         }
@@ -242,6 +243,8 @@ impl Link {
 pub struct Delivery {
     /// Result messages the broker acknowledged.
     pub acked: u64,
+    /// Result messages the outbox dropped (full, or a failing disk).
+    pub dropped: u64,
     /// Result messages still unacknowledged, kept on disk.
     pub left: u64,
     /// Where they are kept.

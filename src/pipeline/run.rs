@@ -115,13 +115,11 @@ impl std::fmt::Display for Summary {
             write!(f, ", {} source restarts", self.source_restarts)?;
         }
         if let Some(d) = &self.mqtt {
-            write!(
-                f,
-                "; {} result messages delivered, {} left in the outbox {}",
-                d.acked,
-                d.left,
-                d.outbox.display()
-            )?;
+            write!(f, "; {} result messages delivered", d.acked)?;
+            if d.dropped > 0 {
+                write!(f, ", {} dropped by the full outbox", d.dropped)?;
+            }
+            write!(f, ", {} left in the outbox {}", d.left, d.outbox.display())?;
         }
         Ok(())
     }

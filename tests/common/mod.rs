@@ -119,3 +119,22 @@ pub fn signal(pid: u32, sig: i32) {
     let rc = unsafe { kill(pid as i32, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
+
+/// `edgeinfer run --config CFG ARGS` in the background with HOME in the
+/// config's directory, no broker from the environment, stdout discarded and
+/// stderr piped; `quiet` also clears RUST_LOG.
+pub fn spawn_run(cfg: &Path, args: &[&str], quiet: bool) -> std::process::Child {
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("HOME", cfg.parent().unwrap())
+        .env_remove("EDGEINFER_BROKER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if quiet {
+        cmd.env_remove("RUST_LOG");
+    }
+    cmd.spawn().unwrap()
+}
