@@ -98,7 +98,9 @@ struct ProfileArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Sensor samples per second (default: the config's source rate, else 10).
-    #[arg(long)]
+    // A negative rate reaches the check that explains it, not clap's
+    // "unexpected argument".
+    #[arg(long, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// Timed forward passes.
     #[arg(long, default_value_t = 1000)]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS};
 
 use super::{options, LinkError, LinkSetup, Topics};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, ReportEvery};
 use crate::outbox::Outbox;
 use crate::rng::Rng;
 
@@ -183,8 +183,7 @@ impl Link {
             topics: topics.clone(),
             setup,
             messages: tx,
-            last_drop_report: None,
-            dropped_since_report: 0,
+            drops: ReportEvery::new(Duration::from_secs(1)),
         };
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
@@ -266,9 +265,8 @@ struct Worker {
     topics: Topics,
     setup: LinkSetup,
     messages: SyncSender<Message>,
-    /// When dropped input was last reported (reports are rate-limited).
-    last_drop_report: Option<Instant>,
-    dropped_since_report: u64,
+    /// Dropped input, reported at most once a second.
+    drops: ReportEvery,
 }
 
 /// Tracks what was handed to rumqttc in this connection.
@@ -614,19 +612,12 @@ impl Worker {
             Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 c.input_dropped.fetch_add(1, Ordering::Relaxed);
-                self.dropped_since_report += 1;
-                let due = self
-                    .last_drop_report
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if due {
+                if let Some(n) = self.drops.count() {
                     let reason = format!(
-                        "input queue full (inference is behind): dropped {} sensor messages",
-                        self.dropped_since_report
+                        "input queue full (inference is behind): dropped {n} sensor messages"
                     );
                     log::warn!("mqtt: {reason}");
                     self.shared.report_error(&reason);
-                    self.dropped_since_report = 0;
-                    self.last_drop_report = Some(Instant::now());
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
+use crate::clock::ReportEvery;
 use crate::mqtt::Shared;
 use crate::problem::Problems;
 use crate::schema::{ResultBatch, ResultRecord, SCHEMA_VERSION};
@@ -81,9 +82,8 @@ pub struct MqttSink {
     pending: Vec<ResultRecord>,
     first_at: Option<Instant>,
     seq_file: Option<PathBuf>,
-    /// Messages the outbox could not store since the last report.
-    write_errors: u64,
-    last_error_report: Option<Instant>,
+    /// Messages the outbox could not store, reported every 10 s at most.
+    write_errors: ReportEvery,
 }
 
 impl MqttSink {
@@ -104,8 +104,7 @@ impl MqttSink {
             pending: Vec::new(),
             first_at: None,
             seq_file,
-            write_errors: 0,
-            last_error_report: None,
+            write_errors: ReportEvery::new(Duration::from_secs(10)),
         }
     }
 
@@ -136,19 +135,10 @@ impl MqttSink {
             // one tries again, so the outbox recovers when space returns.
             Err(e) => {
                 self.shared.outbox().count_dropped();
-                self.write_errors += 1;
-                let due = self
-                    .last_error_report
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-                if due {
-                    let reason = format!(
-                        "{e}: dropped {} result messages (disk full or failing)",
-                        self.write_errors
-                    );
+                if let Some(n) = self.write_errors.count() {
+                    let reason = format!("{e}: dropped {n} result messages (disk full or failing)");
                     log::error!("{reason}");
                     self.shared.report_error(&reason);
-                    self.write_errors = 0;
-                    self.last_error_report = Some(Instant::now());
                 }
             }
         }
