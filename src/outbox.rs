@@ -349,7 +349,7 @@ impl Outbox {
     }
 
     /// Ids of the waiting messages, oldest first.
-    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+    pub fn ids(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
         self.pending.keys().copied()
     }
 

@@ -56,7 +56,7 @@ pub struct LinkCounters {
     /// Successful connections.
     pub connects: AtomicU64,
     /// Connections given up because the broker stopped answering.
-    pub watchdog: AtomicU64,
+    pub link_timeouts: AtomicU64,
     /// Publish-to-PUBACK latencies in microseconds, recent ones.
     pub ack_latency_us: Mutex<VecDeque<u64>>,
 }
@@ -340,7 +340,7 @@ impl Worker {
                 self.shared.connected.store(false, Ordering::Relaxed);
                 self.shared
                     .counters
-                    .watchdog
+                    .link_timeouts
                     .fetch_add(1, Ordering::Relaxed);
                 session = Session::default();
             }
@@ -538,7 +538,7 @@ impl Worker {
             ("bad_payloads", get(&c.bad_payloads).into()),
             ("mqtt_in_dropped", get(&c.input_dropped).into()),
             ("connects", get(&c.connects).into()),
-            ("link_timeouts", get(&c.watchdog).into()),
+            ("link_timeouts", get(&c.link_timeouts).into()),
             ("puback_p50_us", pct(0.5).into()),
             ("puback_p99_us", pct(0.99).into()),
         ] {

@@ -140,7 +140,6 @@ impl Built {
             publishes,
             ..
         } = self;
-
         let mut result = prepared.run(source, sinks, opts);
         if let Some(l) = link.as_mut() {
             let delivery = l.close();

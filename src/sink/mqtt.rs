@@ -171,21 +171,17 @@ pub fn saved_seq(path: &std::path::Path) -> u64 {
 /// `seq_file`, and after every record still waiting in `outbox` (a crash
 /// between storing a message and saving its number must not let the next
 /// run reuse the number for another result, which a subscriber would drop
-/// as a duplicate).
+/// as a duplicate). Numbers rise with outbox ids, so the newest message
+/// that decodes holds the highest; older ones are not read.
 pub fn next_seq(seq_file: &std::path::Path, outbox: &crate::outbox::Outbox) -> u64 {
-    let mut next = saved_seq(seq_file);
-    for id in outbox.ids() {
-        let Ok(Some(bytes)) = outbox.read(id) else {
-            continue;
-        };
+    let newest = outbox.ids().rev().find_map(|id| {
+        let bytes = outbox.read(id).ok()??;
         let batch = ResultBatch::from_postcard(&bytes)
             .ok()
-            .or_else(|| serde_json::from_slice::<ResultBatch>(&bytes).ok());
-        if let Some(last) = batch.and_then(|b| b.records.last().map(|r| r.seq)) {
-            next = next.max(last + 1);
-        }
-    }
-    next
+            .or_else(|| serde_json::from_slice::<ResultBatch>(&bytes).ok())?;
+        batch.records.last().map(|r| r.seq + 1)
+    });
+    saved_seq(seq_file).max(newest.unwrap_or(0))
 }
 
 impl Sink for MqttSink {
