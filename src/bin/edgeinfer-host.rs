@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edgeinfer::host::collect::{self, ingest, query::Format, sim};
 use edgeinfer::host::listen::{decode_command, listen, ListenOptions};
 use edgeinfer::host::record::{record, RecordOptions};
 use edgeinfer::host::report::Progress;
@@ -33,6 +35,108 @@ enum Cmd {
     Listen(ListenArgs),
     /// Decode one result payload (postcard or JSON) from a file or stdin.
     Decode(DecodeArgs),
+    /// Store what every device publishes in SQLite or PostgreSQL.
+    Collect(CollectArgs),
+    /// Print collected results as JSON lines or CSV.
+    Query(QueryArgs),
+    /// Write per-device charts and a markdown summary of collected data.
+    Report(ReportArgs),
+    /// Serve a live page of the fleet from collected data.
+    Dashboard(DashboardArgs),
+    /// Simulate devices publishing results, for load tests of collection.
+    FleetSim(FleetSimArgs),
+}
+
+#[derive(clap::Args)]
+struct CollectArgs {
+    /// mqtt://HOST[:PORT]
+    #[arg(long, env = "EDGEINFER_BROKER")]
+    broker: String,
+    /// An SQLite file (created if missing) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "EDGEINFER_DB")]
+    db: String,
+    /// Share the fleet's messages with other collectors of this group ($share/NAME/...).
+    #[arg(long)]
+    group: Option<String>,
+    /// Filter of the result topics; status, info, metrics and error beside them are collected too.
+    #[arg(long, default_value = "edgeinfer/+/result")]
+    topic: String,
+    /// MQTT client id: names the persistent session, keep it across restarts (default from host and group).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Most messages per transaction.
+    #[arg(long, default_value_t = 500)]
+    max_batch: usize,
+    /// Exit after storing this many new results.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// An SQLite file or postgres://... URL.
+    #[arg(long, env = "EDGEINFER_DB")]
+    db: String,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only results from the last span (device time): 90s, 15m, 1h, 2d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// An SQLite file or postgres://... URL.
+    #[arg(long, env = "EDGEINFER_DB")]
+    db: String,
+    /// Directory for summary.md and the charts.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct DashboardArgs {
+    /// An SQLite file or postgres://... URL.
+    #[arg(long, env = "EDGEINFER_DB")]
+    db: String,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Seconds between reads of the database.
+    #[arg(long, default_value_t = 1.0)]
+    refresh: f64,
+}
+
+#[derive(clap::Args)]
+struct FleetSimArgs {
+    /// mqtt://HOST[:PORT]
+    #[arg(long, env = "EDGEINFER_BROKER")]
+    broker: String,
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Result messages per second per device.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Records per result message.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds to publish for.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Topic prefix before the device id.
+    #[arg(long, default_value = "edgeinfer")]
+    prefix: String,
+    /// Seconds between metrics messages.
+    #[arg(long, default_value_t = 5.0)]
+    metrics_every: f64,
+    /// Number of the first device (sim-NNN), so simulators can share a broker.
+    #[arg(long, default_value_t = 1)]
+    first: usize,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +220,11 @@ fn main() -> ExitCode {
         Cmd::Decode(a) => decode_command(a.file.as_deref(), &a.labels)
             .map(|lines| lines.iter().for_each(|l| println!("{l}")))
             .map_err(Failure::from),
+        Cmd::Collect(a) => run_collect(a),
+        Cmd::Query(a) => run_query(a),
+        Cmd::Report(a) => run_report(a),
+        Cmd::Dashboard(a) => run_dashboard(a),
+        Cmd::FleetSim(a) => run_fleet_sim(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,5 +287,96 @@ fn run_listen(a: ListenArgs) -> Result<(), Failure> {
     };
     let report = listen(&options, &mut std::io::stdout().lock(), &stop)?;
     eprintln!("{report}");
+    Ok(())
+}
+
+fn run_collect(a: CollectArgs) -> Result<(), Failure> {
+    let stop = edgeinfer::pipeline::stop_on_signals().map_err(|e| Failure(1, e.into()))?;
+    let options = ingest::CollectOptions {
+        broker: a.broker,
+        db: a.db,
+        group: a.group,
+        topic: a.topic,
+        client_id: a.client_id,
+        max_batch: a.max_batch.max(1),
+        count: a.count,
+    };
+    let stats = ingest::collect(&options, &stop)?;
+    println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+    Ok(())
+}
+
+fn run_query(a: QueryArgs) -> Result<(), Failure> {
+    let since = a
+        .since
+        .as_deref()
+        .map(collect::query::parse_since)
+        .transpose()
+        .map_err(|e| Failure(2, anyhow::anyhow!(e)))?;
+    let mut store = collect::open_existing(&a.db)?;
+    let since_ms = since.map(|d| edgeinfer::clock::now_ms() as i64 - d.as_millis() as i64);
+    let rows = collect::query::results(&mut store, a.device.as_deref(), since_ms)
+        .map_err(|e| collect::store_error(&a.db, e))?;
+    collect::query::write_rows(&rows, a.format, &mut std::io::stdout().lock())
+        .context("stdout")
+        .map_err(|e| Failure(1, e))
+}
+
+fn run_report(a: ReportArgs) -> Result<(), Failure> {
+    let mut store = collect::open_existing(&a.db)?;
+    let histories =
+        collect::query::histories(&mut store).map_err(|e| collect::store_error(&a.db, e))?;
+    let now = edgeinfer::clock::now_ms() as i64;
+    let summaries = collect::report::write_report(&histories, now, &a.out)?;
+    println!("{}", serde_json::to_string(&summaries).unwrap_or_default());
+    eprintln!("wrote {}", a.out.join("summary.md").display());
+    Ok(())
+}
+
+fn run_dashboard(a: DashboardArgs) -> Result<(), Failure> {
+    let stop = edgeinfer::pipeline::stop_on_signals().map_err(|e| Failure(1, e.into()))?;
+    let mut store = Some(collect::open_existing(&a.db)?);
+    let db = a.db.clone();
+    // The database may restart under a running dashboard: reopen it on
+    // the next refresh rather than serving an error forever.
+    let snapshot = Box::new(move || {
+        let s = match store.as_mut() {
+            Some(s) => s,
+            None => store.insert(collect::store::Store::open(&db).map_err(|e| e.to_string())?),
+        };
+        let now = edgeinfer::clock::now_ms() as i64;
+        collect::query::fleet_snapshot(s, now).map_err(|e| {
+            store = None;
+            e.to_string()
+        })
+    });
+    let refresh = Duration::from_secs_f64(a.refresh.clamp(0.1, 3600.0));
+    collect::dashboard::serve(&a.listen, snapshot, refresh, stop)?;
+    Ok(())
+}
+
+fn run_fleet_sim(a: FleetSimArgs) -> Result<(), Failure> {
+    let stop = edgeinfer::pipeline::stop_on_signals().map_err(|e| Failure(1, e.into()))?;
+    let options = sim::SimOptions {
+        broker: a.broker,
+        devices: a.devices,
+        rate: a.rate,
+        batch: a.batch,
+        seconds: a.seconds,
+        prefix: a.prefix,
+        metrics_every: a.metrics_every.max(0.1),
+        first: a.first,
+    };
+    let summary = sim::fleet_sim(&options, &stop)?;
+    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    if !summary.incomplete.is_empty() {
+        return Err(Failure(
+            1,
+            anyhow::anyhow!(
+                "the broker did not acknowledge every message of {}",
+                summary.incomplete.join(", ")
+            ),
+        ));
+    }
     Ok(())
 }

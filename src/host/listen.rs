@@ -147,8 +147,26 @@ fn info_filter(filter: &str) -> Option<String> {
     filter.strip_suffix("/result").map(|p| format!("{p}/info"))
 }
 
+/// Client options for the host's commands: plain `mqtt://` (a local
+/// bridge speaks TLS for them), 10 s keep-alive, 1 MiB packets.
+pub(crate) fn mqtt_options(broker: &str, id: String) -> Result<MqttOptions, HostError> {
+    let url = crate::mqtt::BrokerUrl::parse(broker).map_err(|e| HostError::Input {
+        file: "--broker".into(),
+        message: e.to_string(),
+    })?;
+    if url.tls {
+        return Err(HostError::Usage(
+            "--broker: edgeinfer-host speaks plain mqtt:// (use a local bridge for TLS)".into(),
+        ));
+    }
+    let mut mo = MqttOptions::new(id, url.host.clone(), url.port);
+    mo.set_keep_alive(Duration::from_secs(10));
+    mo.set_max_packet_size(1 << 20, 1 << 20);
+    Ok(mo)
+}
+
 /// The device segment and the kind (last segment) of a device topic.
-fn topic_parts(topic: &str) -> (String, String) {
+pub(crate) fn topic_parts(topic: &str) -> (String, String) {
     let mut parts: Vec<&str> = topic.rsplitn(3, '/').collect();
     parts.resize(3, "");
     (parts[1].to_string(), parts[0].to_string())
@@ -161,22 +179,11 @@ pub fn listen(
     out: &mut dyn Write,
     stop: &AtomicBool,
 ) -> Result<Value, HostError> {
-    let url = crate::mqtt::BrokerUrl::parse(&opts.broker).map_err(|e| HostError::Input {
-        file: "--broker".into(),
-        message: e.to_string(),
-    })?;
-    if url.tls {
-        return Err(HostError::Usage(
-            "--broker: listen speaks plain mqtt:// (use a local bridge for TLS)".into(),
-        ));
-    }
     let id = opts
         .client_id
         .clone()
         .unwrap_or_else(|| format!("edgeinfer-host-{}", std::process::id()));
-    let mut mo = MqttOptions::new(id, url.host.clone(), url.port);
-    mo.set_keep_alive(Duration::from_secs(10));
-    mo.set_max_packet_size(1 << 20, 1 << 20);
+    let mut mo = mqtt_options(&opts.broker, id)?;
     mo.set_clean_session(!opts.persistent);
     let (client, mut conn) = Client::new(mo, 256);
     let mut filters = opts.topics.clone();

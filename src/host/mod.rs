@@ -4,6 +4,7 @@
 //! and decode what devices publish.
 
 mod args;
+pub mod collect;
 pub mod data;
 pub mod listen;
 pub mod net;
@@ -64,6 +65,15 @@ pub enum HostError {
     /// The source failed while reading (exit code 1).
     #[error("source stopped: {0}")]
     Source(crate::source::SourceError),
+    /// The database could not be opened or used (exit code 2 for a
+    /// schema this build must not touch, else 1).
+    #[error("{db}: {error}")]
+    Store {
+        /// The `--db` argument (a password in it is hidden).
+        db: String,
+        /// What went wrong.
+        error: collect::store::StoreError,
+    },
 }
 
 impl HostError {
@@ -74,6 +84,7 @@ impl HostError {
             | HostError::Usage(_)
             | HostError::Model(_)
             | HostError::Build(_) => 2,
+            HostError::Store { error, .. } if !error.is_transient() => 2,
             _ => 1,
         }
     }

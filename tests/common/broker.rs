@@ -237,6 +237,13 @@ impl Subscriber {
             .unwrap();
     }
 
+    /// Publishes a retained message (QoS 1).
+    pub fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .unwrap();
+    }
+
     /// Decoded result records of every postcard batch received, in order.
     pub fn records(&self) -> Vec<edgeinfer::ResultRecord> {
         self.on("/result")

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod browser;
 pub mod netns;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

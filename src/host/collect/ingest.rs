@@ -1,0 +1,653 @@
+//! `edgeinfer-host collect`: every device's topics into the database, in
+//! batched transactions, acknowledging each message only after the
+//! transaction that holds it has committed.
+//!
+//! Delivery: QoS 1, a persistent session and manual acks. A message the
+//! collector has not acknowledged stays with the broker, which sends it
+//! again after a reconnect; a message it has acknowledged is committed.
+//! So a killed collector or a database that goes away loses nothing, and
+//! the redeliveries that follow are dropped by the `(device, seq)` key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, Packet, Publish, QoS, RecvTimeoutError};
+use serde_json::{json, Value};
+
+use super::store::{Store, StoreError};
+use crate::host::listen::{decode_batch, mqtt_options, topic_parts};
+use crate::host::HostError;
+use crate::schema::{Prediction, ResultBatch};
+
+/// What to collect and where.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    /// `mqtt://HOST[:PORT]`.
+    pub broker: String,
+    /// An SQLite file or a `postgres://` URL.
+    pub db: String,
+    /// Shared-subscription group: collectors in one group split the
+    /// result, metrics and error messages between them.
+    pub group: Option<String>,
+    /// Filter of the result topics (`.../result`); the status, info,
+    /// metrics and error topics beside them are collected too.
+    pub topic: String,
+    /// MQTT client id; it names the persistent session, so it must stay
+    /// the same across restarts of one collector.
+    pub client_id: Option<String>,
+    /// Most messages in one transaction.
+    pub max_batch: usize,
+    /// Exit after storing this many new results (benchmarks, scripts).
+    pub count: Option<u64>,
+}
+
+/// What one run of the collector did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CollectStats {
+    /// Messages committed and acknowledged.
+    pub messages: u64,
+    /// Result records stored.
+    pub results: u64,
+    /// Result records dropped as already stored (QoS 1 redelivery).
+    pub duplicates: u64,
+    /// Payloads that could not be decoded (stored in `errors`).
+    pub undecodable: u64,
+    /// Transactions that failed (database down, locked or full): their
+    /// messages were not acknowledged and came again.
+    pub db_failures: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
+/// The device's labels and model, from its retained `info`.
+#[derive(Debug, Clone, Default)]
+struct DeviceInfo {
+    labels: Vec<String>,
+    model_sha256: Option<String>,
+}
+
+/// One message, decoded.
+enum Item {
+    Results {
+        batch: ResultBatch,
+        bytes: usize,
+    },
+    Status {
+        device: String,
+        online: bool,
+    },
+    Info {
+        device: String,
+        info: Value,
+    },
+    Metrics {
+        device: String,
+        body: Value,
+    },
+    Error {
+        device: String,
+        ts_ms: Option<i64>,
+        source: &'static str,
+        reason: String,
+    },
+}
+
+impl Item {
+    /// The device the message is from.
+    fn device(&self) -> &str {
+        match self {
+            Item::Results { batch, .. } => &batch.device,
+            Item::Status { device, .. }
+            | Item::Info { device, .. }
+            | Item::Metrics { device, .. }
+            | Item::Error { device, .. } => device,
+        }
+    }
+}
+
+/// The client id a collector uses when none is given: stable for one
+/// machine and group, so a restarted collector finds its session.
+pub fn default_client_id(group: Option<&str>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    match group {
+        Some(g) => format!("edgeinfer-collect-{g}-{host}"),
+        None => format!("edgeinfer-collect-{host}"),
+    }
+}
+
+/// The subscriptions: results, metrics and errors shared by the group;
+/// status and info (retained, few) to every collector, because brokers
+/// send no retained messages on shared subscriptions.
+pub fn filters(topic: &str, group: Option<&str>) -> Result<Vec<String>, HostError> {
+    let prefix = topic.strip_suffix("/result").ok_or_else(|| {
+        HostError::Usage(format!(
+            "--topic {topic}: expected a filter of result topics, ending in /result"
+        ))
+    })?;
+    let shared = |kind: &str| match group {
+        Some(g) => format!("$share/{g}/{prefix}/{kind}"),
+        None => format!("{prefix}/{kind}"),
+    };
+    Ok(vec![
+        shared("result"),
+        shared("metrics"),
+        shared("error"),
+        format!("{prefix}/status"),
+        format!("{prefix}/info"),
+    ])
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for
+/// messages and logs.
+pub fn display_db(db: &str) -> String {
+    if let Some((scheme, rest)) = db.split_once("://") {
+        if let Some((cred, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    db.to_string()
+}
+
+fn now_ms() -> i64 {
+    crate::clock::now_ms() as i64
+}
+
+fn decode(p: &Publish) -> Item {
+    let (device, kind) = topic_parts(&p.topic);
+    let text = || String::from_utf8_lossy(&p.payload).trim().to_string();
+    let bad = |device: String, reason: String| Item::Error {
+        device,
+        ts_ms: None,
+        source: "collector",
+        reason: format!("{}: {reason}", p.topic),
+    };
+    match kind.as_str() {
+        "result" => match decode_batch(&p.payload) {
+            Ok(batch) => Item::Results {
+                batch,
+                bytes: p.payload.len(),
+            },
+            Err(e) => bad(device, e),
+        },
+        "status" => match text().as_str() {
+            "online" => Item::Status {
+                device,
+                online: true,
+            },
+            "offline" => Item::Status {
+                device,
+                online: false,
+            },
+            other => bad(
+                device,
+                format!("status {other:?}: expected online or offline"),
+            ),
+        },
+        "info" | "metrics" | "error" => match serde_json::from_slice::<Value>(&p.payload) {
+            Ok(v) if v.is_object() => match kind.as_str() {
+                "info" => Item::Info { device, info: v },
+                "metrics" => Item::Metrics { device, body: v },
+                _ => Item::Error {
+                    device,
+                    ts_ms: v["ts_ms"].as_i64(),
+                    source: "device",
+                    reason: v["reason"]
+                        .as_str()
+                        .map_or_else(|| v.to_string(), String::from),
+                },
+            },
+            _ => bad(device, "expected a JSON object".into()),
+        },
+        _ => bad(device, "not a device topic".into()),
+    }
+}
+
+/// Writes one decoded batch of messages in one transaction; returns the
+/// (new, duplicate) result counts.
+fn write(
+    store: &mut Store,
+    items: &[(Item, bool)],
+    infos: &mut HashMap<String, DeviceInfo>,
+) -> Result<(u64, u64), StoreError> {
+    store.begin()?;
+    match write_items(store, items, infos) {
+        Ok(n) => {
+            store.commit()?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = store.rollback();
+            Err(e)
+        }
+    }
+}
+
+const SEEN: &str = "INSERT INTO devices (id, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET last_seen_ms = CASE WHEN excluded.last_seen_ms > \
+     devices.last_seen_ms THEN excluded.last_seen_ms ELSE devices.last_seen_ms END";
+
+const RESULT: &str = "INSERT INTO results (device, seq, ts_ms, model_sha256, kind, class, label, \
+     score, detail, bytes, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (device, seq) DO NOTHING";
+
+fn write_items(
+    store: &mut Store,
+    items: &[(Item, bool)],
+    infos: &mut HashMap<String, DeviceInfo>,
+) -> Result<(u64, u64), StoreError> {
+    let now = now_ms();
+    let (mut fresh, mut dup) = (0u64, 0u64);
+    let mut dups: BTreeMap<&str, u64> = BTreeMap::new();
+    // Every device row this transaction touches, locked first and in one
+    // order: collectors sharing a PostgreSQL database would otherwise
+    // deadlock on each other's rows.
+    let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
+    for (item, retained) in items {
+        // A retained message may be old: it makes a device known, not
+        // recently seen.
+        let at = if *retained { 0 } else { now };
+        let e = seen.entry(item.device()).or_insert(at);
+        *e = (*e).max(at);
+    }
+    for (device, at) in &seen {
+        store.execute(SEEN, &[(*device).into(), now.into(), (*at).into()])?;
+    }
+    for (item, _) in items {
+        match item {
+            Item::Results { batch, bytes } => {
+                let info = infos.get(&batch.device).cloned().unwrap_or_default();
+                let share = (*bytes / batch.records.len().max(1)) as i64;
+                for r in &batch.records {
+                    let (kind, class, score) = match &r.result {
+                        Prediction::Class(c) => ("class", Some(c.class as i64), Some(c.score)),
+                        Prediction::Values(_) => ("values", None, None),
+                        Prediction::Anomaly(a) => ("anomaly", None, Some(a.score)),
+                        Prediction::Summary(s) => (
+                            "summary",
+                            s.class_counts
+                                .iter()
+                                .max_by_key(|(_, n)| *n)
+                                .map(|(c, _)| *c as i64),
+                            None,
+                        ),
+                    };
+                    let label = class.and_then(|c| info.labels.get(c as usize).cloned());
+                    let mut detail = r.to_json(&info.labels);
+                    if let Some(m) = detail.as_object_mut() {
+                        for k in ["seq", "ts_ms", "class", "label", "score"] {
+                            m.remove(k);
+                        }
+                    }
+                    let n = store.execute(
+                        RESULT,
+                        &[
+                            batch.device.as_str().into(),
+                            r.seq.into(),
+                            r.ts_ms.into(),
+                            info.model_sha256.clone().into(),
+                            kind.into(),
+                            class.into(),
+                            label.into(),
+                            score.map(f64::from).into(),
+                            detail.to_string().into(),
+                            share.into(),
+                            now.into(),
+                        ],
+                    )?;
+                    if n == 1 {
+                        fresh += 1;
+                    } else {
+                        dup += 1;
+                        *dups.entry(batch.device.as_str()).or_default() += 1;
+                    }
+                }
+            }
+            Item::Status { device, online } => {
+                let current = store.query(
+                    "SELECT online FROM devices WHERE id = $1",
+                    &[device.as_str().into()],
+                )?;
+                let was = current.first().and_then(|r| r[0].int());
+                let online = i64::from(*online);
+                if was != Some(online) {
+                    store.execute(
+                        "INSERT INTO status_events (device, received_ms, online) VALUES ($1, $2, $3)",
+                        &[device.as_str().into(), now.into(), online.into()],
+                    )?;
+                    store.execute(
+                        "UPDATE devices SET online = $2, status_ms = $3 WHERE id = $1",
+                        &[device.as_str().into(), online.into(), now.into()],
+                    )?;
+                }
+            }
+            Item::Info { device, info } => {
+                let labels: Vec<String> = info["labels"]
+                    .as_array()
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let sha = info["model_sha256"].as_str().map(String::from);
+                store.execute(
+                    "UPDATE devices SET model = $2, model_sha256 = $3, model_version = $4, \
+                     labels = $5, info = $6 WHERE id = $1",
+                    &[
+                        device.as_str().into(),
+                        info["model"].as_str().into(),
+                        sha.clone().into(),
+                        info["model_version"].as_str().into(),
+                        json!(labels).to_string().into(),
+                        info.to_string().into(),
+                    ],
+                )?;
+                infos.insert(
+                    device.clone(),
+                    DeviceInfo {
+                        labels,
+                        model_sha256: sha,
+                    },
+                );
+            }
+            Item::Metrics { device, body } => {
+                store.execute(
+                    "INSERT INTO metrics (device, received_ms, ts_ms, body) VALUES ($1, $2, $3, $4)",
+                    &[
+                        device.as_str().into(),
+                        now.into(),
+                        body["ts_ms"].as_i64().into(),
+                        body.to_string().into(),
+                    ],
+                )?;
+            }
+            Item::Error {
+                device,
+                ts_ms,
+                source,
+                reason,
+            } => {
+                store.execute(
+                    "INSERT INTO errors (device, received_ms, ts_ms, source, reason) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        device.as_str().into(),
+                        now.into(),
+                        (*ts_ms).into(),
+                        (*source).into(),
+                        reason.as_str().into(),
+                    ],
+                )?;
+            }
+        }
+    }
+    for (device, n) in dups {
+        store.execute(
+            "UPDATE devices SET duplicates = duplicates + $2 WHERE id = $1",
+            &[device.into(), n.into()],
+        )?;
+    }
+    Ok((fresh, dup))
+}
+
+/// Labels and models of the devices already in the database, so results
+/// that arrive before this run has seen an `info` still get labels.
+fn known_infos(store: &mut Store) -> Result<HashMap<String, DeviceInfo>, StoreError> {
+    let rows = store.query("SELECT id, labels, model_sha256 FROM devices", &[])?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let id = r[0].text()?.to_string();
+            let labels = r[1]
+                .text()
+                .and_then(|l| serde_json::from_str(l).ok())
+                .unwrap_or_default();
+            let model_sha256 = r[2].text().map(String::from);
+            Some((
+                id,
+                DeviceInfo {
+                    labels,
+                    model_sha256,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Why one session with the broker and the database ended.
+enum End {
+    /// Stop was asked for, or the count was reached.
+    Done,
+    /// The database failed; its messages were not acknowledged.
+    Database(StoreError),
+}
+
+/// Runs the collector until `stop` (or `count`). The database must open
+/// at the start; afterwards a database that fails is retried with
+/// backoff, and nothing is acknowledged until it commits again.
+pub fn collect(opts: &CollectOptions, stop: &AtomicBool) -> Result<CollectStats, HostError> {
+    let filters = filters(&opts.topic, opts.group.as_deref())?;
+    let id = opts
+        .client_id
+        .clone()
+        .unwrap_or_else(|| default_client_id(opts.group.as_deref()));
+    let store_err = |error| HostError::Store {
+        db: display_db(&opts.db),
+        error,
+    };
+    let mut store = Some(Store::open(&opts.db).map_err(store_err)?);
+    eprintln!(
+        "collecting into {} ({}), client id {id}",
+        display_db(&opts.db),
+        store.as_ref().map_or("", Store::engine)
+    );
+    let mut stats = CollectStats::default();
+    let mut backoff = Duration::from_millis(250);
+    while !stop.load(Ordering::Relaxed) {
+        let mut s = match store.take() {
+            Some(s) => s,
+            None => match Store::open(&opts.db) {
+                Ok(s) => {
+                    eprintln!("database back: catching up");
+                    s
+                }
+                Err(e) if e.is_transient() => {
+                    log::warn!("database still unavailable: {e}");
+                    sleep_unless(stop, backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(store_err(e)),
+            },
+        };
+        match session(opts, &id, &filters, &mut s, &mut stats, stop)? {
+            End::Done => break,
+            End::Database(e) => {
+                stats.db_failures += 1;
+                if !e.is_transient() {
+                    return Err(store_err(e));
+                }
+                eprintln!(
+                    "edgeinfer-host: warning: database write failed ({e}); not acknowledging, retrying in {:.1} s",
+                    backoff.as_secs_f64()
+                );
+                drop(s);
+                sleep_unless(stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if stats.transactions > 0 {
+            backoff = Duration::from_millis(250);
+        }
+    }
+    Ok(stats)
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One MQTT connection over one open database.
+fn session(
+    opts: &CollectOptions,
+    id: &str,
+    filters: &[String],
+    store: &mut Store,
+    stats: &mut CollectStats,
+    stop: &AtomicBool,
+) -> Result<End, HostError> {
+    let mut infos = match known_infos(store) {
+        Ok(i) => i,
+        Err(e) => return Ok(End::Database(e)),
+    };
+    let mut mo = mqtt_options(&opts.broker, id.to_string())?;
+    mo.set_clean_session(false);
+    mo.set_manual_acks(true);
+    let (client, mut conn) = Client::new(mo, 64);
+    let mut pending: Vec<Publish> = Vec::new();
+    let mut subscribed = 0;
+    let mut last_error = String::new();
+    let end = loop {
+        if stop.load(Ordering::Relaxed) {
+            break End::Done;
+        }
+        if opts.count.is_some_and(|n| stats.results >= n) {
+            break End::Done;
+        }
+        // Block for the first message, then take whatever else is ready:
+        // a busy fleet fills a transaction, a quiet one is not delayed.
+        let mut next = conn.recv_timeout(Duration::from_millis(100));
+        loop {
+            match next {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => pending.push(p),
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    subscribed = 0;
+                    last_error.clear();
+                    for f in filters {
+                        client
+                            .try_subscribe(f.clone(), QoS::AtLeastOnce)
+                            .map_err(|e| HostError::Mqtt(e.to_string()))?;
+                    }
+                }
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                    subscribed += 1;
+                    if subscribed == filters.len() {
+                        // Scripts and tests wait for this line.
+                        eprintln!("subscribed to {}", filters.join(" "));
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    if e != last_error {
+                        eprintln!("edgeinfer-host: warning: broker: {e}; reconnecting");
+                        last_error = e;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return Ok(End::Done),
+            }
+            if pending.len() >= opts.max_batch {
+                break;
+            }
+            next = match conn.try_recv() {
+                Ok(e) => Ok(e),
+                Err(rumqttc::TryRecvError::Empty) => break,
+                Err(rumqttc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            };
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let items: Vec<(Item, bool)> = pending.iter().map(|p| (decode(p), p.retain)).collect();
+        let undecodable = items
+            .iter()
+            .filter(|(i, _)| {
+                matches!(
+                    i,
+                    Item::Error {
+                        source: "collector",
+                        ..
+                    }
+                )
+            })
+            .count() as u64;
+        match write(store, &items, &mut infos) {
+            Ok((fresh, dup)) => {
+                for p in pending.drain(..) {
+                    // The ack may be lost with the connection; then the
+                    // broker sends the message again and the key drops it.
+                    let _ = client.try_ack(&p);
+                }
+                stats.messages += items.len() as u64;
+                stats.results += fresh;
+                stats.duplicates += dup;
+                stats.undecodable += undecodable;
+                stats.transactions += 1;
+                if undecodable > 0 {
+                    log::warn!("{undecodable} undecodable payloads stored in errors");
+                }
+            }
+            Err(e) => {
+                // Dropping the connection without acks: the broker keeps
+                // these messages for this client id and sends them again.
+                break End::Database(e);
+            }
+        }
+    };
+    if matches!(end, End::Done) {
+        let _ = client.disconnect();
+        // Let the acks and the DISCONNECT reach the broker before the
+        // socket closes.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            match conn.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Err(_) | Ok(Err(_)) => {
+                    break
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_filters_leave_retained_topics_unshared() {
+        assert_eq!(
+            filters("edgeinfer/+/result", Some("g1")).unwrap(),
+            vec![
+                "$share/g1/edgeinfer/+/result",
+                "$share/g1/edgeinfer/+/metrics",
+                "$share/g1/edgeinfer/+/error",
+                "edgeinfer/+/status",
+                "edgeinfer/+/info",
+            ]
+        );
+        assert_eq!(filters("a/+/result", None).unwrap()[0], "a/+/result");
+        assert!(filters("a/#", None).is_err());
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            display_db("postgres://me:secret@db:5432/x"),
+            "postgres://me:***@db:5432/x"
+        );
+        assert_eq!(display_db("/var/lib/c.sqlite"), "/var/lib/c.sqlite");
+    }
+}

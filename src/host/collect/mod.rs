@@ -1,0 +1,33 @@
+//! The collecting side: `collect` (MQTT → SQLite or PostgreSQL), `query`,
+//! `report`, `dashboard` and `fleet-sim`. docs/collect.md describes the
+//! schema and how collectors share a fleet.
+
+pub mod dashboard;
+pub mod ingest;
+pub mod query;
+pub mod report;
+pub mod sim;
+pub mod store;
+
+use super::HostError;
+use store::{Store, StoreError};
+
+/// The error for `db`, with any password in it hidden.
+pub fn store_error(db: &str, error: StoreError) -> HostError {
+    HostError::Store {
+        db: ingest::display_db(db),
+        error,
+    }
+}
+
+/// Opens a database that a collector has written: an SQLite file that
+/// does not exist is a mistake in `--db`, not a new empty fleet.
+pub fn open_existing(db: &str) -> Result<Store, HostError> {
+    if !store::is_postgres(db) && !std::path::Path::new(db).is_file() {
+        return Err(HostError::Input {
+            file: db.into(),
+            message: "no such database: expected an SQLite file written by `edgeinfer-host collect`, or a postgres:// URL".into(),
+        });
+    }
+    Store::open(db).map_err(|e| store_error(db, e))
+}
