@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -23,7 +23,8 @@ fn host() -> Command {
     c
 }
 
-/// A running `edgeinfer-host` with its stderr lines kept and forwarded.
+/// A running `edgeinfer-host` with its stderr lines kept and forwarded;
+/// killed when dropped, so a failing test leaves nothing running.
 struct Proc {
     child: Child,
     lines: Receiver<String>,
@@ -69,20 +70,24 @@ impl Proc {
     }
 
     /// SIGTERM, then the exit summary on stdout.
-    fn stop(self) -> serde_json::Value {
+    fn stop(mut self) -> serde_json::Value {
         signal(self.child.id(), 15);
-        let out = self.child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "exit {:?}: {}",
-            out.status,
-            self.log.lock().unwrap()
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
+        let mut text = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit {status:?}: {}", self.log());
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
-    fn kill(mut self) {
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -203,7 +208,7 @@ fn three_collectors_one_killed(db: &str) {
     let c3 = collector(&broker, db, &[&group[..], &["--client-id", "c3"]].concat());
     let fleet = sim(&broker, 50, 20.0, 6.0);
     std::thread::sleep(Duration::from_secs(2));
-    c2.kill();
+    drop(c2); // SIGKILL
     std::thread::sleep(Duration::from_secs(1));
     let c2 = collector(&broker, db, &[&group[..], &["--client-id", "c2"]].concat());
     let summary = sim_summary(fleet);
@@ -279,6 +284,30 @@ fn postgres_restarted_mid_run_loses_nothing() {
     let stats = c.stop();
     assert!(stats["db_failures"].as_u64().unwrap() >= 1, "{stats}");
     assert_complete(&db, 5, total);
+}
+
+/// A collector that comes back to a backlog larger than one transaction
+/// (10 000 messages waiting in its session) takes all of it. Acks that did
+/// not fit rumqttc's request queue used to be dropped, and the broker's
+/// in-flight window, full of messages never acknowledged, stalled delivery
+/// for good after ~1 600 messages.
+#[test]
+fn a_backlog_waiting_in_the_session_is_collected_whole() {
+    let Some(broker) = mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("backlog.sqlite");
+    let db = db.to_str().unwrap();
+    collector(&broker, db, &["--client-id", "backlog"]).stop();
+    let total = sim_summary(sim(&broker, 50, 100.0, 2.0))["results"]
+        .as_i64()
+        .unwrap();
+    assert!(total >= 9000, "{total}");
+    let c = collector(&broker, db, &["--client-id", "backlog"]);
+    let stored = wait_results(db, total, Duration::from_secs(60));
+    assert_eq!(stored, total, "collector log:\n{}", c.log());
+    let stats = c.stop();
+    assert_eq!(stats["results"].as_i64().unwrap(), total, "{stats}");
+    assert_complete(db, 50, total);
 }
 
 /// An SQLite file held locked by another writer longer than the busy
@@ -444,28 +473,10 @@ fn newer_schema_is_refused() {
 fn sqlite_on_a_full_disk_loses_nothing() {
     let Some(broker) = mosquitto() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        assert!(
-            std::env::var_os("EDGEINFER_TEST_NETNS").is_none(),
-            "EDGEINFER_TEST_NETNS is set but a tmpfs cannot be mounted"
-        );
-        skip("mounting a small tmpfs needs root");
+    let Some(tmpfs) = common::small_tmpfs(dir.path(), "16m") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&mnt);
+    };
+    let mnt = &tmpfs.0;
     let db = mnt.join("full.sqlite");
     let db = db.to_str().unwrap();
     let c = collector(&broker, db, &["--client-id", "full"]);
@@ -602,6 +613,6 @@ fn dashboard_shows_the_fleet_in_a_browser() {
     if let Some(to) = keep {
         std::fs::copy(&shot, to).unwrap();
     }
-    dash.kill();
+    drop(dash);
     c.stop();
 }

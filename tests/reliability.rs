@@ -224,28 +224,11 @@ fn sigkill_at_random_moments_loses_nothing_written_to_the_outbox() {
 #[test]
 fn a_full_disk_drops_by_policy_and_the_runtime_keeps_inferring() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=128k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        assert!(
-            std::env::var_os("EDGEINFER_TEST_NETNS").is_none(),
-            "EDGEINFER_TEST_NETNS is set but a tmpfs cannot be mounted"
-        );
-        skip("mounting a small tmpfs needs root");
+    let Some(tmpfs) = common::small_tmpfs(dir.path(), "128k") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
+    let mnt = tmpfs.0.clone();
+
     let port = common::broker::free_port();
     let url = format!("mqtt://127.0.0.1:{port}");
     // max_bytes larger than the disk: the disk fills first.

@@ -140,3 +140,34 @@ pub fn spawn_run(cfg: &Path, args: &[&str], quiet: bool) -> std::process::Child 
     }
     cmd.spawn().unwrap()
 }
+
+/// A tmpfs of `size` (e.g. "128k") mounted on `dir/small`, unmounted when
+/// dropped. Mounting needs root: `None` (after saying SKIPPED) elsewhere,
+/// and a failure where EDGEINFER_TEST_NETNS says root is required.
+pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
+    let mnt = dir.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("EDGEINFER_TEST_NETNS").is_none(),
+            "EDGEINFER_TEST_NETNS is set but a tmpfs cannot be mounted"
+        );
+        skip("mounting a small tmpfs needs root");
+        return None;
+    }
+    Some(Tmpfs(mnt))
+}
+
+/// A mounted tmpfs (see [`small_tmpfs`]).
+pub struct Tmpfs(pub PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

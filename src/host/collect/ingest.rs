@@ -511,8 +511,12 @@ fn session(
     let mut mo = mqtt_options(&opts.broker, id.to_string())?;
     mo.set_clean_session(false);
     mo.set_manual_acks(true);
-    let (client, mut conn) = Client::new(mo, 64);
+    // Room for a whole transaction's acks at once.
+    let (client, mut conn) = Client::new(mo, 2 * opts.max_batch + 16);
     let mut pending: Vec<Publish> = Vec::new();
+    // Messages that arrived while acks were being handed over: the next
+    // transaction's.
+    let mut early: Vec<Publish> = Vec::new();
     let mut subscribed = 0;
     let mut last_error = String::new();
     let end = loop {
@@ -522,9 +526,14 @@ fn session(
         if opts.count.is_some_and(|n| stats.results >= n) {
             break End::Done;
         }
+        pending.append(&mut early);
         // Block for the first message, then take whatever else is ready:
         // a busy fleet fills a transaction, a quiet one is not delayed.
-        let mut next = conn.recv_timeout(Duration::from_millis(100));
+        let mut next = if pending.is_empty() {
+            conn.recv_timeout(Duration::from_millis(100))
+        } else {
+            try_recv(&mut conn)
+        };
         loop {
             match next {
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => pending.push(p),
@@ -560,11 +569,7 @@ fn session(
             if pending.len() >= opts.max_batch {
                 break;
             }
-            next = match conn.try_recv() {
-                Ok(e) => Ok(e),
-                Err(rumqttc::TryRecvError::Empty) => break,
-                Err(rumqttc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-            };
+            next = try_recv(&mut conn);
         }
         if pending.is_empty() {
             continue;
@@ -584,11 +589,7 @@ fn session(
             .count() as u64;
         match write(store, &items, &mut infos) {
             Ok((fresh, dup)) => {
-                for p in pending.drain(..) {
-                    // The ack may be lost with the connection; then the
-                    // broker sends the message again and the key drops it.
-                    let _ = client.try_ack(&p);
-                }
+                ack(&client, &mut conn, pending.drain(..), &mut early);
                 stats.messages += items.len() as u64;
                 stats.results += fresh;
                 stats.duplicates += dup;
@@ -620,6 +621,40 @@ fn session(
         }
     }
     Ok(end)
+}
+
+/// The next event if one is ready, as `recv_timeout` would give it.
+fn try_recv(
+    conn: &mut rumqttc::Connection,
+) -> Result<Result<Event, rumqttc::ConnectionError>, RecvTimeoutError> {
+    match conn.try_recv() {
+        Ok(e) => Ok(e),
+        Err(rumqttc::TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+        Err(rumqttc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+    }
+}
+
+/// Hands every ack to the event loop. An ack that is never sent holds a
+/// place in the broker's in-flight window for good, and once the window is
+/// full of them the broker sends nothing more; so when the request queue
+/// is full, the connection is driven (sending acks) until there is room.
+/// Acks lost with the connection do no harm: the broker sends those
+/// messages again and the key drops them.
+fn ack(
+    client: &Client,
+    conn: &mut rumqttc::Connection,
+    done: impl Iterator<Item = Publish>,
+    early: &mut Vec<Publish>,
+) {
+    for p in done {
+        while client.try_ack(&p).is_err() {
+            match conn.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Event::Incoming(Packet::Publish(q)))) => early.push(q),
+                Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

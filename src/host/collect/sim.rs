@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, LastWill, Outgoing, Packet, QoS, RecvTimeoutError};
 use serde_json::json;
+use sha2::Digest;
 
 use crate::host::listen::mqtt_options;
 use crate::host::HostError;
@@ -137,7 +138,8 @@ fn device(opts: &SimOptions, n: usize, stop: &AtomicBool) -> Result<DeviceRun, H
         "schema_version": SCHEMA_VERSION,
         "encoding": "postcard",
         "model": "fleet-sim.onnx",
-        "model_sha256": format!("{:064x}", 0x5151u64 + (n as u64 % 3)),
+        // Three model versions across the fleet, as during a rollout.
+        "model_sha256": crate::model::hex(&sha2::Sha256::digest(format!("fleet-sim model {}", n % 3))),
         "inputs": [[1, 3, 16]],
         "outputs": [[1, 3]],
         "labels": LABELS,

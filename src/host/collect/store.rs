@@ -336,11 +336,7 @@ impl Store {
             }
             Store::Postgres { client, prepared } => {
                 let st = pg_prepare(client, prepared, sql)?;
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                Ok(client.execute(&st, &refs)?)
+                Ok(client.execute(&st, &pg_params(params))?)
             }
         }
     }
@@ -371,12 +367,8 @@ impl Store {
             }
             Store::Postgres { client, prepared } => {
                 let st = pg_prepare(client, prepared, sql)?;
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
                 client
-                    .query(&st, &refs)?
+                    .query(&st, &pg_params(params))?
                     .iter()
                     .map(pg_row)
                     .collect::<Result<Rows, _>>()
@@ -411,6 +403,13 @@ fn busy(attempt: i32) -> bool {
     }
     std::thread::sleep(Duration::from_millis(1));
     true
+}
+
+fn pg_params(params: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
 
 fn pg_prepare(
@@ -498,7 +497,10 @@ mod tests {
 
     #[test]
     fn parameters_bind_by_number_in_any_order() {
-        assert_eq!(sqlite_params("a = $2 WHERE id = $1"), "a = ?2 WHERE id = ?1");
+        assert_eq!(
+            sqlite_params("a = $2 WHERE id = $1"),
+            "a = ?2 WHERE id = ?1"
+        );
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("p.sqlite");
         let mut s = Store::open(db.to_str().unwrap()).unwrap();
@@ -512,8 +514,16 @@ mod tests {
             &["d".into(), "m.onnx".into(), "[]".into()],
         )
         .unwrap();
-        let rows = s.query("SELECT model, labels FROM devices WHERE id = $1", &["d".into()]).unwrap();
-        assert_eq!(rows, vec![vec![Val::Text("m.onnx".into()), Val::Text("[]".into())]]);
+        let rows = s
+            .query(
+                "SELECT model, labels FROM devices WHERE id = $1",
+                &["d".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![vec![Val::Text("m.onnx".into()), Val::Text("[]".into())]]
+        );
     }
 
     #[test]
