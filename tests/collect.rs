@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -83,7 +82,6 @@ impl Proc {
         assert!(status.success(), "exit {status:?}: {}", self.log());
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
-
 }
 
 impl Drop for Proc {

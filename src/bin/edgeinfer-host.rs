@@ -335,21 +335,7 @@ fn run_report(a: ReportArgs) -> Result<(), Failure> {
 
 fn run_dashboard(a: DashboardArgs) -> Result<(), Failure> {
     let stop = edgeinfer::pipeline::stop_on_signals().map_err(|e| Failure(1, e.into()))?;
-    let mut store = Some(collect::open_existing(&a.db)?);
-    let db = a.db.clone();
-    // The database may restart under a running dashboard: reopen it on
-    // the next refresh rather than serving an error forever.
-    let snapshot = Box::new(move || {
-        let s = match store.as_mut() {
-            Some(s) => s,
-            None => store.insert(collect::store::Store::open(&db).map_err(|e| e.to_string())?),
-        };
-        let now = edgeinfer::clock::now_ms() as i64;
-        collect::query::fleet_snapshot(s, now).map_err(|e| {
-            store = None;
-            e.to_string()
-        })
-    });
+    let snapshot = collect::fleet_snapshots(&a.db)?;
     let refresh = Duration::from_secs_f64(a.refresh.clamp(0.1, 3600.0));
     collect::dashboard::serve(&a.listen, snapshot, refresh, stop)?;
     Ok(())

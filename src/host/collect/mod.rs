@@ -31,3 +31,24 @@ pub fn open_existing(db: &str) -> Result<Store, HostError> {
     }
     Store::open(db).map_err(|e| store_error(db, e))
 }
+
+/// What the dashboard shows, read from `db` at each call. A database that
+/// went away (restarted, say) is reopened on the next call rather than
+/// failing every call after.
+pub fn fleet_snapshots(
+    db: &str,
+) -> Result<Box<dyn FnMut() -> Result<serde_json::Value, String> + Send>, HostError> {
+    let mut store = Some(open_existing(db)?);
+    let db = db.to_string();
+    Ok(Box::new(move || {
+        let s = match store.as_mut() {
+            Some(s) => s,
+            None => store.insert(Store::open(&db).map_err(|e| e.to_string())?),
+        };
+        let now = crate::clock::now_ms() as i64;
+        query::fleet_snapshot(s, now).map_err(|e| {
+            store = None;
+            e.to_string()
+        })
+    }))
+}
