@@ -371,18 +371,30 @@ fn query(db: &str, args: &[&str]) -> String {
 /// their classes once the info arrives; QoS 1 duplicates are dropped and
 /// counted.
 #[test]
-fn bad_payloads_and_devices_without_info() {
-    let Some(broker) = mosquitto() else { return };
+fn bad_payloads_and_devices_without_info_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bad.sqlite");
-    let db = db.to_str().unwrap();
+    bad_payloads_and_devices_without_info(db.to_str().unwrap());
+}
+
+#[test]
+fn bad_payloads_and_devices_without_info_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    bad_payloads_and_devices_without_info(&pg.url());
+}
+
+/// ... and text PostgreSQL would refuse (a NUL in a label) is stored
+/// with U+FFFD rather than failing its batch on every redelivery; results
+/// are filed under the device their topic names, whatever the payload says.
+fn bad_payloads_and_devices_without_info(db: &str) {
+    let Some(broker) = mosquitto() else { return };
     let c = collector(&broker, db, &["--client-id", "bad"]);
     let pubr = Subscriber::connect(broker.port, &["test/unused"]);
     pubr.publish("edgeinfer/junk/result", vec![0xff, 0x00, 0x13, 0x37]);
     pubr.publish("edgeinfer/junk/status", "maybe");
     pubr.publish("edgeinfer/junk/metrics", "not json");
     pubr.publish("edgeinfer/new/result", batch("new", 1..=3, 1));
-    pubr.publish("edgeinfer/new/result", batch("new", 2..=4, 1));
+    pubr.publish("edgeinfer/new/result", batch("impostor", 2..=4, 1));
     assert_eq!(wait_results(db, 4, Duration::from_secs(20)), 4);
     // No info yet: stored with the class and no label.
     let rows = query(db, &["--device", "new"]);
@@ -392,7 +404,7 @@ fn bad_payloads_and_devices_without_info() {
     assert!(rows[0]["label"].is_null(), "{}", rows[0]);
     pubr.publish(
         "edgeinfer/new/info",
-        r#"{"device":"new","labels":["ok","worn"],"model_sha256":"ab"}"#,
+        r#"{"device":"new","labels":["ok","wo\u0000rn"],"model_sha256":"ab"}"#,
     );
     let until = Instant::now() + Duration::from_secs(20);
     while count(db, "SELECT COUNT(*) FROM devices WHERE labels IS NOT NULL") == 0 {
@@ -400,8 +412,36 @@ fn bad_payloads_and_devices_without_info() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let rows = common::json_lines(&query(db, &["--device", "new"]));
-    assert_eq!(rows[3]["label"], "worn");
+    assert_eq!(rows[3]["label"], "wo\u{fffd}rn");
+    assert_eq!(
+        count(db, "SELECT COUNT(*) FROM devices WHERE id = 'impostor'"),
+        0
+    );
     assert_eq!(rows[3]["seq"], 4);
+    // With the labels known, a result and a device error, both with text
+    // PostgreSQL refuses raw, are stored at once.
+    pubr.publish("edgeinfer/new/result", batch("new", 5..=5, 1));
+    pubr.publish(
+        "edgeinfer/new/error",
+        r#"{"ts_ms":5,"reason":"bad\u0000thing"}"#,
+    );
+    assert_eq!(
+        wait_results(db, 5, Duration::from_secs(20)),
+        5,
+        "{}",
+        c.log()
+    );
+    let rows = common::json_lines(&query(db, &["--device", "new"]));
+    assert_eq!(rows[4]["label"], "wo\u{fffd}rn");
+    let until = Instant::now() + Duration::from_secs(20);
+    while count(db, "SELECT COUNT(*) FROM errors WHERE source = 'device'") == 0 {
+        assert!(
+            Instant::now() < until,
+            "device error not stored: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stats = c.stop();
     assert_eq!(stats["undecodable"], 3, "{stats}");
     assert_eq!(stats["duplicates"], 2, "{stats}");
@@ -412,7 +452,7 @@ fn bad_payloads_and_devices_without_info() {
     let mut s = Store::open(db).unwrap();
     let errors = s
         .query(
-            "SELECT device, source, reason FROM errors ORDER BY reason",
+            "SELECT device, source, reason FROM errors WHERE source = 'collector' ORDER BY reason",
             &[],
         )
         .unwrap();
@@ -499,11 +539,21 @@ fn sqlite_on_a_full_disk_loses_nothing() {
 /// `query` filters by device and time and prints CSV; `report` writes a
 /// summary and a chart per device from the same database.
 #[test]
-fn query_and_report_read_what_was_collected() {
-    let Some(broker) = mosquitto() else { return };
+fn query_and_report_read_what_was_collected_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.sqlite");
-    let db = db.to_str().unwrap();
+    query_and_report_read_what_was_collected(db.to_str().unwrap());
+}
+
+#[test]
+fn query_and_report_read_what_was_collected_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    query_and_report_read_what_was_collected(&pg.url());
+}
+
+fn query_and_report_read_what_was_collected(db: &str) {
+    let Some(broker) = mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
     let c = collector(&broker, db, &["--client-id", "q"]);
     let total = sim_summary(sim(&broker, 3, 10.0, 2.0))["results"]
         .as_i64()
@@ -545,6 +595,20 @@ fn query_and_report_read_what_was_collected() {
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     for d in ["sim-001", "sim-002", "sim-003"] {
         assert!(md.contains(d), "{md}");
+    }
+    // What the dashboard serves, on this engine.
+    let now = edgeinfer::clock::now_ms() as i64;
+    let mut store = Store::open(db).unwrap();
+    let snap = edgeinfer::host::collect::query::fleet_snapshot(&mut store, now).unwrap();
+    assert_eq!(snap["totals"]["devices"], 3, "{snap}");
+    assert_eq!(snap["totals"]["results"], total, "{snap}");
+    for d in snap["devices"].as_array().unwrap() {
+        assert_eq!(d["online"], false, "{d}");
+        assert_eq!(d["results"].as_i64().unwrap(), total / 3, "{d}");
+        let n = d["timeline"].as_array().unwrap().len() as i64;
+        assert_eq!(n, (total / 3).min(120), "{d}");
+        assert_eq!(d["last"]["seq"].as_i64().unwrap(), total / 3, "{d}");
+        assert!(d["last"]["label"].is_string(), "{d}");
     }
 }
 

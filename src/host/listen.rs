@@ -204,6 +204,7 @@ pub fn listen(
     let mut labels: HashMap<String, Vec<String>> = HashMap::new();
     let mut last_error = String::new();
     let mut subscribed = 0;
+    let mut connected = false;
     let write_err = |e: std::io::Error| HostError::Output {
         file: "stdout".into(),
         message: e.to_string(),
@@ -236,9 +237,18 @@ pub fn listen(
                 )));
             }
         }
-        let event = match conn.recv_timeout(Duration::from_millis(100)) {
+        // Until connected, a short wait would abort each handshake that
+        // takes longer (rumqttc connects inside the future it drops);
+        // rumqttc's connection timeout (5 s) bounds the wait.
+        let wait = if connected {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(30)
+        };
+        let event = match conn.recv_timeout(wait) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
+                connected = false;
                 last_error = e.to_string();
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
@@ -248,6 +258,7 @@ pub fn listen(
         };
         let p = match event {
             Event::Incoming(Packet::ConnAck(_)) => {
+                connected = true;
                 subscribed = 0;
                 for f in &filters {
                     client

@@ -168,8 +168,10 @@ fn decode(p: &Publish) -> Item {
     };
     match kind.as_str() {
         "result" => match decode_batch(&p.payload) {
+            // The topic names the device, as for its other messages: the
+            // broker's ACLs guard topics, not the id inside a payload.
             Ok(batch) => Item::Results {
-                batch,
+                batch: ResultBatch { device, ..batch },
                 bytes: p.payload.len(),
             },
             Err(e) => bad(device, e),
@@ -330,7 +332,8 @@ fn write_items(
                     .as_array()
                     .map(|l| {
                         l.iter()
-                            .filter_map(|s| s.as_str().map(String::from))
+                            // As Val does for every text column.
+                            .filter_map(|s| s.as_str().map(|s| s.replace('\0', "\u{fffd}")))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -518,6 +521,7 @@ fn session(
     // transaction's.
     let mut early: Vec<Publish> = Vec::new();
     let mut subscribed = 0;
+    let mut connected = false;
     let mut last_error = String::new();
     let end = loop {
         if stop.load(Ordering::Relaxed) {
@@ -529,7 +533,12 @@ fn session(
         pending.append(&mut early);
         // Block for the first message, then take whatever else is ready:
         // a busy fleet fills a transaction, a quiet one is not delayed.
-        let mut next = if pending.is_empty() {
+        let mut next = if !connected {
+            // rumqttc connects inside the future this drops on timeout: a
+            // short wait would abort every handshake slower than itself.
+            // Its own connection timeout (5 s) bounds the wait.
+            conn.recv_timeout(Duration::from_secs(30))
+        } else if pending.is_empty() {
             conn.recv_timeout(Duration::from_millis(100))
         } else {
             try_recv(&mut conn)
@@ -538,6 +547,7 @@ fn session(
             match next {
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => pending.push(p),
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    connected = true;
                     subscribed = 0;
                     last_error.clear();
                     for f in filters {
@@ -560,6 +570,12 @@ fn session(
                         eprintln!("edgeinfer-host: warning: broker: {e}; reconnecting");
                         last_error = e;
                     }
+                    // Not stored, not acknowledged: the broker sends them
+                    // again on the next connection, under packet ids that
+                    // acks from this one must not hit.
+                    pending.clear();
+                    early.clear();
+                    connected = false;
                     std::thread::sleep(Duration::from_millis(200));
                     break;
                 }

@@ -77,7 +77,7 @@ pub fn results(
     let labels = labels(store)?;
     let mut rows = store.query(
         &format!(
-            "SELECT {} FROM results WHERE ($1 IS NULL OR device = $1) AND ts_ms >= $2 \
+            "SELECT {} FROM results WHERE (CAST($1 AS TEXT) IS NULL OR device = $1) AND ts_ms >= $2 \
              ORDER BY device, seq",
             COLUMNS.join(", ")
         ),

@@ -224,9 +224,14 @@ fn device(opts: &SimOptions, n: usize, stop: &AtomicBool) -> Result<DeviceRun, H
             );
             next_metrics += Duration::from_secs_f64(opts.metrics_every);
         }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(20));
+        let wait = if connected {
+            next.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20))
+        } else {
+            // Cutting the wait short would abort the handshake in progress
+            // (rumqttc connects inside the future a timeout drops).
+            Duration::from_secs(30)
+        };
         match conn.recv_timeout(wait) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 connected = true;
@@ -244,6 +249,7 @@ fn device(opts: &SimOptions, n: usize, stop: &AtomicBool) -> Result<DeviceRun, H
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Err(e)) => {
+                connected = false;
                 log::warn!("{id}: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -110,14 +110,20 @@ impl From<f64> for Val {
         }
     }
 }
+// PostgreSQL refuses NUL in text, and a device id or label with one in it
+// would fail its batch on every redelivery; both engines get U+FFFD.
 impl From<&str> for Val {
     fn from(v: &str) -> Self {
-        Val::Text(v.into())
+        Val::Text(v.replace('\0', "\u{fffd}"))
     }
 }
 impl From<String> for Val {
     fn from(v: String) -> Self {
-        Val::Text(v)
+        if v.contains('\0') {
+            Val::Text(v.replace('\0', "\u{fffd}"))
+        } else {
+            Val::Text(v)
+        }
     }
 }
 impl<T: Into<Val>> From<Option<T>> for Val {
@@ -257,13 +263,15 @@ impl Store {
                 _ => {}
             }
         }
-        self.batch("CREATE TABLE IF NOT EXISTS edgeinfer_schema (version BIGINT NOT NULL)")?;
         self.begin()?;
         let result = (|| {
             if let Store::Postgres { .. } = self {
-                // Collectors starting together must not migrate twice.
-                self.batch("LOCK TABLE edgeinfer_schema IN EXCLUSIVE MODE")?;
+                // Collectors starting together must not migrate twice, nor
+                // race on creating the version table (PostgreSQL fails one
+                // of two concurrent CREATE TABLE IF NOT EXISTS).
+                self.batch("SELECT pg_advisory_xact_lock(7307734512)")?;
             }
+            self.batch("CREATE TABLE IF NOT EXISTS edgeinfer_schema (version BIGINT NOT NULL)")?;
             let rows = self.query("SELECT version FROM edgeinfer_schema", &[])?;
             let found = rows.first().and_then(|r| r[0].int());
             let mut version = found.unwrap_or(0);
