@@ -175,6 +175,15 @@ fn assert_complete(db: &str, devices: usize, total: i64) {
         sum += n;
     }
     assert_eq!(sum, total);
+    // The per-device counter the dashboard reads moved with the rows.
+    assert_eq!(
+        count(
+            db,
+            "SELECT COUNT(*) FROM devices d WHERE d.results <> \
+             (SELECT COUNT(*) FROM results r WHERE r.device = d.id)"
+        ),
+        0
+    );
 }
 
 /// Mosquitto (not the embedded fallback broker, for shared

@@ -244,7 +244,8 @@ fn write_items(
 ) -> Result<(u64, u64), StoreError> {
     let now = now_ms();
     let (mut fresh, mut dup) = (0u64, 0u64);
-    let mut dups: BTreeMap<&str, u64> = BTreeMap::new();
+    // Per device: (results stored, duplicates dropped).
+    let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     // Every device row this transaction touches, locked first and in one
     // order: collectors sharing a PostgreSQL database would otherwise
     // deadlock on each other's rows.
@@ -301,11 +302,13 @@ fn write_items(
                             now.into(),
                         ],
                     )?;
+                    let c = counts.entry(batch.device.as_str()).or_default();
                     if n == 1 {
                         fresh += 1;
+                        c.0 += 1;
                     } else {
                         dup += 1;
-                        *dups.entry(batch.device.as_str()).or_default() += 1;
+                        c.1 += 1;
                     }
                 }
             }
@@ -389,10 +392,10 @@ fn write_items(
             }
         }
     }
-    for (device, n) in dups {
+    for (device, (stored, dropped)) in counts {
         store.execute(
-            "UPDATE devices SET duplicates = duplicates + $2 WHERE id = $1",
-            &[device.into(), n.into()],
+            "UPDATE devices SET results = results + $2, duplicates = duplicates + $3 WHERE id = $1",
+            &[device.into(), stored.into(), dropped.into()],
         )?;
     }
     Ok((fresh, dup))

@@ -165,6 +165,7 @@ CREATE TABLE devices (
     model_version TEXT,
     labels TEXT,
     info TEXT,
+    results BIGINT NOT NULL DEFAULT 0,
     duplicates BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE results (
