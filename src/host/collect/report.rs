@@ -313,7 +313,16 @@ fn draw<DB: DrawingBackend>(
     }
     let ts = rs.iter().map(|r| r.ts_ms);
     let x0 = ts.clone().fold(d.first_seen_ms, i64::min);
-    let x1 = ts.fold(until_ms.max(d.last_seen_ms), i64::max);
+    // The chart ends where the device's history does; only a device that
+    // is online now runs to `until_ms`. A device gone for days would
+    // otherwise be a sliver of data beside a long grey band.
+    let last_status = d.status.last().copied();
+    let end = match last_status {
+        Some((_, true)) => until_ms,
+        Some((at, false)) => at,
+        None => d.last_seen_ms,
+    };
+    let x1 = ts.fold(end.max(d.last_seen_ms), i64::max);
     let (x0, x1) = (x0 as f64, (x1 as f64).max(x0 as f64 + 1000.0));
     let span_ms = x1 - x0;
 
@@ -424,17 +433,19 @@ fn draw<DB: DrawingBackend>(
             chart.draw_series(rs.iter().filter_map(|r| {
                 let c = r.class?;
                 let i = classes.binary_search(&c).unwrap_or(0);
+                // Past Palette99's red, the colour of the missing-seq band.
                 Some(Circle::new(
                     (r.ts_ms as f64, c as f64),
                     3,
-                    Palette99::pick(i).filled(),
+                    Palette99::pick(i + 3).filled(),
                 ))
             }))?;
         }
         Kind::Values(_) | Kind::Score => {
             let lines = if let Kind::Values(n) = kind { n } else { 1 };
             for k in 0..lines {
-                let style = Palette99::pick(k).stroke_width(2);
+                // Past Palette99's red, as for classes.
+                let style = Palette99::pick(k + 3).stroke_width(2);
                 let mut labelled = false;
                 for run in &runs {
                     // A missing or non-finite value breaks the line as a seq gap does.
