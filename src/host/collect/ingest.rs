@@ -198,9 +198,13 @@ fn decode(p: &Publish) -> Item {
                     device,
                     ts_ms: v["ts_ms"].as_i64(),
                     source: "device",
+                    // Bounded: it is indexed, and read by people.
                     reason: v["reason"]
                         .as_str()
-                        .map_or_else(|| v.to_string(), String::from),
+                        .map_or_else(|| v.to_string(), String::from)
+                        .chars()
+                        .take(1000)
+                        .collect(),
                 },
             },
             _ => bad(device, "expected a JSON object".into()),
@@ -363,7 +367,9 @@ fn write_items(
             }
             Item::Metrics { device, body } => {
                 store.execute(
-                    "INSERT INTO metrics (device, received_ms, ts_ms, body) VALUES ($1, $2, $3, $4)",
+                    // A redelivered message is the same (device, ts_ms).
+                    "INSERT INTO metrics (device, received_ms, ts_ms, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
                     &[
                         device.as_str().into(),
                         now.into(),
@@ -380,7 +386,7 @@ fn write_items(
             } => {
                 store.execute(
                     "INSERT INTO errors (device, received_ms, ts_ms, source, reason) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     &[
                         device.as_str().into(),
                         now.into(),

@@ -198,6 +198,7 @@ CREATE TABLE errors (
     reason TEXT NOT NULL
 );
 CREATE INDEX errors_device ON errors (device);
+CREATE UNIQUE INDEX errors_sent ON errors (device, ts_ms, reason) WHERE source = 'device';
 CREATE TABLE metrics (
     device TEXT NOT NULL,
     received_ms BIGINT NOT NULL,
@@ -205,6 +206,7 @@ CREATE TABLE metrics (
     body TEXT NOT NULL
 );
 CREATE INDEX metrics_device ON metrics (device, received_ms);
+CREATE UNIQUE INDEX metrics_sent ON metrics (device, ts_ms);
 "#];
 
 /// Whether `db` names a PostgreSQL server rather than an SQLite file.
