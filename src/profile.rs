@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::export::{ElemType, GraphBuilder};
-use crate::model::{ModelError, ModelFile};
+use crate::model::{Model, ModelError, ModelFile};
 use crate::pipeline::prepare;
 use crate::rng::Rng;
 use crate::schema::{Prediction, ResultBatch, ResultRecord, SCHEMA_VERSION};
@@ -112,6 +112,9 @@ pub struct Report {
     pub outbox_capacity_results: u64,
     /// Hours of broker outage the outbox covers at that rate.
     pub outbox_capacity_hours_estimate: f64,
+    /// With `--ops`: time per operator kind, most first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpTime>,
 }
 
 /// Resident set size now and its peak, from /proc/self/status, in bytes.
@@ -179,6 +182,43 @@ pub struct Options {
     pub model_only: bool,
     /// Threads for the model's matrix products, instead of the config's.
     pub threads: Option<usize>,
+    /// Also time each operator over `runs` more passes.
+    pub ops: bool,
+}
+
+/// Where one kind of operator spends the time of an inference.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpTime {
+    /// tract's name of the optimized operator (`OptMatMul`, `DepthWise`, ...).
+    pub op: String,
+    /// Nodes of that kind in the optimized graph.
+    pub nodes: u64,
+    /// Mean wall time per inference spent in them.
+    pub us_per_inference: f64,
+    /// Their share of the time of all nodes (timing each node adds a
+    /// little of its own, so the sum is a bit over the plain latency).
+    pub share: f64,
+}
+
+/// Times each node over `runs` passes and sums by operator name, most
+/// time first.
+fn op_times(model: &mut Model, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ProfileError> {
+    let mut per_op = std::collections::BTreeMap::new();
+    for _ in 0..runs {
+        model.run_f32_per_op(input, &mut per_op)?;
+    }
+    let total: f64 = per_op.values().map(|(s, _)| s).sum();
+    let mut ops: Vec<OpTime> = per_op
+        .into_iter()
+        .map(|(op, (secs, n))| OpTime {
+            op,
+            nodes: n / runs as u64,
+            us_per_inference: secs * 1e6 / runs as f64,
+            share: if total > 0.0 { secs / total } else { 0.0 },
+        })
+        .collect();
+    ops.sort_by(|a, b| b.us_per_inference.total_cmp(&a.us_per_inference));
+    Ok(ops)
 }
 
 /// `edgeinfer profile`: the model at `model` with default settings, or the
@@ -263,6 +303,11 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (_, peak_runs) = rss();
+    let ops = if opts.ops {
+        op_times(&mut model, &input, opts.runs)?
+    } else {
+        Vec::new()
+    };
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     lat.sort_by(f64::total_cmp);
     let per_s = 1e6 / mean;
@@ -365,6 +410,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         } else {
             0.0
         },
+        ops,
     })
 }
 
@@ -433,7 +479,18 @@ impl Report {
                 ),
             ),
         ];
-        rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect()
+        let mut out: String = rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect();
+        for (i, o) in self.ops.iter().enumerate() {
+            let key = if i == 0 { "operators" } else { "" };
+            out += &format!(
+                "{key:<16} {:<24} {:>10.1} µs {:>5.1}%  {} node(s)\n",
+                o.op,
+                o.us_per_inference,
+                o.share * 100.0,
+                o.nodes
+            );
+        }
+        out
     }
 }
 

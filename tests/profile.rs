@@ -139,3 +139,47 @@ fn threads_flag_reaches_the_model_and_zero_is_refused() {
         .arg(&model));
     assert_bad_input(&o, &["--threads", "expected at least 1"]);
 }
+
+/// `--ops` splits an inference by operator: every node of the optimized
+/// graph is counted once per inference, the shares add up, and the
+/// demo's convolutions show as tract's matrix products.
+#[test]
+fn ops_flag_breaks_the_time_down_by_operator() {
+    let model = repo("models/demo/model.onnx");
+    let model = model.to_str().unwrap();
+    let plain = profile_json(&["--model", model]);
+    assert!(plain.get("ops").is_none(), "{plain}");
+    let r = profile_json(&["--model", model, "--ops"]);
+    let ops = r["ops"].as_array().expect("ops");
+    assert!(ops.len() >= 3, "{ops:?}");
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-9, "{share}");
+    for o in ops {
+        assert!(o["nodes"].as_u64().unwrap() >= 1, "{o}");
+        assert!(o["us_per_inference"].as_f64().unwrap() >= 0.0, "{o}");
+    }
+    // Most time first.
+    let us: Vec<f64> = ops
+        .iter()
+        .map(|o| o["us_per_inference"].as_f64().unwrap())
+        .collect();
+    assert!(us.windows(2).all(|w| w[0] >= w[1]), "{us:?}");
+    let matmul = ops
+        .iter()
+        .find(|o| o["op"] == "OptMatMul")
+        .expect("OptMatMul");
+    assert_eq!(
+        matmul["nodes"], 3,
+        "the demo's two convolutions and its dense layer"
+    );
+    // And the table shows them.
+    let o = run(bin().args(["profile", "--model", model, "--ops", "--runs", "20"]));
+    assert!(o.status.success());
+    let table = stdout(&o);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("operators") && l.contains("µs")),
+        "{table}"
+    );
+}

@@ -111,6 +111,9 @@ struct ProfileArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time each operator (tract's optimized ops) over the runs.
+    #[arg(long)]
+    ops: bool,
 }
 
 #[derive(clap::Args)]
@@ -256,6 +259,7 @@ fn profile(a: ProfileArgs) -> Result<(), Failure> {
         runs: a.runs,
         model_only: a.model.is_some(),
         threads: a.threads,
+        ops: a.ops,
     };
     let report =
         edgeinfer::profile::profile_command(a.model.as_deref(), a.config.as_deref(), &options)

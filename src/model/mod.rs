@@ -353,9 +353,31 @@ impl Model {
             .map_err(|e| ModelError::Run(format!("{e:#}")))
     }
 
-    /// One forward pass of a single-input f32 model: `input` is the flat
-    /// tensor in the pinned shape; returns the first output, flattened.
-    pub fn run_f32(&mut self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+    /// One forward pass like [`run_f32`](Self::run_f32), timing each
+    /// node: adds each operator's wall time, by operator name (tract's
+    /// optimized ops: `OptMatMul`, `DepthWise`, ...), into `per_op` as
+    /// (seconds, nodes evaluated).
+    pub fn run_f32_per_op(
+        &mut self,
+        input: &[f32],
+        per_op: &mut std::collections::BTreeMap<String, (f64, u64)>,
+    ) -> Result<(), ModelError> {
+        let tensor = self.f32_input(input)?;
+        self.state
+            .run_plan_with_eval(tvec!(tensor.into()), |ctx, state, node, inputs| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+                let e = per_op.entry(node.op.name().to_string()).or_default();
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+                out
+            })
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        Ok(())
+    }
+
+    /// The single f32 input tensor of `input`'s values, in the pinned shape.
+    fn f32_input(&self, input: &[f32]) -> Result<Tensor, ModelError> {
         let ([spec], [dt]) = (self.info.inputs.as_slice(), self.input_dt.as_slice()) else {
             return Err(ModelError::Run(
                 "run_f32 needs a model with exactly one f32 input".into(),
@@ -366,9 +388,14 @@ impl Model {
                 "run_f32 needs a model with exactly one f32 input".into(),
             ));
         }
-        let shape = &spec.shape;
-        let tensor = Tensor::from_shape(shape, input)
-            .map_err(|e| ModelError::Run(format!("input of {} values: {e:#}", input.len())))?;
+        Tensor::from_shape(&spec.shape, input)
+            .map_err(|e| ModelError::Run(format!("input of {} values: {e:#}", input.len())))
+    }
+
+    /// One forward pass of a single-input f32 model: `input` is the flat
+    /// tensor in the pinned shape; returns the first output, flattened.
+    pub fn run_f32(&mut self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let tensor = self.f32_input(input)?;
         let out = self.run(tvec!(tensor.into()))?;
         let first = out
             .first()
