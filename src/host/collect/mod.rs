@@ -2,10 +2,13 @@
 //! `report`, `dashboard` and `fleet-sim`. docs/collect.md describes the
 //! schema and how collectors share a fleet.
 
+mod chart;
 pub mod dashboard;
+mod history;
 pub mod ingest;
 pub mod query;
 pub mod report;
+mod rows;
 pub mod sim;
 pub mod store;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::report::{DeviceHistory, HistoryResult};
+use super::history::{DeviceHistory, HistoryResult};
 use super::store::{Store, StoreError, Val};
 
 /// How `query` prints rows.
