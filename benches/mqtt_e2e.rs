@@ -453,6 +453,7 @@ fn payload_sizes() {
         for n in [1usize, 10] {
             let b = ResultBatch {
                 version: SCHEMA_VERSION,
+                model: None,
                 device: "pi-042".into(),
                 records: (0..n as u64)
                     .map(|i| ResultRecord {

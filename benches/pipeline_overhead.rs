@@ -81,6 +81,7 @@ fn pipeline_loop(case: &Case) -> f64 {
     let opts = RunOptions {
         count: None,
         stop: Arc::new(AtomicBool::new(false)),
+        control: None,
     };
     let t0 = Instant::now();
     let summary = prepared

@@ -18,6 +18,7 @@ use edgeinfer::schema::{
 fn batch(records: usize, result: &Prediction) -> ResultBatch {
     ResultBatch {
         version: SCHEMA_VERSION,
+        model: None,
         device: "pump-07".into(),
         records: (0..records)
             .map(|i| ResultRecord {

@@ -56,8 +56,14 @@ pub struct Config {
     /// `[broker]`: a broker inside this process, for boards with no broker
     /// on the network.
     pub broker: BrokerConfig,
+    /// `[remote]`: signed model updates and commands over MQTT.
+    pub remote: Option<crate::fleet::RemoteConfig>,
+    /// `[homeassistant]`: Home Assistant MQTT discovery.
+    pub homeassistant: crate::fleet::HomeAssistantConfig,
     /// Where this config came from: names it in messages, anchors relative paths.
     pub origin: Origin,
+    /// The TOML as read, for run-time changes that must pass the same checks.
+    pub raw: toml::Table,
 }
 
 fn default_device_id() -> String {
@@ -158,6 +164,12 @@ impl Config {
                 ),
             )])
         })?;
+        Self::from_table(table, origin)
+    }
+
+    /// Checks a parsed TOML document.
+    fn from_table(table: toml::Table, origin: Origin) -> Result<Config, ConfigErrors> {
+        let raw = table.clone();
         let mut s = Sections {
             table,
             known: BTreeSet::new(),
@@ -176,6 +188,8 @@ impl Config {
         let mqtt = s.optional("mqtt");
         let outbox = s.optional("outbox");
         let broker = s.optional("broker");
+        let remote = s.optional("remote");
+        let homeassistant = s.optional("homeassistant");
         s.unknown_keys();
         let problems = s.problems.into_vec();
         let (Some(model), Some(source), true) = (model, source, problems.is_empty()) else {
@@ -194,7 +208,10 @@ impl Config {
             mqtt,
             outbox: outbox.unwrap_or_default(),
             broker: broker.unwrap_or_default(),
+            remote,
+            homeassistant: homeassistant.unwrap_or_default(),
             origin: origin.clone(),
+            raw,
         };
         config.apply_policy_batching();
         let mut problems = Problems::new(&origin);
@@ -219,8 +236,73 @@ impl Config {
             mqtt: None,
             outbox: Default::default(),
             broker: Default::default(),
+            remote: None,
+            homeassistant: Default::default(),
             origin,
+            raw: Default::default(),
         }
+    }
+
+    /// This config with one run-time setting changed (a remote `set`):
+    /// `policy.<field>`, or `batch_max_records` / `batch_max_ms` of the
+    /// `mqtt` sinks. `value` is TOML. The changed section passes its
+    /// validator, or nothing changes.
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, String> {
+        let parsed: toml::Table = format!("v = {value}").parse().map_err(|_| {
+            format!("{key}: expected a TOML value (0.05, true, \"text\"), found {value}")
+        })?;
+        let v = parsed
+            .get("v")
+            .cloned()
+            .unwrap_or(toml::Value::Boolean(false));
+        let mut out = self.clone();
+        let mut p = Problems::new(&self.origin);
+        if let Some(field) = key.strip_prefix("policy.") {
+            let mut table = self
+                .raw
+                .get("policy")
+                .and_then(|t| t.as_table())
+                .cloned()
+                .unwrap_or_default();
+            table.insert(field.into(), v);
+            let policy: PolicyConfig =
+                serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+                    .map_err(|e| format!("{key}: {}", e.inner().message()))?;
+            policy.validate(&mut p);
+            out.policy = policy;
+            out.raw.insert("policy".into(), toml::Value::Table(table));
+        } else if key == "batch_max_records" || key == "batch_max_ms" {
+            let n = v
+                .as_integer()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("{key}: expected a whole number, found {value}"))?
+                as u64;
+            let mut any = false;
+            for (i, s) in out.sink.iter_mut().enumerate() {
+                if let SinkConfig::Mqtt(m) = s {
+                    any = true;
+                    if key == "batch_max_records" {
+                        m.batch_max_records = Some(n as usize);
+                    } else {
+                        m.batch_max_ms = Some(n);
+                    }
+                    m.validate(&format!("sink[{i}]"), &mut p);
+                }
+            }
+            if !any {
+                return Err(format!("{key}: the config has no mqtt sink"));
+            }
+        } else {
+            return Err(format!(
+                "{key}: not settable at run time; expected policy.<field>, batch_max_records, batch_max_ms or log_level"
+            ));
+        }
+        p.into_result(out).map_err(|e| {
+            e.0.iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Runs every section's validator.
@@ -256,6 +338,10 @@ impl Config {
         }
         self.outbox.validate(p);
         self.broker.validate(p);
+        if let Some(r) = &self.remote {
+            r.validate(p);
+        }
+        self.homeassistant.validate(p);
     }
 
     /// `mqtt` sinks without their own batching take the older `[policy]

@@ -18,6 +18,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod export;
+pub mod fleet;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod infer;

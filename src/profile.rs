@@ -321,9 +321,15 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let prediction = postprocess
         .and_then(|p| p.apply(&input, &first))
         .unwrap_or(Prediction::Values(first.clone()));
+    // Every message names the model that produced it, as the device's do.
+    let tag = crate::schema::ModelTag::new(
+        &info.sha256,
+        &crate::pipeline::model_version(file, &info.sha256),
+    );
     let batch = |records: u64| ResultBatch {
         version: SCHEMA_VERSION,
         device: config.device_id.clone(),
+        model: Some(tag.clone()),
         records: (0..records)
             .map(|i| ResultRecord {
                 seq: 1_000_000 + i,

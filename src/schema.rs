@@ -19,6 +19,46 @@ pub struct ResultBatch {
     pub device: String,
     /// Records in sequence order.
     pub records: Vec<ResultRecord>,
+    /// The model that produced the records. On the wire it trails the
+    /// records, outside the version-1 layout, so decoders that predate it
+    /// read the batch and ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelTag>,
+}
+
+/// Which model produced a batch: enough to tell two models of one device
+/// apart and to match the full sha256 and version in `<prefix>/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTag {
+    /// The first 8 bytes of the model file's sha256.
+    pub sha256_prefix: [u8; 8],
+    /// The model's version (from its update, or its metadata).
+    pub version: String,
+}
+
+impl ModelTag {
+    /// The tag of a model whose sha256 is `sha256_hex` (64 hex digits).
+    pub fn new(sha256_hex: &str, version: &str) -> Self {
+        let mut prefix = [0u8; 8];
+        for (i, b) in prefix.iter_mut().enumerate() {
+            *b = sha256_hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        ModelTag {
+            sha256_prefix: prefix,
+            version: version.into(),
+        }
+    }
+
+    /// The prefix as 16 hex digits, as it starts the sha256 in `info`.
+    pub fn prefix_hex(&self) -> String {
+        self.sha256_prefix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// One result of one inference (or one summary of many).
@@ -134,16 +174,33 @@ impl ResultBatch {
     /// Postcard bytes of the batch.
     pub fn to_postcard(&self) -> Vec<u8> {
         // Serializing these plain types into a Vec cannot fail.
-        postcard::to_stdvec(self).unwrap_or_default()
+        let mut bytes =
+            postcard::to_stdvec(&(self.version, &self.device, &self.records)).unwrap_or_default();
+        if let Some(m) = &self.model {
+            bytes.extend(postcard::to_stdvec(m).unwrap_or_default());
+        }
+        bytes
     }
 
-    /// Decodes postcard bytes, checking the schema version.
+    /// Decodes postcard bytes, checking the schema version; the model tag
+    /// is read when the bytes carry one.
     pub fn from_postcard(bytes: &[u8]) -> Result<Self, SchemaError> {
-        let batch: ResultBatch = postcard::from_bytes(bytes)?;
-        if batch.version != SCHEMA_VERSION {
-            return Err(SchemaError::Version(batch.version));
+        let ((version, device, records), rest): ((u16, String, Vec<ResultRecord>), &[u8]) =
+            postcard::take_from_bytes(bytes)?;
+        if version != SCHEMA_VERSION {
+            return Err(SchemaError::Version(version));
         }
-        Ok(batch)
+        let model = if rest.is_empty() {
+            None
+        } else {
+            Some(postcard::from_bytes(rest)?)
+        };
+        Ok(ResultBatch {
+            version,
+            device,
+            records,
+            model,
+        })
     }
 }
 
@@ -226,6 +283,7 @@ mod tests {
                     }),
                 },
             ],
+            model: None,
         }
     }
 
@@ -249,6 +307,33 @@ mod tests {
         ];
         assert_eq!(bytes, expected);
         assert_eq!(ResultBatch::from_postcard(&bytes).unwrap(), sample_batch());
+    }
+
+    #[test]
+    fn the_model_tag_trails_the_version_1_layout() {
+        let mut b = sample_batch();
+        let plain = b.to_postcard();
+        b.model = Some(ModelTag::new(&"ab".repeat(32), "v2"));
+        let tagged = b.to_postcard();
+        assert_eq!(&tagged[..plain.len()], &plain[..]);
+        assert_eq!(
+            &tagged[plain.len()..],
+            &[0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 2, b'v', b'2']
+        );
+        assert_eq!(ResultBatch::from_postcard(&tagged).unwrap(), b);
+        // A decoder that predates the tag: the three version-1 fields.
+        #[derive(Deserialize)]
+        struct V1 {
+            version: u16,
+            device: String,
+            records: Vec<ResultRecord>,
+        }
+        let old: V1 = postcard::from_bytes(&tagged).unwrap();
+        assert_eq!(
+            (old.version, old.device, old.records),
+            (b.version, b.device.clone(), b.records.clone())
+        );
+        assert_eq!(b.model.unwrap().prefix_hex(), "abababababababab");
     }
 
     #[test]

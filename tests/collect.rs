@@ -357,6 +357,7 @@ fn sqlite_locked_by_another_writer_loses_nothing() {
 fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>, class: u32) -> Vec<u8> {
     ResultBatch {
         version: SCHEMA_VERSION,
+        model: None,
         device: device.into(),
         records: seqs
             .map(|seq| ResultRecord {

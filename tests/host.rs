@@ -576,6 +576,7 @@ fn decode_reads_a_postcard_payload_from_a_file_or_stdin() {
     use edgeinfer::schema::{ClassResult, Prediction, ResultBatch, ResultRecord, SCHEMA_VERSION};
     let batch = ResultBatch {
         version: SCHEMA_VERSION,
+        model: None,
         device: "d1".into(),
         records: (0..3)
             .map(|i| ResultRecord {

@@ -45,6 +45,80 @@ enum Cmd {
     Dashboard(DashboardArgs),
     /// Simulate devices publishing results, for load tests of collection.
     FleetSim(FleetSimArgs),
+    /// Make an Ed25519 key pair for signing model updates and commands.
+    Keygen(KeygenArgs),
+    /// Send a model to devices over MQTT, signed; wait for each one's answer.
+    Deploy(DeployArgs),
+    /// Send one signed command to a device and print its reply.
+    Cmd(CmdArgs),
+}
+
+#[derive(clap::Args)]
+struct KeygenArgs {
+    /// Directory for edgeinfer.key (secret) and edgeinfer.pub (for devices).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// mqtt://HOST[:PORT]
+    #[arg(long, env = "EDGEINFER_BROKER")]
+    broker: String,
+    /// Key directory from keygen (signs the orders).
+    #[arg(long, required_unless_present = "unsigned")]
+    key: Option<PathBuf>,
+    /// Send unsigned orders (devices take them only with allow_unsigned = true).
+    #[arg(long)]
+    unsigned: bool,
+    /// First topic level of the devices' prefixes.
+    #[arg(long, default_value = "edgeinfer")]
+    root: String,
+    /// Seconds to wait for answers.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// One device id.
+    #[arg(long, conflicts_with_all = ["devices", "all"])]
+    device: Option<String>,
+    /// Device ids, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+    devices: Vec<String>,
+    /// Every device that announced [remote] in its info.
+    #[arg(long)]
+    all: bool,
+    /// The model to send.
+    #[arg(long)]
+    model: PathBuf,
+    /// Its version, as devices will report it (default: its metadata, else its sha256).
+    #[arg(long)]
+    version: Option<String>,
+    /// Reference input for the device's self-test (.npy; default input.npy beside the model).
+    #[arg(long, requires = "reference_output")]
+    reference_input: Option<PathBuf>,
+    /// Reference output for the self-test (.npy; default output.npy beside the model).
+    #[arg(long)]
+    reference_output: Option<PathBuf>,
+    /// Send no self-test even when reference files are beside the model.
+    #[arg(long)]
+    no_selftest: bool,
+}
+
+#[derive(clap::Args)]
+struct CmdArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// The device id.
+    #[arg(long)]
+    device: String,
+    /// ping | info | rollback | restart | set KEY=VALUE
+    #[arg(required = true, num_args = 1..=2)]
+    action: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -225,6 +299,18 @@ fn main() -> ExitCode {
         Cmd::Report(a) => run_report(a),
         Cmd::Dashboard(a) => run_dashboard(a),
         Cmd::FleetSim(a) => run_fleet_sim(a),
+        Cmd::Keygen(a) => host::fleet::keygen(&a.out)
+            .map(|public| {
+                println!("public key {public}");
+                println!(
+                    "wrote {} (keep it secret) and {} (copy it to the devices)",
+                    a.out.join(edgeinfer::fleet::wire::SECRET_FILE).display(),
+                    a.out.join(edgeinfer::fleet::wire::PUBLIC_FILE).display()
+                );
+            })
+            .map_err(Failure::from),
+        Cmd::Deploy(a) => run_deploy(a),
+        Cmd::Cmd(a) => run_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -365,4 +451,78 @@ fn run_fleet_sim(a: FleetSimArgs) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+fn fleet_options(a: &FleetArgs) -> Result<host::fleet::FleetOptions, Failure> {
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        return Err(Failure(
+            2,
+            anyhow::anyhow!("--timeout: expected seconds above 0, found {}", a.timeout),
+        ));
+    }
+    Ok(host::fleet::FleetOptions {
+        broker: a.broker.clone(),
+        root: a.root.clone(),
+        key: if a.unsigned { None } else { a.key.clone() },
+        timeout: Duration::from_secs_f64(a.timeout),
+    })
+}
+
+fn run_deploy(a: DeployArgs) -> Result<(), Failure> {
+    let opts = fleet_options(&a.fleet)?;
+    let targets = match (a.device, a.all) {
+        (Some(d), _) => host::fleet::Targets::Devices(vec![d]),
+        (None, true) => host::fleet::Targets::All,
+        (None, false) if !a.devices.is_empty() => host::fleet::Targets::Devices(a.devices),
+        _ => {
+            return Err(Failure(
+                2,
+                anyhow::anyhow!("name the targets: --device ID, --devices A,B or --all"),
+            ))
+        }
+    };
+    let selftest = match (&a.reference_input, &a.reference_output, a.no_selftest) {
+        (_, _, true) => None,
+        (Some(i), Some(o), _) => Some(
+            edgeinfer::fleet::wire::SelfTest::read(i, o)
+                .map_err(|e| Failure(2, anyhow::anyhow!(e)))?,
+        ),
+        _ => edgeinfer::fleet::reference_pair(&a.model),
+    };
+    let outcomes = host::fleet::deploy(&opts, &targets, &a.model, a.version.as_deref(), selftest)?;
+    let mut all_applied = true;
+    for o in &outcomes {
+        println!(
+            "{}: {} ({}) in {:.2} s",
+            o.device, o.outcome, o.detail, o.seconds
+        );
+        all_applied &= o.outcome == "applied";
+    }
+    if all_applied {
+        Ok(())
+    } else {
+        Err(Failure(
+            1,
+            anyhow::anyhow!(
+                "{} of {} devices did not apply the update",
+                outcomes.iter().filter(|o| o.outcome != "applied").count(),
+                outcomes.len()
+            ),
+        ))
+    }
+}
+
+fn run_cmd(a: CmdArgs) -> Result<(), Failure> {
+    let opts = fleet_options(&a.fleet)?;
+    let action = host::fleet::parse_action(&a.action)?;
+    let reply = host::fleet::command(&opts, &a.device, action)?;
+    println!("{}", serde_json::to_string(&reply).unwrap_or_default());
+    if reply.outcome == "ok" {
+        Ok(())
+    } else {
+        Err(Failure(
+            1,
+            anyhow::anyhow!("{}: {}", reply.outcome, reply.detail),
+        ))
+    }
 }

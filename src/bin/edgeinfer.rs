@@ -217,9 +217,28 @@ fn run_pipeline(
         .context("installing signal handlers")
         .map_err(failed)?;
     let built = pipeline::build(config, embedded).map_err(bad_input)?;
-    let s = built.run(&RunOptions { count, stop }).map_err(failed)?;
+    let s = built
+        .run(&RunOptions {
+            count,
+            stop,
+            control: None,
+        })
+        .map_err(failed)?;
     log::info!("{}", serde_json::to_string(&s).unwrap_or_default());
     eprintln!("edgeinfer: {s}");
+    if s.restart {
+        // A remote `restart`: the same program with the same arguments, in
+        // this process (systemd sees no exit, the pid stays).
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe()
+            .context("finding this program to restart it")
+            .map_err(failed)?;
+        eprintln!("edgeinfer: restarting");
+        let e = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        return Err(failed(anyhow!("restart failed: {e}")));
+    }
     Ok(())
 }
 

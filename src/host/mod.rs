@@ -6,6 +6,7 @@
 mod args;
 pub mod collect;
 pub mod data;
+pub mod fleet;
 pub mod listen;
 pub mod net;
 pub mod record;

@@ -10,6 +10,9 @@ pub const WINDOW: &str = "edgeinfer.window";
 pub const HOP: &str = "edgeinfer.hop";
 /// Channel names, comma-separated or a JSON array of strings.
 pub const CHANNELS: &str = "edgeinfer.channels";
+/// The model's version, as a device reports it (`deploy --version` sets
+/// it in the update instead).
+pub const VERSION: &str = "edgeinfer.version";
 /// Input layout: `ncw`, `nwc` or `flat`.
 pub const LAYOUT: &str = "edgeinfer.layout";
 /// What the output means: `classify`, `regress` or `anomaly`.

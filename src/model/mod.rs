@@ -158,6 +158,16 @@ impl ModelFile {
         &self.origin
     }
 
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// sha256 of the file, 64 hex digits.
+    pub fn sha256(&self) -> String {
+        hex(&Sha256::digest(&self.bytes))
+    }
+
     /// The graph inputs (initializers excluded).
     pub fn inputs(&self) -> &[DeclaredInput] {
         &self.declared
@@ -288,7 +298,7 @@ impl ModelFile {
         let info = ModelInfo {
             origin: origin.into(),
             file_size: self.bytes.len() as u64,
-            sha256: hex(&Sha256::digest(&self.bytes)),
+            sha256: self.sha256(),
             inputs,
             outputs,
             params: graph

@@ -34,6 +34,11 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 /// drops (and counts) rather than wait.
 const INPUT_QUEUE: usize = 1024;
 
+/// Control messages (commands, update chunks) waiting for the fleet
+/// controller, at most; beyond this they are dropped and reported (an
+/// update then misses a chunk and is refused, never applied half).
+const CONTROL_QUEUE: usize = 1024;
+
 /// Link counters, for the metrics topic.
 #[derive(Debug, Default)]
 pub struct LinkCounters {
@@ -95,12 +100,36 @@ pub struct Shared {
     pub metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
     /// Error reports to publish on `<prefix>/error`.
     pub errors: Mutex<VecDeque<String>>,
+    /// Other messages to publish at QoS 1 once connected: (topic, payload,
+    /// retained), oldest first (replies, discovery, state).
+    pub outgoing: Mutex<VecDeque<(String, Vec<u8>, bool)>>,
+    /// The retained `<prefix>/info` document, published at every connect.
+    pub info: Mutex<String>,
+    /// Retained messages published at every connect after `info` (Home
+    /// Assistant discovery).
+    pub announce: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Fields added to every metrics message (the running model).
+    pub extra_metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Shared {
     /// Locks the outbox (a poisoned lock still holds consistent data).
     pub fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message for `topic` at QoS 1 (sent once connected).
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let mut q = self.outgoing.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() < 10_000 {
+            q.push_back((topic.to_string(), payload, retain));
+        }
+    }
+
+    /// Replaces the info document and publishes it.
+    pub fn set_info(&self, info: String, topic: &str) {
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
+        self.publish(topic, info.into_bytes(), true);
     }
 
     /// Queues a JSON error report for `<prefix>/error`.
@@ -120,6 +149,7 @@ pub struct Link {
     pub topics: Topics,
     thread: Option<JoinHandle<()>>,
     messages: Option<Receiver<Message>>,
+    control: Option<Receiver<Message>>,
     grace: Duration,
 }
 
@@ -167,6 +197,10 @@ impl Link {
             counters: LinkCounters::default(),
             metrics: Mutex::default(),
             errors: Mutex::default(),
+            outgoing: Mutex::default(),
+            info: Mutex::new(setup.info.clone()),
+            announce: Mutex::default(),
+            extra_metrics: Mutex::default(),
         });
         let (client, mut connection) = Client::new(opts, 64);
         // Small result messages must not wait for Nagle's algorithm and the
@@ -176,6 +210,8 @@ impl Link {
         connection.eventloop.set_network_options(net);
         let (tx, rx) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
         let messages = (!setup.subscriptions.is_empty()).then_some(rx);
+        let (control_tx, control_rx) = std::sync::mpsc::sync_channel(CONTROL_QUEUE);
+        let control = (!setup.control.is_empty()).then_some(control_rx);
         let grace = Duration::from_secs_f64(setup.config.grace_s.max(0.0));
         let worker = Worker {
             client,
@@ -183,6 +219,7 @@ impl Link {
             topics: topics.clone(),
             setup,
             messages: tx,
+            control: control_tx,
             drops: ReportEvery::new(Duration::from_secs(1)),
         };
         let thread = std::thread::Builder::new()
@@ -194,6 +231,7 @@ impl Link {
             topics,
             thread: Some(thread),
             messages,
+            control,
             grace,
         })
     }
@@ -201,6 +239,12 @@ impl Link {
     /// The received sensor messages, for the `mqtt` source (once).
     pub fn take_messages(&mut self) -> Option<Receiver<Message>> {
         self.messages.take()
+    }
+
+    /// The received messages on the `control` topics, for the fleet
+    /// controller (once).
+    pub fn take_control(&mut self) -> Option<Receiver<Message>> {
+        self.control.take()
     }
 
     /// Waits up to the grace period for the outbox to drain (while
@@ -265,6 +309,7 @@ struct Worker {
     topics: Topics,
     setup: LinkSetup,
     messages: SyncSender<Message>,
+    control: SyncSender<Message>,
     /// Dropped input, reported at most once a second.
     drops: ReportEvery,
 }
@@ -347,6 +392,7 @@ impl Worker {
             if connected {
                 self.publish_more(&mut session, qos_results);
                 self.publish_errors(&mut session);
+                self.publish_outgoing(&mut session);
                 if let Some(every) = metrics_every {
                     if Instant::now() >= next_metrics {
                         next_metrics = Instant::now() + every;
@@ -428,17 +474,31 @@ impl Worker {
     fn on_connect(&mut self, session: &mut Session) {
         // Subscribe first: the broker handles a connection's packets in
         // order, so whoever sees `online` knows the subscriptions are active.
-        for filter in &self.setup.subscriptions {
+        for filter in self.setup.subscriptions.iter().chain(&self.setup.control) {
             if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
                 log::error!("mqtt: subscribe {filter}: {e}");
             }
         }
         // Only requests rumqttc accepted will be reported as sent: keep the
         // `awaiting` queue in step with them.
+        let info = self
+            .shared
+            .info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let announce = self
+            .shared
+            .announce
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let topics = [
-            (&self.topics.status, "online".to_string()),
-            (&self.topics.info, self.setup.info.clone()),
-        ];
+            (self.topics.status.clone(), b"online".to_vec()),
+            (self.topics.info.clone(), info.into_bytes()),
+        ]
+        .into_iter()
+        .chain(announce);
         for (topic, payload) in topics {
             if self
                 .client
@@ -506,6 +566,35 @@ impl Worker {
         }
     }
 
+    fn publish_outgoing(&mut self, session: &mut Session) {
+        loop {
+            let next = self
+                .shared
+                .outgoing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            let Some((topic, payload, retain)) = next else {
+                break;
+            };
+            if let Err(e) = self
+                .client
+                .try_publish(&topic, QoS::AtLeastOnce, retain, payload)
+            {
+                // The request queue is full: try again on the next turn.
+                if let rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p)) = e {
+                    self.shared
+                        .outgoing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_front((topic, p.payload.to_vec(), retain));
+                }
+                break;
+            }
+            session.awaiting.push_back(None);
+        }
+    }
+
     fn publish_metrics(&mut self, session: &mut Session) {
         let c = &self.shared.counters;
         let mut m = self
@@ -514,6 +603,13 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        m.extend(
+            self.shared
+                .extra_metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         let (depth, dropped) = {
             let ob = self.shared.outbox();
             (ob.len(), ob.dropped())
@@ -592,8 +688,24 @@ impl Worker {
                     self.acked(id, sent);
                 }
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_sensor_message(p),
+            Event::Incoming(Packet::Publish(p)) => {
+                let topic = &p.topic;
+                if self.setup.control.iter().any(|t| t == topic) {
+                    self.on_control_message(p);
+                } else {
+                    self.on_sensor_message(p);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Hands a control message to the fleet controller without waiting.
+    fn on_control_message(&mut self, message: Message) {
+        if let Err(TrySendError::Full(m)) = self.control.try_send(message) {
+            let reason = format!("control queue full: dropped a message on {}", m.topic);
+            log::warn!("mqtt: {reason}");
+            self.shared.report_error(&reason);
         }
     }
 

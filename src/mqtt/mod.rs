@@ -144,6 +144,9 @@ pub struct LinkSetup {
     pub outbox: crate::outbox::OutboxConfig,
     /// Topic filters to subscribe to (the `mqtt` source), if any.
     pub subscriptions: Vec<String>,
+    /// Topics (exact names, no wildcards) whose messages go to the fleet
+    /// controller instead of the source.
+    pub control: Vec<String>,
     /// Retained JSON for `<prefix>/info`.
     pub info: String,
 }
@@ -387,6 +390,14 @@ pub struct Topics {
     pub metrics: String,
     /// `<prefix>/error`
     pub error: String,
+    /// `<prefix>/cmd`: signed commands and update manifests.
+    pub cmd: String,
+    /// `<prefix>/update`: model update chunks.
+    pub update: String,
+    /// `<prefix>/reply`: answers to commands and updates.
+    pub reply: String,
+    /// `<prefix>/state`: the latest result as compact JSON (Home Assistant).
+    pub state: String,
 }
 
 impl Topics {
@@ -399,6 +410,10 @@ impl Topics {
             info: t("info"),
             metrics: t("metrics"),
             error: t("error"),
+            cmd: t("cmd"),
+            update: t("update"),
+            reply: t("reply"),
+            state: t("state"),
         }
     }
 }

@@ -90,6 +90,7 @@ mod tests {
             base_dir: ".".into(),
             outbox: Default::default(),
             subscriptions: vec![],
+            control: vec![],
             info: String::new(),
         };
         let err = options(&setup, &Topics::new("p")).unwrap_err();

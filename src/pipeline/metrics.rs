@@ -82,7 +82,7 @@ pub(crate) fn metrics_json(
 }
 
 /// The retained JSON of `<prefix>/info`.
-pub fn info_json(config: &Config, prepared: &Prepared) -> String {
+pub fn info_json(config: &Config, prepared: &Prepared, model_version: &str) -> String {
     let info = prepared.model.info();
     let encoding = config.sink.iter().find_map(|s| match s {
         SinkConfig::Mqtt(m) => Some(m.encoding.name()),
@@ -95,6 +95,9 @@ pub fn info_json(config: &Config, prepared: &Prepared) -> String {
         "encoding": encoding,
         "model": info.origin,
         "model_sha256": info.sha256,
+        "model_version": model_version,
+        "max_packet_bytes": config.mqtt.as_ref().map(|m| m.max_packet_bytes),
+        "remote": config.remote.is_some(),
         "inputs": info.inputs,
         "outputs": info.outputs,
         "labels": prepared.labels,

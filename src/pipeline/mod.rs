@@ -10,16 +10,18 @@
 mod metrics;
 mod prepare;
 mod run;
+pub mod swap;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use metrics::info_json;
-pub use prepare::{prepare, Prepared};
+pub use prepare::{model_version, prepare, Prepared};
 pub use run::{PipelineError, RunOptions, Summary};
 
 use crate::config::{Config, ConfigProblem, FileFormat, SinkConfig, SourceConfig};
+use crate::fleet::{Controller, FleetSetup};
 use crate::model::{meta, meta_list, ModelFile};
 use crate::mqtt::{Link, LinkError, LinkSetup};
 use crate::sink::{Sink, SinkContext, SinkError};
@@ -84,7 +86,10 @@ pub enum BuildError {
 }
 
 /// The model a config names (or `embedded` bytes instead of its path).
-fn model_file(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<ModelFile, BuildError> {
+pub fn model_file(
+    config: &Config,
+    embedded: Option<(&[u8], &str)>,
+) -> Result<ModelFile, BuildError> {
     match embedded {
         Some((bytes, name)) => Ok(ModelFile::from_bytes(bytes.to_vec(), name)?),
         None => {
@@ -126,6 +131,8 @@ pub struct Built {
     pub broker: Option<std::thread::JoinHandle<()>>,
     /// True when results are published (an `mqtt` sink).
     pub publishes: bool,
+    /// The fleet controller's start (runs with a config file).
+    pub fleet: Option<FleetSetup>,
 }
 
 impl Built {
@@ -138,9 +145,25 @@ impl Built {
             sinks,
             mut link,
             publishes,
+            fleet,
             ..
         } = self;
-        let mut result = prepared.run(source, sinks, opts);
+        let mut opts = opts.clone();
+        let controller = match fleet {
+            Some(setup) => {
+                opts.control = Some(setup.control.clone());
+                Some(
+                    Controller::start(setup, link.as_mut(), opts.stop.clone())
+                        .map_err(|e| PipelineError::Thread(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let mut result = prepared.run(source, sinks, &opts);
+        let restart = controller.is_some_and(Controller::finish);
+        if let Ok(s) = result.as_mut() {
+            s.restart = restart;
+        }
         if let Some(l) = link.as_mut() {
             let delivery = l.close();
             if let Ok(s) = result.as_mut() {
@@ -160,7 +183,22 @@ pub fn start_link(config: &Config, info: String) -> Result<Option<Link>, BuildEr
         SourceConfig::Mqtt(m) => m.filters(),
         _ => vec![],
     };
-    if !mqtt_sink && subscriptions.is_empty() {
+    let topics = crate::mqtt::Topics::new(
+        &config
+            .mqtt
+            .clone()
+            .unwrap_or_default()
+            .prefix_for(&config.device_id),
+    );
+    let mut control = Vec::new();
+    if config.remote.is_some() {
+        control.extend([topics.cmd.clone(), topics.update.clone()]);
+    }
+    if config.homeassistant.enabled {
+        control.push(config.homeassistant.birth_topic());
+    }
+    let ha_marker = config.fleet_dir().join("homeassistant.json").exists();
+    if !mqtt_sink && subscriptions.is_empty() && control.is_empty() && !ha_marker {
         return Ok(None);
     }
     let mut outbox = config.outbox.clone();
@@ -171,6 +209,7 @@ pub fn start_link(config: &Config, info: String) -> Result<Option<Link>, BuildEr
         base_dir: config.origin.base_dir.clone(),
         outbox,
         subscriptions,
+        control,
         info,
     })
     .map_err(|e| match e {
@@ -202,10 +241,47 @@ pub fn open_source(config: &Config) -> Result<(Box<dyn Source>, Option<Link>), B
 /// configured, and opens the source and sinks: one call from a config to a
 /// pipeline ready to run.
 pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, BuildError> {
-    let mut prepared = check(config, embedded)?;
+    let fleet_dir = config.fleet_dir();
+    let store = if embedded.is_none()
+        && (config.remote.is_some()
+            || config.homeassistant.enabled
+            || fleet_dir.join("homeassistant.json").exists())
+    {
+        Some(crate::fleet::Store::open(&fleet_dir).map_err(|e| {
+            BuildError::Config(vec![config.problem(
+                "remote.state_dir",
+                format!("cannot create {}: {e}", fleet_dir.display()),
+            )])
+        })?)
+    } else {
+        None
+    };
+    let config = &match &store {
+        Some(s) => crate::fleet::controller_settings(config, &s.settings()),
+        None => config.clone(),
+    };
+    let startup = match (&store, &config.remote) {
+        (Some(s), Some(_)) => Some(crate::fleet::startup(config, s)?),
+        _ => None,
+    };
+    let file = match &startup {
+        Some(s) => s.file.clone(),
+        None => model_file(config, embedded)?,
+    };
+    let channels = config.source.channels(&config.origin)?;
+    let mut prepared = prepare(config, &file, channels).map_err(BuildError::Config)?;
+    let running = match &startup {
+        Some(s) => s.entry.clone(),
+        None => crate::fleet::Entry {
+            sha256: prepared.model.info().sha256.clone(),
+            version: prepared.tag.version.clone(),
+        },
+    };
+    prepared.tag = crate::schema::ModelTag::new(&running.sha256, &running.version);
+    let info = info_json(config, &prepared, &running.version);
     // Before the link, which connects to it.
     let broker = config.broker.start()?;
-    let link = start_link(config, info_json(config, &prepared))?;
+    let link = start_link(config, info.clone())?;
     let publishes = config.sink.iter().any(|s| matches!(s, SinkConfig::Mqtt(_)));
     let seq_file = publishes.then(|| config.outbox_dir().join("next_seq"));
     if let (Some(f), Some(l)) = (&seq_file, &link) {
@@ -213,7 +289,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
     }
     let mut link = link;
     let source = config.source.open(&config.origin, link.as_mut())?;
-    let sinks = crate::sink::open(
+    let mut sinks = crate::sink::open(
         &config.sink,
         &SinkContext {
             origin: &config.origin,
@@ -221,8 +297,31 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
             labels: &prepared.labels,
             link: link.as_ref(),
             seq_file: seq_file.as_deref(),
+            model: Some(&prepared.tag),
         },
     )?;
+    let fleet = match embedded {
+        Some(_) => None,
+        None => {
+            let mut discovery = Vec::new();
+            if let (Some(l), true) = (&link, config.homeassistant.enabled) {
+                discovery = crate::fleet::discovery_messages(
+                    config,
+                    &l.topics,
+                    &prepared,
+                    &running.version,
+                );
+                sinks.push(Box::new(crate::fleet::homeassistant::StateSink::new(
+                    l.shared.clone(),
+                    &l.topics.state,
+                    prepared.labels.clone(),
+                )));
+            }
+            Some(fleet_setup(
+                config, store, startup, running, &prepared, channels, info, discovery,
+            )?)
+        }
+    };
     Ok(Built {
         prepared,
         source,
@@ -230,6 +329,87 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         link,
         broker,
         publishes,
+        fleet,
+    })
+}
+
+/// The controller's start: the key, the hand-off and, for an update on
+/// probation since the last run, the stages to go back to.
+#[allow(clippy::too_many_arguments)]
+fn fleet_setup(
+    config: &Config,
+    store: Option<crate::fleet::Store>,
+    startup: Option<crate::fleet::Startup>,
+    running: crate::fleet::Entry,
+    prepared: &Prepared,
+    channels: Option<usize>,
+    info: String,
+    discovery: Vec<(String, Vec<u8>)>,
+) -> Result<FleetSetup, BuildError> {
+    let remote = config.remote.clone();
+    let key = match remote.as_ref().and_then(|r| r.public_key.as_ref()) {
+        Some(k) => Some(
+            crate::fleet::wire::read_public_key(&config.resolve(k)).map_err(|e| {
+                BuildError::Config(vec![config.problem("remote.public_key", e.to_string())])
+            })?,
+        ),
+        None => None,
+    };
+    let (tx, events) = std::sync::mpsc::channel();
+    let control = std::sync::Arc::new(swap::Control::new(
+        remote.as_ref().map(|r| r.rollback_after).unwrap_or(3),
+        tx,
+    ));
+    let (previous, mut probation, replies) = match startup {
+        Some(s) => (s.previous, s.probation, s.replies),
+        None => (None, None, Vec::new()),
+    };
+    if let (Some(id), Some(prev), Some(store)) = (&probation, &previous, &store) {
+        // The update was swapped in and not yet confirmed when the device
+        // stopped: it goes on probation again, with the model before it
+        // ready to take over.
+        let fallback = store
+            .read_model(prev)
+            .and_then(|f| prepare(config, &f, channels).map_err(|ps| format!("{ps:?}")));
+        match fallback {
+            Ok(p) => {
+                *control
+                    .initial_probation
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((
+                    id.clone(),
+                    Box::new(swap::Stages {
+                        tag: crate::schema::ModelTag::new(&prev.sha256, &prev.version),
+                        model: p.model,
+                        preprocess: p.preprocess,
+                        postprocess: p.postprocess,
+                        labels: p.labels,
+                    }),
+                ));
+            }
+            Err(why) => {
+                log::warn!(
+                    "the previous model cannot run ({why}): update {id} is kept without probation"
+                );
+                probation = None;
+            }
+        }
+    }
+    Ok(FleetSetup {
+        config: config.clone(),
+        remote,
+        key,
+        store,
+        control,
+        events,
+        running,
+        previous,
+        probation,
+        replies,
+        window_shape: prepared.window.shape(),
+        channels,
+        info,
+        discovery,
     })
 }
 

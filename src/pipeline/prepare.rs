@@ -9,6 +9,7 @@ use crate::policy::Policy;
 use crate::postprocess::Postprocess;
 use crate::preprocess::Preprocess;
 use crate::queue::QueueConfig;
+use crate::schema::ModelTag;
 use crate::window::Window;
 
 /// Everything a config resolves to, checked against the model and ready to run.
@@ -30,6 +31,8 @@ pub struct Prepared {
     pub queues: QueueConfig,
     /// Sequence number of the first result (continues an earlier run's).
     pub first_seq: u64,
+    /// Names the model in result messages.
+    pub tag: ModelTag,
 }
 
 impl Prepared {
@@ -113,7 +116,16 @@ pub fn prepare(
             labels,
             queues: config.pipeline.clone(),
             first_seq: 0,
+            tag: ModelTag::new(&info.sha256, &model_version(file, &info.sha256)),
         }),
         _ => Err(p.into_vec()),
     }
+}
+
+/// A model's version: its `edgeinfer.version` metadata, else the start of
+/// its sha256.
+pub fn model_version(file: &ModelFile, sha256: &str) -> String {
+    file.metadata(crate::model::meta::VERSION)
+        .map(str::to_string)
+        .unwrap_or_else(|| sha256.chars().take(12).collect())
 }

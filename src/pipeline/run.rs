@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::metrics::{bump, metrics_json, Counters, Latencies};
+use super::swap::{Change, Control, Event, Stages};
 use super::Prepared;
 use crate::queue::BoundedQueue;
 use crate::schema::ResultRecord;
@@ -96,6 +97,8 @@ pub struct Summary {
     pub emitted: u64,
     /// Total time spent in forward passes, in microseconds.
     pub inference_us: u64,
+    /// A remote `restart` order ended the run: start again.
+    pub restart: bool,
 }
 
 impl std::fmt::Display for Summary {
@@ -132,6 +135,16 @@ pub struct RunOptions {
     pub count: Option<u64>,
     /// Raised by a signal handler (or the caller) to stop and drain.
     pub stop: Arc<AtomicBool>,
+    /// Changes to the running pipeline (model swaps, settings), from the
+    /// fleet controller.
+    pub control: Option<Arc<Control>>,
+}
+
+/// A model on probation: the stages to go back to, and its failures so far.
+struct Probation {
+    id: String,
+    fallback: Box<Stages>,
+    failures: u32,
 }
 
 impl Prepared {
@@ -144,15 +157,36 @@ impl Prepared {
         opts: &RunOptions,
     ) -> Result<Summary, PipelineError> {
         let Prepared {
-            mut model,
+            model,
             mut window,
-            mut preprocess,
+            preprocess,
             postprocess,
             mut policy,
             queues,
             first_seq,
-            ..
+            labels,
+            tag,
         } = self;
+        let mut cur = Stages {
+            model,
+            preprocess,
+            postprocess,
+            labels,
+            tag,
+        };
+        let control = opts.control.clone();
+        let mut probation: Option<Probation> = control.as_ref().and_then(|c| {
+            let (id, fallback) = c
+                .initial_probation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()?;
+            Some(Probation {
+                id,
+                fallback,
+                failures: 0,
+            })
+        });
         let stop = opts.stop.clone();
         let counters = Arc::new(Counters::default());
         let queue: Arc<BoundedQueue<Batch>> =
@@ -201,6 +235,16 @@ impl Prepared {
                     continue;
                 }
             };
+            if let Some(c) = &control {
+                for change in c.take() {
+                    if let Err(e) =
+                        apply_change(change, c, &mut cur, &mut probation, &mut policy, &mut sinks)
+                    {
+                        outcome = Err(e.into());
+                        break 'outer;
+                    }
+                }
+            }
             for reason in &batch.errors {
                 sinks.iter_mut().for_each(|k| k.report(reason));
             }
@@ -221,7 +265,7 @@ impl Prepared {
                     sinks.iter_mut().for_each(|k| k.report(&reason));
                     continue;
                 }
-                if let Err(reason) = preprocess.apply(values) {
+                if let Err(reason) = cur.preprocess.apply(values) {
                     bump(&counters.rejected);
                     let reason = format!("sample at {ts_ms} ms: {reason}");
                     log::warn!("rejected {reason}");
@@ -233,10 +277,25 @@ impl Prepared {
                 }
                 window.fill(&mut input);
                 let t0 = Instant::now();
-                let output = model.run_f32(&input);
+                let output = cur.model.run_f32(&input);
                 let model_ns = t0.elapsed().as_nanos() as u64;
                 counters.inference_ns.fetch_add(model_ns, Ordering::Relaxed);
                 stage.model.record(model_ns / 1000);
+                if let Some(p) = probation.take() {
+                    let failure = match &output {
+                        Ok(o) if o.iter().all(|v| v.is_finite()) => None,
+                        Ok(_) => Some("the output has non-finite values".to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    let c = control.as_ref().expect("probation comes from a control");
+                    match on_probation(p, failure, c, &mut cur, &mut sinks) {
+                        Ok(next) => probation = next,
+                        Err(e) => {
+                            outcome = Err(e.into());
+                            break 'outer;
+                        }
+                    }
+                }
                 let output = match output {
                     Ok(o) => o,
                     Err(e) => {
@@ -248,7 +307,8 @@ impl Prepared {
                 bump(&counters.inferences);
                 // Sampled: reading the clock costs more than some outputs.
                 let t1 = emitted.is_multiple_of(16).then(Instant::now);
-                let offered = postprocess
+                let offered = cur
+                    .postprocess
                     .apply(&input, &output)
                     .and_then(|p| policy.offer(ts_ms, p));
                 let Some((ts_ms, result)) = offered else {
@@ -312,8 +372,99 @@ impl Prepared {
             suppressed: get(&c.suppressed),
             emitted,
             inference_us: get(&c.inference_ns) / 1000,
+            restart: false,
         })
     }
+}
+
+/// Applies one change from the controller.
+fn apply_change(
+    change: Change,
+    control: &Control,
+    cur: &mut Stages,
+    probation: &mut Option<Probation>,
+    policy: &mut crate::policy::Policy,
+    sinks: &mut [Box<dyn Sink>],
+) -> Result<(), SinkError> {
+    match change {
+        Change::Swap {
+            id,
+            stages,
+            probation: on_probation,
+        } => {
+            for k in sinks.iter_mut() {
+                k.model_changed(&stages.tag, &stages.labels)?;
+            }
+            let old = std::mem::replace(cur, *stages);
+            log::info!(
+                "model {} ({}) runs now, replacing {} ({})",
+                cur.tag.version,
+                cur.tag.prefix_hex(),
+                old.tag.version,
+                old.tag.prefix_hex()
+            );
+            // A model still on probation when the next arrives was never
+            // confirmed: the one before it stays the fallback.
+            let fallback = match probation.take() {
+                Some(p) => p.fallback,
+                None => Box::new(old),
+            };
+            *probation = on_probation.then(|| Probation {
+                id: id.clone(),
+                fallback,
+                failures: 0,
+            });
+            control.event(Event::Swapped(id));
+        }
+        Change::Settings {
+            policy: p,
+            batching,
+        } => {
+            *policy = crate::policy::Policy::new(&p);
+            if let Some(b) = &batching {
+                sinks.iter_mut().for_each(|k| k.set_batching(b));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One inference of a model on probation: confirmed by a good output,
+/// rolled back after `rollback_after` failures in a row.
+fn on_probation(
+    mut p: Probation,
+    failure: Option<String>,
+    control: &Control,
+    cur: &mut Stages,
+    sinks: &mut [Box<dyn Sink>],
+) -> Result<Option<Probation>, SinkError> {
+    let Some(reason) = failure else {
+        log::info!("model {} confirmed by a good inference", cur.tag.version);
+        control.event(Event::Confirmed(p.id));
+        return Ok(None);
+    };
+    p.failures += 1;
+    if p.failures < control.rollback_after {
+        return Ok(Some(p));
+    }
+    for k in sinks.iter_mut() {
+        k.model_changed(&p.fallback.tag, &p.fallback.labels)?;
+    }
+    let failed = std::mem::replace(cur, *p.fallback);
+    log::error!(
+        "model {} failed {} inferences in a row ({reason}): back to {}",
+        failed.tag.version,
+        p.failures,
+        cur.tag.version
+    );
+    control.event(Event::RolledBack {
+        id: p.id,
+        reason: format!(
+            "model {} failed {} inferences in a row after the swap: {reason}",
+            failed.tag.version, p.failures
+        ),
+    });
+    Ok(None)
 }
 
 fn emit(

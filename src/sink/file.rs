@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::schema::ResultRecord;
+use crate::schema::{ModelTag, ResultRecord};
 
 /// Encodings of the file sink.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -59,6 +59,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
+    fn model_changed(&mut self, _tag: &ModelTag, labels: &[String]) -> Result<(), SinkError> {
+        self.labels = labels.to_vec();
+        Ok(())
+    }
+
     fn write(&mut self, record: &ResultRecord) -> Result<(), SinkError> {
         let r = match self.format {
             FileFormat::Jsonl => {

@@ -14,7 +14,7 @@ pub use mqtt::{next_seq, saved_seq, Encoding, MqttSink, MqttSinkConfig};
 pub use stdout::StdoutSink;
 
 use crate::problem::{Origin, Problems};
-use crate::schema::ResultRecord;
+use crate::schema::{ModelTag, ResultRecord};
 
 /// One `[[sink]]`, selected by `kind`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -91,6 +91,14 @@ pub trait Sink: Send {
     /// The pipeline's counters and stage latencies, four times a second,
     /// for sinks that publish them.
     fn metrics(&mut self, _metrics: &serde_json::Value) {}
+    /// From the next record on, results come from another model (an
+    /// update, a rollback, a reload): its tag and class names. Records
+    /// written before are sent first, so one message never mixes models.
+    fn model_changed(&mut self, _tag: &ModelTag, _labels: &[String]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// New batching settings (a remote `set`), for sinks that batch.
+    fn set_batching(&mut self, _config: &MqttSinkConfig) {}
 }
 
 /// What sinks need beyond their own settings.
@@ -106,6 +114,8 @@ pub struct SinkContext<'a> {
     pub link: Option<&'a crate::mqtt::Link>,
     /// Where an `mqtt` sink keeps the next sequence number across restarts.
     pub seq_file: Option<&'a std::path::Path>,
+    /// The running model, for the header of result messages.
+    pub model: Option<&'a ModelTag>,
 }
 
 /// Opens the sinks `sinks` lists.
@@ -122,6 +132,7 @@ pub fn open(sinks: &[SinkConfig], ctx: &SinkContext) -> Result<Vec<Box<dyn Sink>
                         ctx.device_id,
                         m,
                         ctx.seq_file.map(|p| p.to_path_buf()),
+                        ctx.model.cloned(),
                     ))
                 }
                 SinkConfig::File { path, format } => Box::new(FileSink::open(

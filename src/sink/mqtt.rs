@@ -12,7 +12,7 @@ use super::{Sink, SinkError};
 use crate::clock::ReportEvery;
 use crate::mqtt::Shared;
 use crate::problem::Problems;
-use crate::schema::{ResultBatch, ResultRecord, SCHEMA_VERSION};
+use crate::schema::{ModelTag, ResultBatch, ResultRecord, SCHEMA_VERSION};
 
 /// `[[sink]] kind = "mqtt"`: how results become messages.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -82,6 +82,8 @@ pub struct MqttSink {
     pending: Vec<ResultRecord>,
     first_at: Option<Instant>,
     seq_file: Option<PathBuf>,
+    /// The model behind the pending records.
+    model: Option<ModelTag>,
     /// Messages the outbox could not store, reported every 10 s at most.
     write_errors: ReportEvery,
 }
@@ -94,6 +96,7 @@ impl MqttSink {
         device: &str,
         config: &MqttSinkConfig,
         seq_file: Option<PathBuf>,
+        model: Option<ModelTag>,
     ) -> Self {
         MqttSink {
             shared,
@@ -104,6 +107,7 @@ impl MqttSink {
             pending: Vec::new(),
             first_at: None,
             seq_file,
+            model,
             write_errors: ReportEvery::new(Duration::from_secs(10)),
         }
     }
@@ -117,6 +121,7 @@ impl MqttSink {
             version: SCHEMA_VERSION,
             device: self.device.clone(),
             records: std::mem::take(&mut self.pending),
+            model: self.model.clone(),
         };
         self.first_at = None;
         let bytes = match self.encoding {
@@ -207,6 +212,17 @@ impl Sink for MqttSink {
 
     fn report(&mut self, reason: &str) {
         self.shared.report_error(reason);
+    }
+
+    fn model_changed(&mut self, tag: &ModelTag, _labels: &[String]) -> Result<(), SinkError> {
+        self.send()?;
+        self.model = Some(tag.clone());
+        Ok(())
+    }
+
+    fn set_batching(&mut self, config: &MqttSinkConfig) {
+        self.max_records = config.max_records();
+        self.max_wait = config.max_wait();
     }
 
     fn metrics(&mut self, metrics: &serde_json::Value) {

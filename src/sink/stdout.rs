@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{Sink, SinkError};
-use crate::schema::ResultRecord;
+use crate::schema::{ModelTag, ResultRecord};
 
 /// JSON lines on standard output.
 #[derive(Debug)]
@@ -30,6 +30,11 @@ fn io(e: std::io::Error) -> SinkError {
 }
 
 impl Sink for StdoutSink {
+    fn model_changed(&mut self, _tag: &ModelTag, labels: &[String]) -> Result<(), SinkError> {
+        self.labels = labels.to_vec();
+        Ok(())
+    }
+
     fn write(&mut self, record: &ResultRecord) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.out, &record.to_json(&self.labels))
             .map_err(|e| io(e.into()))?;

@@ -188,6 +188,7 @@ fn device(opts: &SimOptions, n: usize, stop: &AtomicBool) -> Result<DeviceRun, H
                 version: SCHEMA_VERSION,
                 device: id.clone(),
                 records,
+                model: None,
             }
             .to_postcard();
             let len = payload.len() as u64;
