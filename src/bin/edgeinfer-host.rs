@@ -50,7 +50,8 @@ enum Cmd {
     /// Send a model to devices over MQTT, signed; wait for each one's answer.
     Deploy(DeployArgs),
     /// Send one signed command to a device and print its reply.
-    Cmd(CmdArgs),
+    #[command(name = "cmd")]
+    Command(CmdArgs),
 }
 
 #[derive(clap::Args)]
@@ -310,7 +311,7 @@ fn main() -> ExitCode {
             })
             .map_err(Failure::from),
         Cmd::Deploy(a) => run_deploy(a),
-        Cmd::Cmd(a) => run_cmd(a),
+        Cmd::Command(a) => run_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,7 +111,7 @@ impl Controller {
             shared,
             topics,
             receiving: None,
-            unknown_chunks: None,
+            ignore_chunks_of: None,
             pending: None,
             probation: None,
             watched: watch.then(|| file_stamp(&model_path)),
@@ -168,8 +168,10 @@ struct Worker {
     shared: Option<Arc<Shared>>,
     topics: Option<Topics>,
     receiving: Option<Receiving>,
-    /// The last unknown update id chunks came for (answered once).
-    unknown_chunks: Option<String>,
+    /// An update whose further chunks are dropped without an answer: one
+    /// already refused or complete (QoS 1 may deliver a chunk twice), or
+    /// an unknown one already answered.
+    ignore_chunks_of: Option<String>,
     pending: Option<Pending>,
     /// The order on probation, and the model it replaced.
     probation: Option<(String, Kind, Entry)>,
@@ -295,7 +297,10 @@ impl Worker {
         }
     }
 
-    fn refuse(&self, id: &str, why: impl Into<String>) {
+    fn refuse(&mut self, id: &str, why: impl Into<String>) {
+        // Chunks that follow a refused order belong to nothing: they are
+        // dropped without a second answer.
+        self.ignore_chunks_of = Some(id.to_string());
         self.send_reply(self.reply(id, "refused", why.into()));
     }
 
@@ -628,8 +633,8 @@ impl Worker {
         };
         let ours = self.receiving.as_ref().is_some_and(|r| r.id == chunk.id);
         if !ours {
-            if self.unknown_chunks.as_deref() != Some(chunk.id.as_str()) {
-                self.unknown_chunks = Some(chunk.id.clone());
+            if self.ignore_chunks_of.as_deref() != Some(chunk.id.as_str()) {
+                self.ignore_chunks_of = Some(chunk.id.clone());
                 self.refuse(
                     &chunk.id,
                     "chunk for an unknown update (no signed manifest came first)",
@@ -642,6 +647,7 @@ impl Worker {
             Ok(false) => {}
             Ok(true) => {
                 let r = self.receiving.take().expect("checked above");
+                self.ignore_chunks_of = Some(r.id.clone());
                 let result = r.finish();
                 let (id, version) = (r.id.clone(), r.manifest.version.clone());
                 let duplicates = r.duplicates;

@@ -287,6 +287,7 @@ impl Prepared {
                         Ok(_) => Some("the output has non-finite values".to_string()),
                         Err(e) => Some(e.to_string()),
                     };
+                    let failed = failure.is_some();
                     let c = control.as_ref().expect("probation comes from a control");
                     match on_probation(p, failure, c, &mut cur, &mut sinks) {
                         Ok(next) => probation = next,
@@ -294,6 +295,11 @@ impl Prepared {
                             outcome = Err(e.into());
                             break 'outer;
                         }
+                    }
+                    if failed {
+                        // No result from a model that is failing its trial.
+                        bump(&counters.inference_errors);
+                        continue;
                     }
                 }
                 let output = match output {
