@@ -102,7 +102,11 @@ fn model_b() -> Vec<u8> {
 /// fails in service only.
 fn model_sqrt() -> Vec<u8> {
     let mut g = GraphBuilder::new("sqrt");
-    let x = g.input("signal", ElemType::F32, &[Dim::Fixed(1), 3.into(), 64.into()]);
+    let x = g.input(
+        "signal",
+        ElemType::F32,
+        &[Dim::Fixed(1), 3.into(), 64.into()],
+    );
     let r = g.node("Sqrt", &[&x], &[]);
     let p = g.global_avg_pool(&r);
     let f = g.flatten(&p, 1);
@@ -254,7 +258,14 @@ fn send_update(
 
 fn deploy(dir: &Path, broker: &Broker, model: &Path, extra: &[&str]) -> std::process::Output {
     host()
-        .args(["deploy", "--broker", &broker.url(), "--device", DEV, "--key"])
+        .args([
+            "deploy",
+            "--broker",
+            &broker.url(),
+            "--device",
+            DEV,
+            "--key",
+        ])
         .arg(dir.join("keys"))
         .arg("--model")
         .arg(model)
@@ -358,7 +369,9 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
     dev.kill();
     let mut dev = Device::start(&cfg);
     let n = results(&sub).len();
-    sub.wait_for(T, |m| m.iter().filter(|m| m.topic.ends_with("/result")).count() > n + 5);
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic.ends_with("/result")).count() > n + 5
+    });
     assert!(results(&sub)[n..].iter().all(|r| r.0 == a_version));
     assert_no_gap(&sub);
     dev.kill();
@@ -392,7 +405,13 @@ fn bad_updates_are_refused_or_rolled_back_and_nothing_is_lost() {
     // Signed by another key.
     let other = tempfile::tempdir().unwrap();
     wire::keygen(other.path()).unwrap();
-    let id = send_update(&sub, Some(&wire::read_secret_key(other.path()).unwrap()), model_b(), None, |_, _| {});
+    let id = send_update(
+        &sub,
+        Some(&wire::read_secret_key(other.path()).unwrap()),
+        model_b(),
+        None,
+        |_, _| {},
+    );
     refused(&id, "bad signature");
     // Unsigned.
     let id = send_update(&sub, None, model_b(), None, |_, _| {});
@@ -434,7 +453,13 @@ fn bad_updates_are_refused_or_rolled_back_and_nothing_is_lost() {
     let id = send_update(&sub, Some(&k), model_sqrt(), Some(wrong), |_, _| {});
     refused(&id, "self-test: output 1 is 1, the reference says 2");
     // Passes its self-test, then fails in service: rolled back.
-    let id = send_update(&sub, Some(&k), model_sqrt(), Some(sqrt_selftest()), |_, _| {});
+    let id = send_update(
+        &sub,
+        Some(&k),
+        model_sqrt(),
+        Some(sqrt_selftest()),
+        |_, _| {},
+    );
     let r = wait_reply(&sub, &id);
     assert_eq!(r.outcome, "rolled_back", "{r:?}");
     assert!(r.detail.contains("failed 3 inferences in a row"), "{r:?}");
@@ -474,7 +499,10 @@ fn commands_round_trip_and_replays_are_refused() {
     let mut dev = Device::start(&cfg);
     sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
     let (code, r) = cmd(d, &broker, &["ping"]);
-    assert_eq!((code, r.outcome.as_str(), r.detail.as_str()), (Some(0), "ok", "pong"));
+    assert_eq!(
+        (code, r.outcome.as_str(), r.detail.as_str()),
+        (Some(0), "ok", "pong")
+    );
     let (_, r) = cmd(d, &broker, &["info"]);
     assert_eq!(r.data.unwrap()["device"], DEV);
     for setting in ["batch_max_ms=60000", "batch_max_records=4"] {
@@ -487,7 +515,13 @@ fn commands_round_trip_and_replays_are_refused() {
                 .filter(|m| m.topic.ends_with("/result"))
                 .rev()
                 .take(3)
-                .filter(|m| ResultBatch::from_postcard(&m.payload).unwrap().records.len() == n)
+                .filter(|m| {
+                    ResultBatch::from_postcard(&m.payload)
+                        .unwrap()
+                        .records
+                        .len()
+                        == n
+                })
                 .count()
                 == 3
         })
@@ -506,7 +540,11 @@ fn commands_round_trip_and_replays_are_refused() {
     per_message(&sub2, 4);
     // ... and across a remote restart, which keeps the pid.
     let pid = dev.child.id();
-    let onlines = sub.on("/status").iter().filter(|m| m.payload == b"online").count();
+    let onlines = sub
+        .on("/status")
+        .iter()
+        .filter(|m| m.payload == b"online")
+        .count();
     let (code, r) = cmd(d, &broker, &["restart"]);
     assert_eq!((code, r.detail.as_str()), (Some(0), "restarting"));
     sub.wait_for(T, |m| {
@@ -525,8 +563,19 @@ fn commands_round_trip_and_replays_are_refused() {
     sub.publish(&format!("edgeinfer/{DEV}/cmd"), ping.clone());
     assert_eq!(wait_reply(&sub, "twice").outcome, "ok");
     sub.publish(&format!("edgeinfer/{DEV}/cmd"), ping);
-    sub.wait_for(T, |_| replies(&sub).iter().filter(|r| r.id == "twice").count() == 2);
-    let second = replies(&sub).into_iter().filter(|r| r.id == "twice").nth(1).unwrap();
+    sub.wait_for(T, |m| {
+        m.iter()
+            .filter(|m| m.topic.ends_with("/reply"))
+            .filter_map(|m| serde_json::from_slice::<Reply>(&m.payload).ok())
+            .filter(|r| r.id == "twice")
+            .count()
+            == 2
+    });
+    let second = replies(&sub)
+        .into_iter()
+        .filter(|r| r.id == "twice")
+        .nth(1)
+        .unwrap();
     assert_eq!(second.outcome, "refused");
     assert!(second.detail.contains("replayed"), "{second:?}");
     // Signed ten minutes ago.
@@ -539,7 +588,9 @@ fn commands_round_trip_and_replays_are_refused() {
         &format!("edgeinfer/{DEV}/cmd"),
         Order::new("other", "elsewhere", Action::Ping).sign(Some(&k)),
     );
-    assert!(wait_reply(&sub, "elsewhere").detail.contains("signed for device \"other\""));
+    assert!(wait_reply(&sub, "elsewhere")
+        .detail
+        .contains("signed for device \"other\""));
     dev.kill();
 }
 
@@ -554,7 +605,9 @@ fn sigkill_while_receiving_and_while_swapping_restarts_on_a_working_model() {
     // Slow inferences (one per 32 samples at 10 Hz): a swapped-in model
     // waits about 3 s on probation, long enough to be killed there.
     let cfg = setup(d, &broker, REMOTE);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("rate_hz = 200.0", "rate_hz = 10.0");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("rate_hz = 200.0", "rate_hz = 10.0");
     std::fs::write(&cfg, text).unwrap();
     let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
     let mut dev = Device::start(&cfg);
@@ -594,7 +647,11 @@ fn sigkill_while_receiving_and_while_swapping_restarts_on_a_working_model() {
     let _dev = Device::start(&cfg);
     // The restart resumes the probation: the first good inference confirms.
     let r = wait_reply(&sub, &id);
-    assert_eq!((r.outcome.as_str(), r.model_version.as_str()), ("applied", "test"), "{r:?}");
+    assert_eq!(
+        (r.outcome.as_str(), r.model_version.as_str()),
+        ("applied", "test"),
+        "{r:?}"
+    );
     wait_results_of(&sub, "test", 2);
     assert_no_gap(&sub);
 }
@@ -629,7 +686,8 @@ fn hot_reload_by_file_replacement_and_sighup() {
     replace(b"garbage");
     sub.wait_for(T, |m| {
         m.iter().any(|m| {
-            m.topic.ends_with("/error") && String::from_utf8_lossy(&m.payload).contains("reload refused")
+            m.topic.ends_with("/error")
+                && String::from_utf8_lossy(&m.payload).contains("reload refused")
         })
     });
     wait_results_of(&sub, "v2", 10);
@@ -653,7 +711,10 @@ fn a_full_disk_while_receiving_refuses_the_update() {
     let cfg = setup(
         d,
         &broker,
-        &format!("[remote]\npublic_key = \"keys/edgeinfer.pub\"\nstate_dir = {:?}\n", small.0),
+        &format!(
+            "[remote]\npublic_key = \"keys/edgeinfer.pub\"\nstate_dir = {:?}\n",
+            small.0
+        ),
     );
     let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
     let _dev = Device::start(&cfg);
@@ -661,7 +722,9 @@ fn a_full_disk_while_receiving_refuses_the_update() {
     let a_version = results(&sub)[0].0.clone();
     // 200 kB do not fit in 64 KiB of tmpfs.
     let mut rng = edgeinfer::rng::Rng::new(7);
-    let big: Vec<u8> = (0..200_000).map(|_| (rng.uniform() * 256.0) as u8).collect();
+    let big: Vec<u8> = (0..200_000)
+        .map(|_| (rng.uniform() * 256.0) as u8)
+        .collect();
     let id = send_update(&sub, Some(&key(d)), big, None, |_, _| {});
     let r = wait_reply(&sub, &id);
     assert_eq!(r.outcome, "refused", "{r:?}");
@@ -688,7 +751,10 @@ fn home_assistant_discovery_follows_the_documented_schema() {
     let d = dir.path();
     let ha = "[homeassistant]\nenabled = true\nname = \"Pump 7\"\n";
     let cfg = setup(d, &broker, &format!("{REMOTE}{ha}"));
-    let sub = Subscriber::connect(broker.port, &["homeassistant/#", &format!("edgeinfer/{DEV}/#")]);
+    let sub = Subscriber::connect(
+        broker.port,
+        &["homeassistant/#", &format!("edgeinfer/{DEV}/#")],
+    );
     let mut dev = Device::start(&cfg);
     let node = "edgeinfer_pi";
     let topics = [
@@ -699,7 +765,9 @@ fn home_assistant_discovery_follows_the_documented_schema() {
         format!("homeassistant/sensor/{node}/latency/config"),
         format!("homeassistant/sensor/{node}/outbox/config"),
     ];
-    sub.wait_for(T, |m| topics.iter().all(|t| m.iter().any(|m| &m.topic == t)));
+    sub.wait_for(T, |m| {
+        topics.iter().all(|t| m.iter().any(|m| &m.topic == t))
+    });
     sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/state")));
     let config = |t: &str| json(sub.on(t).last().unwrap());
     let label = config(&topics[0]);
@@ -709,7 +777,10 @@ fn home_assistant_discovery_follows_the_documented_schema() {
     assert_eq!(label["availability_topic"], "edgeinfer/pi/status");
     assert_eq!(label["payload_available"], "online");
     assert_eq!(label["payload_not_available"], "offline");
-    assert_eq!(label["value_template"], "{{ value_json.label | default(value_json.class) }}");
+    assert_eq!(
+        label["value_template"],
+        "{{ value_json.label | default(value_json.class) }}"
+    );
     assert_eq!(label["device"]["identifiers"], serde_json::json!([node]));
     assert_eq!(label["device"]["name"], "Pump 7");
     assert_eq!(label["device"]["manufacturer"], "edgeinfer");
@@ -720,22 +791,33 @@ fn home_assistant_discovery_follows_the_documented_schema() {
     let conn = config(&topics[2]);
     assert_eq!(conn["device_class"], "connectivity");
     assert_eq!(conn["state_topic"], "edgeinfer/pi/status");
-    assert_eq!((conn["payload_on"].as_str(), conn["payload_off"].as_str()), (Some("online"), Some("offline")));
+    assert_eq!(
+        (conn["payload_on"].as_str(), conn["payload_off"].as_str()),
+        (Some("online"), Some("offline"))
+    );
     assert_eq!(conn["entity_category"], "diagnostic");
     assert!(conn.get("availability_topic").is_none());
     let lat = config(&topics[4]);
     assert_eq!(lat["state_topic"], "edgeinfer/pi/metrics");
-    assert_eq!(lat["value_template"], "{{ value_json.latency_model_p50_us }}");
+    assert_eq!(
+        lat["value_template"],
+        "{{ value_json.latency_model_p50_us }}"
+    );
     for t in &topics {
         let m = sub.on(t);
         assert!(m.iter().all(|m| m.retain || !m.payload.is_empty()));
         // Every id keeps to [a-zA-Z0-9_-].
         let uid = config(t)["unique_id"].as_str().unwrap().to_string();
-        assert!(uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert!(uid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
     }
     // What the templates read: the label and score of the latest result.
     let state = json(sub.on("/state").last().unwrap());
-    assert!(["normal", "fault"].contains(&state["label"].as_str().unwrap()), "{state}");
+    assert!(
+        ["normal", "fault"].contains(&state["label"].as_str().unwrap()),
+        "{state}"
+    );
     assert!(state["score"].as_f64().unwrap() > 0.0);
     // A retained copy for a fresh subscriber (Home Assistant restarting).
     let late = Subscriber::connect(broker.port, &[&topics[0]]);
@@ -743,10 +825,14 @@ fn home_assistant_discovery_follows_the_documented_schema() {
     // Home Assistant comes online: everything is published again.
     let before = sub.on(&topics[0]).len();
     sub.publish("homeassistant/status", "online");
-    sub.wait_for(T, |m| m.iter().filter(|m| m.topic == topics[0]).count() > before);
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic == topics[0]).count() > before
+    });
     // Turned off: empty retained configs remove the entities.
     dev.kill();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("enabled = true", "enabled = false");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("enabled = true", "enabled = false");
     std::fs::write(&cfg, text).unwrap();
     let _dev = Device::start(&cfg);
     sub.wait_for(T, |m| {
@@ -757,7 +843,11 @@ fn home_assistant_discovery_follows_the_documented_schema() {
     let gone = Subscriber::connect(broker.port, &["homeassistant/#"]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        gone.messages.lock().unwrap().iter().all(|m| m.payload.is_empty()),
+        gone.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|m| m.payload.is_empty()),
         "retained discovery left behind"
     );
 }

@@ -219,7 +219,9 @@ impl Worker {
             );
         }
         self.metrics_fields();
-        self.announce_discovery(false);
+        // Published now as well: the link may have connected (and
+        // published what it had) before this list existed.
+        self.announce_discovery();
     }
 
     fn run(mut self, messages: Option<Receiver<Message>>) {
@@ -260,7 +262,7 @@ impl Worker {
             self.on_chunk(&m.payload);
         } else if topic == self.ha().birth_topic() && &m.payload[..] == b"online" {
             log::info!("Home Assistant is online: discovery published again");
-            self.announce_discovery(true);
+            self.announce_discovery();
         }
     }
 
@@ -320,7 +322,7 @@ impl Worker {
 
     /// Publishes the discovery configs (or, when turned off, removes the
     /// ones an earlier run published).
-    fn announce_discovery(&self, now: bool) {
+    fn announce_discovery(&self) {
         let (Some(shared), Some(store)) = (&self.shared, &self.setup.store) else {
             return;
         };
@@ -344,10 +346,8 @@ impl Worker {
         let topics: Vec<&String> = list.iter().map(|(t, _)| t).collect();
         let _ =
             super::store::write_atomic(&marker, &serde_json::to_vec(&topics).unwrap_or_default());
-        if now {
-            for (t, p) in &list {
-                shared.publish(t, p.clone(), true);
-            }
+        for (t, p) in &list {
+            shared.publish(t, p.clone(), true);
         }
         *shared.announce.lock().unwrap_or_else(|e| e.into_inner()) = list;
     }
@@ -510,24 +510,7 @@ impl Worker {
         }
         let mut prepared = prepared;
         if let Some(t) = selftest {
-            let out = prepared
-                .model
-                .run_f32(&t.input)
-                .map_err(|e| format!("self-test: {e}"))?;
-            if out.len() != t.output.len() {
-                return Err(format!(
-                    "self-test: {} outputs, the reference has {}",
-                    out.len(),
-                    t.output.len()
-                ));
-            }
-            if let Some((i, (a, b))) = out.iter().zip(&t.output).enumerate().find(|(_, (a, b))| {
-                (*a - *b).abs() > SELFTEST_TOLERANCE * b.abs().max(1.0) || !a.is_finite()
-            }) {
-                return Err(format!(
-                    "self-test: output {i} is {a}, the reference says {b}"
-                ));
-            }
+            selftest_run(&mut prepared.model, t)?;
         }
         let info = crate::pipeline::info_json(config, &prepared, &entry.version);
         let discovery = self.discovery_for(&prepared, &entry.version);
@@ -845,7 +828,7 @@ impl Worker {
                     s.set_info(p.info.clone(), &t.info);
                 }
                 self.metrics_fields();
-                self.announce_discovery(true);
+                self.announce_discovery();
                 self.record_current(p.kind);
                 match p.kind {
                     Kind::Rollback => self.send_reply(self.reply(
@@ -923,7 +906,7 @@ impl Worker {
             self.setup.info = info;
             self.setup.discovery = discovery;
             self.metrics_fields();
-            self.announce_discovery(true);
+            self.announce_discovery();
         }
     }
 
@@ -950,6 +933,52 @@ impl Worker {
             ));
         }
     }
+}
+
+/// Runs a self-test: the reference may hold one input or a batch of
+/// them (as `models/*/input.npy` do), run one by one through the pinned
+/// model and compared with the reference outputs in order.
+fn selftest_run(model: &mut crate::model::Model, t: &SelfTest) -> Result<(), String> {
+    let per_input: usize = model.info().inputs[0].shape.iter().product();
+    let n = t.input.len() / per_input.max(1);
+    if n == 0 || n * per_input != t.input.len() || !t.output.len().is_multiple_of(n) {
+        return Err(format!(
+            "self-test: {} input and {} output values do not make whole samples of {per_input} inputs",
+            t.input.len(),
+            t.output.len()
+        ));
+    }
+    let per_output = t.output.len() / n;
+    for (k, (input, expected)) in t
+        .input
+        .chunks(per_input)
+        .zip(t.output.chunks(per_output))
+        .enumerate()
+    {
+        let out = model
+            .run_f32(input)
+            .map_err(|e| format!("self-test: {e}"))?;
+        if out.len() != expected.len() {
+            return Err(format!(
+                "self-test: {} outputs, the reference has {}",
+                out.len(),
+                expected.len()
+            ));
+        }
+        if let Some((i, (a, b))) = out.iter().zip(expected).enumerate().find(|(_, (a, b))| {
+            (*a - *b).abs() > SELFTEST_TOLERANCE * b.abs().max(1.0) || !a.is_finite()
+        }) {
+            let at = if n > 1 {
+                format!("sample {k}, ")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "self-test: {at}output {i} is {a}, the reference says {b}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The discovery configs of a prepared pipeline.
