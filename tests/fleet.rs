@@ -338,8 +338,8 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
     let tagged = sub
         .on("/result")
         .iter()
-        .filter_map(|m| ResultBatch::from_postcard(&m.payload).unwrap().model)
-        .last()
+        .rev()
+        .find_map(|m| ResultBatch::from_postcard(&m.payload).unwrap().model)
         .unwrap();
     assert_eq!(tagged.prefix_hex(), &b_sha[..16]);
     sub.wait_for(T, |m| {
