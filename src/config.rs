@@ -57,9 +57,9 @@ pub struct Config {
     /// on the network.
     pub broker: BrokerConfig,
     /// `[remote]`: signed model updates and commands over MQTT.
-    pub remote: Option<crate::fleet::RemoteConfig>,
+    pub remote: Option<crate::fleet::remote::RemoteConfig>,
     /// `[homeassistant]`: Home Assistant MQTT discovery.
-    pub homeassistant: crate::fleet::HomeAssistantConfig,
+    pub homeassistant: crate::fleet::homeassistant::HomeAssistantConfig,
     /// Where this config came from: names it in messages, anchors relative paths.
     pub origin: Origin,
     /// The TOML as read, for run-time changes that must pass the same checks.
@@ -380,6 +380,21 @@ impl Config {
     /// A problem in this config, for callers that validate further.
     pub fn problem(&self, field: &str, message: impl Into<String>) -> ConfigProblem {
         self.origin.problem(field, message)
+    }
+
+    /// The fleet state directory (`[remote] state_dir`, else `fleet` beside
+    /// the outbox).
+    pub fn fleet_dir(&self) -> PathBuf {
+        match self.remote.as_ref().and_then(|r| r.state_dir.as_ref()) {
+            Some(d) => self.origin.resolve(d),
+            None => {
+                let outbox = self.outbox_dir();
+                outbox
+                    .parent()
+                    .map(|p| p.join("fleet"))
+                    .unwrap_or_else(|| PathBuf::from("fleet"))
+            }
+        }
     }
 
     /// Where the outbox (and the saved sequence number) lives.

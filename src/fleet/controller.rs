@@ -9,7 +9,6 @@
 //! restart at any moment runs the model that was running, or the one
 //! before it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -20,19 +19,14 @@ use std::time::{Duration, Instant, SystemTime};
 use ed25519_dalek::VerifyingKey;
 
 use super::homeassistant::{self, Entities, HomeAssistantConfig};
+use super::remote::RemoteConfig;
 use super::store::{sha256_hex, Current, Entry, Journal, Phase, Store};
 use super::update::Receiving;
-use super::wire::{Action, Chunk, Order, Reply, SelfTest, Signed};
-use super::RemoteConfig;
-use crate::clock::now_ms;
-use crate::config::{Config, SinkConfig};
+use super::wire::Reply;
+use crate::config::Config;
 use crate::model::ModelFile;
 use crate::mqtt::{Link, Message, Shared, Topics};
-use crate::pipeline::swap::{Change, Control, Event, Stages};
-use crate::schema::ModelTag;
-
-/// Relative tolerance of a self-test.
-const SELFTEST_TOLERANCE: f32 = 1e-4;
+use crate::pipeline::swap::{Control, Event};
 
 /// Everything the controller starts from, gathered by `pipeline::build`.
 pub struct FleetSetup {
@@ -142,63 +136,47 @@ impl Controller {
     }
 }
 
-/// A model ready to swap in: its stages, its info document and its
-/// discovery configs.
-type Staged = (Stages, String, Vec<(String, Vec<u8>)>);
-
 /// A swap asked of the pipeline, awaiting its `Swapped`.
-struct Pending {
-    id: String,
-    kind: Kind,
-    entry: Entry,
-    info: String,
-    discovery: Vec<(String, Vec<u8>)>,
+pub(super) struct Pending {
+    pub(super) id: String,
+    pub(super) kind: Kind,
+    pub(super) entry: Entry,
+    pub(super) info: String,
+    pub(super) discovery: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub(super) enum Kind {
     Update,
     Rollback,
     Reload,
 }
 
-struct Worker {
-    setup: FleetSetup,
-    remote: RemoteConfig,
-    shared: Option<Arc<Shared>>,
-    topics: Option<Topics>,
-    receiving: Option<Receiving>,
+pub(super) struct Worker {
+    pub(super) setup: FleetSetup,
+    pub(super) remote: RemoteConfig,
+    pub(super) shared: Option<Arc<Shared>>,
+    pub(super) topics: Option<Topics>,
+    pub(super) receiving: Option<Receiving>,
     /// An update whose further chunks are dropped without an answer: one
     /// already refused or complete (QoS 1 may deliver a chunk twice), or
     /// an unknown one already answered.
-    ignore_chunks_of: Option<String>,
-    pending: Option<Pending>,
+    pub(super) ignore_chunks_of: Option<String>,
+    pub(super) pending: Option<Pending>,
     /// The order on probation, and the model it replaced.
-    probation: Option<(String, Kind, Entry)>,
-    nonces: Vec<(u64, u64)>,
-    model_path: PathBuf,
+    pub(super) probation: Option<(String, Kind, Entry)>,
+    pub(super) nonces: Vec<(u64, u64)>,
+    pub(super) model_path: PathBuf,
     /// The model file's (mtime, size) when last looked at.
-    watched: Option<Option<(SystemTime, u64)>>,
-    hup: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    restart: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-}
-
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
-/// The reference input and output beside a model file (`input.npy`,
-/// `output.npy`, as `models/` ships them), for a self-test.
-pub fn reference_pair(model: &std::path::Path) -> Option<SelfTest> {
-    let dir = model.parent()?;
-    SelfTest::read(&dir.join("input.npy"), &dir.join("output.npy")).ok()
+    pub(super) watched: Option<Option<(SystemTime, u64)>>,
+    pub(super) hup: Arc<AtomicBool>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) restart: Arc<AtomicBool>,
+    pub(super) done: Arc<AtomicBool>,
 }
 
 impl Worker {
-    fn device(&self) -> &str {
+    pub(super) fn device(&self) -> &str {
         &self.setup.config.device_id
     }
 
@@ -266,13 +244,11 @@ impl Worker {
         }
     }
 
-    fn ha(&self) -> HomeAssistantConfig {
+    pub(super) fn ha(&self) -> HomeAssistantConfig {
         self.setup.config.homeassistant.clone()
     }
 
-    // ----- replies and reports -----
-
-    fn reply(&self, id: &str, outcome: &str, detail: String) -> Reply {
+    pub(super) fn reply(&self, id: &str, outcome: &str, detail: String) -> Reply {
         Reply {
             id: id.into(),
             device: self.device().into(),
@@ -284,7 +260,7 @@ impl Worker {
         }
     }
 
-    fn send_reply(&self, r: Reply) {
+    pub(super) fn send_reply(&self, r: Reply) {
         let text = serde_json::to_string(&r).unwrap_or_default();
         if r.outcome == "refused" || r.outcome == "rolled_back" || r.outcome == "interrupted" {
             log::warn!("order {}: {}: {}", r.id, r.outcome, r.detail);
@@ -299,14 +275,14 @@ impl Worker {
         }
     }
 
-    fn refuse(&mut self, id: &str, why: impl Into<String>) {
+    pub(super) fn refuse(&mut self, id: &str, why: impl Into<String>) {
         // Chunks that follow a refused order belong to nothing: they are
         // dropped without a second answer.
         self.ignore_chunks_of = Some(id.to_string());
         self.send_reply(self.reply(id, "refused", why.into()));
     }
 
-    fn metrics_fields(&self) {
+    pub(super) fn metrics_fields(&self) {
         if let Some(s) = &self.shared {
             let mut m = s.extra_metrics.lock().unwrap_or_else(|e| e.into_inner());
             m.insert(
@@ -322,7 +298,7 @@ impl Worker {
 
     /// Publishes the discovery configs (or, when turned off, removes the
     /// ones an earlier run published).
-    fn announce_discovery(&self) {
+    pub(super) fn announce_discovery(&self) {
         let (Some(shared), Some(store)) = (&self.shared, &self.setup.store) else {
             return;
         };
@@ -352,468 +328,6 @@ impl Worker {
         *shared.announce.lock().unwrap_or_else(|e| e.into_inner()) = list;
     }
 
-    // ----- orders -----
-
-    fn on_order(&mut self, payload: &[u8]) {
-        if self.setup.remote.is_none() {
-            return;
-        }
-        let order =
-            match Order::verify(payload, self.setup.key.as_ref(), self.remote.allow_unsigned) {
-                Ok(o) => o,
-                Err(e) => {
-                    // The id, read without trusting it, lets the sender match
-                    // the refusal to what it sent.
-                    let id = postcard::from_bytes::<Signed>(payload)
-                        .ok()
-                        .and_then(|s| postcard::from_bytes::<Order>(&s.body).ok())
-                        .map(|o| o.id)
-                        .unwrap_or_default();
-                    self.refuse(&id, e.to_string());
-                    return;
-                }
-            };
-        if order.device != self.device() {
-            self.refuse(
-                &order.id,
-                format!(
-                    "signed for device {:?}, this is {:?}",
-                    order.device,
-                    self.device()
-                ),
-            );
-            return;
-        }
-        if let Err(why) = self.check_replay(&order) {
-            self.refuse(&order.id, why);
-            return;
-        }
-        let id = order.id.clone();
-        match order.action {
-            Action::Ping => self.send_reply(self.reply(&id, "ok", "pong".into())),
-            Action::Info => {
-                let mut r = self.reply(&id, "ok", "info".into());
-                r.data = self.shared.as_ref().and_then(|s| {
-                    serde_json::from_str(&s.info.lock().unwrap_or_else(|e| e.into_inner())).ok()
-                });
-                self.send_reply(r);
-            }
-            Action::Set { key, value } => self.set(&id, &key, &value),
-            Action::Rollback => self.rollback(&id),
-            Action::Restart => {
-                self.send_reply(self.reply(&id, "ok", "restarting".into()));
-                self.restart.store(true, Ordering::Relaxed);
-                self.stop.store(true, Ordering::Relaxed);
-            }
-            Action::Update(manifest) => self.start_update(&id, manifest),
-        }
-    }
-
-    /// Refuses orders signed too long ago (or ahead), and any order whose
-    /// nonce was already seen within the window.
-    fn check_replay(&mut self, order: &Order) -> Result<(), String> {
-        let now = now_ms();
-        let window_ms = self.remote.order_window_s * 1000;
-        let age = now as i64 - order.ts_ms as i64;
-        if age.unsigned_abs() > window_ms {
-            return Err(format!(
-                "expired: signed {:.0} s {} the device's clock, the window is {} s",
-                age.unsigned_abs() as f64 / 1000.0,
-                if age >= 0 { "before" } else { "ahead of" },
-                self.remote.order_window_s
-            ));
-        }
-        self.nonces
-            .retain(|(ts, _)| now.saturating_sub(*ts) <= window_ms && *ts <= now + window_ms);
-        if self.nonces.iter().any(|(_, n)| *n == order.nonce) {
-            return Err("replayed: this order was already carried out".into());
-        }
-        self.nonces.push((order.ts_ms, order.nonce));
-        if let Some(store) = &self.setup.store {
-            // Saved before acting: a restart must not make an order new again.
-            if let Err(e) = store.set_nonces(&self.nonces) {
-                return Err(format!("cannot record the order's nonce: {e}"));
-            }
-        }
-        Ok(())
-    }
-
-    fn set(&mut self, id: &str, key: &str, value: &str) {
-        if key == "log_level" {
-            let Ok(level) = value.trim_matches('"').parse::<log::LevelFilter>() else {
-                self.refuse(
-                    id,
-                    format!(
-                        "log_level: expected off, error, warn, info, debug or trace, found {value}"
-                    ),
-                );
-                return;
-            };
-            log::set_max_level(level);
-        } else {
-            let config = match self.setup.config.with_setting(key, value) {
-                Ok(c) => c,
-                Err(why) => {
-                    self.refuse(id, why);
-                    return;
-                }
-            };
-            let batching = config.sink.iter().find_map(|s| match s {
-                SinkConfig::Mqtt(m) => Some(m.clone()),
-                _ => None,
-            });
-            self.setup.control.send(Change::Settings {
-                policy: config.policy.clone(),
-                batching,
-            });
-            self.setup.config = config;
-        }
-        if let Some(store) = &self.setup.store {
-            let mut settings = store.settings();
-            settings.insert(key.into(), value.into());
-            if let Err(e) = store.set_settings(&settings) {
-                self.refuse(
-                    id,
-                    format!("applied, but not saved for the next start: {e}"),
-                );
-                return;
-            }
-        }
-        self.send_reply(self.reply(id, "ok", format!("{key} = {value}")));
-    }
-
-    // ----- models -----
-
-    /// Resolves `file` against the running config, checks it takes the
-    /// running window and passes `selftest`: the stages, info and
-    /// discovery that come with it.
-    fn stage(
-        &self,
-        file: &ModelFile,
-        entry: &Entry,
-        selftest: Option<&SelfTest>,
-    ) -> Result<Staged, String> {
-        let config = &self.setup.config;
-        let prepared =
-            crate::pipeline::prepare(config, file, self.setup.channels).map_err(|ps| {
-                ps.iter()
-                    .map(|p| format!("{}: {}", p.field, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
-        let shape = prepared.window.shape();
-        if shape != self.setup.window_shape {
-            return Err(format!(
-                "the model takes input {shape:?}, the running pipeline gives {:?}",
-                self.setup.window_shape
-            ));
-        }
-        let mut prepared = prepared;
-        if let Some(t) = selftest {
-            selftest_run(&mut prepared.model, t)?;
-        }
-        let info = crate::pipeline::info_json(config, &prepared, &entry.version);
-        let discovery = self.discovery_for(&prepared, &entry.version);
-        let tag = ModelTag::new(&entry.sha256, &entry.version);
-        let stages = Stages {
-            model: prepared.model,
-            preprocess: prepared.preprocess,
-            postprocess: prepared.postprocess,
-            labels: prepared.labels,
-            tag,
-        };
-        Ok((stages, info, discovery))
-    }
-
-    fn discovery_for(
-        &self,
-        prepared: &crate::pipeline::Prepared,
-        version: &str,
-    ) -> Vec<(String, Vec<u8>)> {
-        let (Some(topics), true) = (&self.topics, self.ha().enabled) else {
-            return Vec::new();
-        };
-        discovery_messages(&self.setup.config, topics, prepared, version)
-    }
-
-    fn swap(&mut self, id: &str, kind: Kind, entry: Entry, staged: Staged) {
-        let (stages, info, discovery) = staged;
-        self.setup.control.send(Change::Swap {
-            id: id.into(),
-            stages: Box::new(stages),
-            probation: kind != Kind::Rollback,
-        });
-        self.pending = Some(Pending {
-            id: id.into(),
-            kind,
-            entry,
-            info,
-            discovery,
-        });
-    }
-
-    fn start_update(&mut self, id: &str, manifest: super::wire::Manifest) {
-        let Some(store) = self.setup.store.clone() else {
-            return;
-        };
-        if manifest.size > self.remote.max_update_bytes {
-            self.refuse(
-                id,
-                format!(
-                    "the update has {} bytes, more than max_update_bytes = {}",
-                    manifest.size, self.remote.max_update_bytes
-                ),
-            );
-            return;
-        }
-        if self.pending.is_some() || self.probation.is_some() {
-            self.refuse(
-                id,
-                "another update is being applied; send it again when it is done",
-            );
-            return;
-        }
-        if let Some(old) = self.receiving.take() {
-            self.refuse(
-                &old.id,
-                format!("superseded by update {id} before it was complete"),
-            );
-            old.discard();
-        }
-        let journal = Journal {
-            id: id.into(),
-            phase: Phase::Receiving,
-        };
-        if let Err(e) = store.set_journal(Some(&journal)) {
-            self.refuse(id, format!("cannot record the update: {e}"));
-            return;
-        }
-        match Receiving::start(id, manifest, store.incoming(id)) {
-            Ok(r) => {
-                log::info!(
-                    "update {id}: receiving {} bytes in {} chunks",
-                    r.manifest.size,
-                    r.manifest.chunks()
-                );
-                self.receiving = Some(r);
-            }
-            Err(why) => {
-                let _ = store.set_journal(None);
-                self.refuse(id, why);
-            }
-        }
-    }
-
-    fn on_chunk(&mut self, payload: &[u8]) {
-        let chunk: Chunk = match postcard::from_bytes(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(s) = &self.shared {
-                    s.report_error(&format!("update: undecodable chunk: {e}"));
-                }
-                return;
-            }
-        };
-        let ours = self.receiving.as_ref().is_some_and(|r| r.id == chunk.id);
-        if !ours {
-            if self.ignore_chunks_of.as_deref() != Some(chunk.id.as_str()) {
-                self.ignore_chunks_of = Some(chunk.id.clone());
-                self.refuse(
-                    &chunk.id,
-                    "chunk for an unknown update (no signed manifest came first)",
-                );
-            }
-            return;
-        }
-        let r = self.receiving.as_mut().expect("checked above");
-        match r.add(&chunk) {
-            Ok(false) => {}
-            Ok(true) => {
-                let r = self.receiving.take().expect("checked above");
-                self.ignore_chunks_of = Some(r.id.clone());
-                let result = r.finish();
-                let (id, version) = (r.id.clone(), r.manifest.version.clone());
-                let duplicates = r.duplicates;
-                r.discard();
-                match result {
-                    Ok(bundle) => self.apply_update(&id, &version, bundle, duplicates),
-                    Err(why) => self.abandon(&id, why),
-                }
-            }
-            Err(why) => {
-                let r = self.receiving.take().expect("checked above");
-                let id = r.id.clone();
-                r.discard();
-                self.abandon(&id, why);
-            }
-        }
-    }
-
-    fn abandon(&mut self, id: &str, why: String) {
-        if let Some(store) = &self.setup.store {
-            let _ = store.set_journal(None);
-        }
-        self.refuse(id, why);
-    }
-
-    fn check_chunk_timeout(&mut self) {
-        let limit = Duration::from_secs_f64(self.remote.chunk_timeout_s);
-        if self
-            .receiving
-            .as_ref()
-            .is_some_and(|r| r.last_chunk.elapsed() > limit)
-        {
-            let r = self.receiving.take().expect("checked above");
-            let why = format!("no chunk for {:.0} s: {}", limit.as_secs_f64(), r.missing());
-            let id = r.id.clone();
-            r.discard();
-            self.abandon(&id, why);
-        }
-    }
-
-    fn apply_update(
-        &mut self,
-        id: &str,
-        version: &str,
-        bundle: super::wire::Bundle,
-        duplicates: u64,
-    ) {
-        let Some(store) = self.setup.store.clone() else {
-            return;
-        };
-        let journal = Journal {
-            id: id.into(),
-            phase: Phase::Applying,
-        };
-        let _ = store.set_journal(Some(&journal));
-        if duplicates > 0 {
-            log::info!("update {id}: {duplicates} chunks arrived twice (ignored)");
-        }
-        let entry = Entry {
-            sha256: sha256_hex(&bundle.model),
-            version: version.into(),
-        };
-        let staged = ModelFile::from_bytes(bundle.model, &format!("update {id} ({version})"))
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                self.stage(&file, &entry, bundle.selftest.as_ref())
-                    .map(|s| (file, s))
-            });
-        let (file, staged) = match staged {
-            Ok(s) => s,
-            Err(why) => return self.abandon(id, why),
-        };
-        // Both models on disk before the pipeline runs the new one: a
-        // restart must find whichever `current.json` names.
-        let stored = store
-            .put_model(file.bytes())
-            .and_then(|_| self.keep_running(&store));
-        if let Err(e) = stored {
-            return self.abandon(id, format!("cannot store the model: {e}"));
-        }
-        self.swap(id, Kind::Update, entry, staged);
-    }
-
-    /// Copies the running model into the store if it is not there (the
-    /// config's file), so it can be rolled back to.
-    fn keep_running(&self, store: &Store) -> std::io::Result<()> {
-        if store.model_path(&self.setup.running.sha256).exists() {
-            return Ok(());
-        }
-        let bytes = std::fs::read(&self.model_path)?;
-        if sha256_hex(&bytes) == self.setup.running.sha256 {
-            store.put_model(&bytes)?;
-        }
-        Ok(())
-    }
-
-    fn rollback(&mut self, id: &str) {
-        let (Some(store), Some(prev)) = (self.setup.store.clone(), self.setup.previous.clone())
-        else {
-            self.refuse(id, "no previous model to go back to");
-            return;
-        };
-        if self.pending.is_some() || self.probation.is_some() {
-            self.refuse(id, "an update is being applied; try again when it is done");
-            return;
-        }
-        let staged = store
-            .read_model(&prev)
-            .and_then(|file| self.stage(&file, &prev, None));
-        match staged {
-            Ok(s) => self.swap(id, Kind::Rollback, prev, s),
-            Err(why) => self.refuse(id, format!("the previous model cannot run: {why}")),
-        }
-    }
-
-    fn watch(&mut self) {
-        let Some(seen) = self.watched else { return };
-        let now = file_stamp(&self.model_path);
-        if now == seen || now.is_none() {
-            return;
-        }
-        // A file still being written changes between two looks a second
-        // apart; it is read once it holds still. Replacing it by a rename
-        // (as `cp` to a temporary name and `mv` do) is seen at once.
-        std::thread::sleep(Duration::from_millis(200));
-        if file_stamp(&self.model_path) != now {
-            return;
-        }
-        self.watched = Some(now);
-        log::info!("{} changed: reloading", self.model_path.display());
-        self.reload();
-    }
-
-    fn reload(&mut self) {
-        let id = format!("reload-{}", now_ms());
-        if self.pending.is_some() || self.probation.is_some() {
-            log::warn!("reload postponed: an update is being applied");
-            self.watched = Some(None);
-            return;
-        }
-        let file = match ModelFile::read(&self.model_path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.report_reload(&format!("reload refused: {e}"));
-                return;
-            }
-        };
-        let sha = file.sha256();
-        if sha == self.setup.running.sha256 {
-            return;
-        }
-        let entry = Entry {
-            version: crate::pipeline::model_version(&file, &sha),
-            sha256: sha,
-        };
-        let selftest = reference_pair(&self.model_path);
-        match self.stage(&file, &entry, selftest.as_ref()) {
-            Ok(staged) => {
-                if let Some(store) = &self.setup.store {
-                    if let Err(e) = store
-                        .put_model(file.bytes())
-                        .and_then(|_| self.keep_running(store))
-                    {
-                        self.report_reload(&format!("reload refused: cannot store the model: {e}"));
-                        return;
-                    }
-                }
-                self.swap(&id, Kind::Reload, entry, staged);
-            }
-            Err(why) => self.report_reload(&format!(
-                "reload of {} refused: {why}",
-                self.model_path.display()
-            )),
-        }
-    }
-
-    fn report_reload(&self, why: &str) {
-        log::error!("{why}");
-        if let Some(s) = &self.shared {
-            s.report_error(why);
-        }
-    }
-
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Swapped(id) => {
@@ -841,6 +355,7 @@ impl Worker {
                             let _ = store.set_journal(Some(&Journal {
                                 id: id.clone(),
                                 phase: Phase::Probation,
+                                sha256: p.entry.sha256.clone(),
                             }));
                         }
                         self.probation = Some((id, p.kind, old));
@@ -890,7 +405,7 @@ impl Worker {
     }
 
     /// Info and discovery of the running model again after a rollback.
-    fn restore_info(&mut self) {
+    pub(super) fn restore_info(&mut self) {
         let entry = self.setup.running.clone();
         let Some(store) = &self.setup.store else {
             return;
@@ -911,7 +426,7 @@ impl Worker {
     }
 
     /// `current.json` after a swap or a rollback.
-    fn record_current(&self, kind: Kind) {
+    pub(super) fn record_current(&self, kind: Kind) {
         let Some(store) = &self.setup.store else {
             return;
         };
@@ -935,57 +450,11 @@ impl Worker {
     }
 }
 
-/// Runs a self-test: the reference may hold one input or a batch of
-/// them (as `models/*/input.npy` do), run one by one through the pinned
-/// model and compared with the reference outputs in order.
-fn selftest_run(model: &mut crate::model::Model, t: &SelfTest) -> Result<(), String> {
-    let per_input: usize = model.info().inputs[0].shape.iter().product();
-    let n = t.input.len() / per_input.max(1);
-    if n == 0 || n * per_input != t.input.len() || !t.output.len().is_multiple_of(n) {
-        return Err(format!(
-            "self-test: {} input and {} output values do not make whole samples of {per_input} inputs",
-            t.input.len(),
-            t.output.len()
-        ));
-    }
-    let per_output = t.output.len() / n;
-    for (k, (input, expected)) in t
-        .input
-        .chunks(per_input)
-        .zip(t.output.chunks(per_output))
-        .enumerate()
-    {
-        let out = model
-            .run_f32(input)
-            .map_err(|e| format!("self-test: {e}"))?;
-        if out.len() != expected.len() {
-            return Err(format!(
-                "self-test: {} outputs, the reference has {}",
-                out.len(),
-                expected.len()
-            ));
-        }
-        if let Some((i, (a, b))) = out.iter().zip(expected).enumerate().find(|(_, (a, b))| {
-            (*a - *b).abs() > SELFTEST_TOLERANCE * b.abs().max(1.0) || !a.is_finite()
-        }) {
-            let at = if n > 1 {
-                format!("sample {k}, ")
-            } else {
-                String::new()
-            };
-            return Err(format!(
-                "self-test: {at}output {i} is {a}, the reference says {b}"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The discovery configs of a prepared pipeline.
 pub fn discovery_messages(
     config: &Config,
     topics: &Topics,
-    prepared: &crate::pipeline::Prepared,
+    prepared: &crate::pipeline::prepare::Prepared,
     version: &str,
 ) -> Vec<(String, Vec<u8>)> {
     let outputs = prepared
@@ -1007,20 +476,8 @@ pub fn discovery_messages(
     )
 }
 
-/// Applies saved `set` settings to a config at start.
-pub fn apply_settings(config: &Config, settings: &BTreeMap<String, String>) -> Config {
-    let mut out = config.clone();
-    for (k, v) in settings {
-        if k == "log_level" {
-            if let Ok(level) = v.trim_matches('"').parse::<log::LevelFilter>() {
-                log::set_max_level(level);
-            }
-            continue;
-        }
-        match out.with_setting(k, v) {
-            Ok(c) => out = c,
-            Err(why) => log::warn!("saved setting {k} = {v} ignored: {why}"),
-        }
-    }
-    out
+/// The model file's (modified time, size), to notice a replacement.
+pub(super) fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }

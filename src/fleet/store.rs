@@ -65,6 +65,9 @@ pub struct Journal {
     pub id: String,
     /// Its phase.
     pub phase: Phase,
+    /// sha256 of its model, once known (applying, probation).
+    #[serde(default)]
+    pub sha256: String,
 }
 
 /// The state directory.
@@ -275,6 +278,7 @@ mod tests {
         s.set_journal(Some(&Journal {
             id: "u".into(),
             phase: Phase::Probation,
+            sha256: String::new(),
         }))
         .unwrap();
         assert_eq!(s.journal().unwrap().phase, Phase::Probation);

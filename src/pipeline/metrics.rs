@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Prepared;
+use super::prepare::Prepared;
 use crate::config::{Config, SinkConfig};
 
 #[derive(Debug, Default)]

@@ -7,8 +7,8 @@
 //! - this file: [`check`] and [`build`] (model file, embedded broker, MQTT
 //!   link, source, sinks), the replay setup, signals.
 
-mod metrics;
-mod prepare;
+pub mod metrics;
+pub mod prepare;
 mod run;
 pub mod swap;
 
@@ -21,7 +21,7 @@ pub use prepare::{model_version, prepare, Prepared};
 pub use run::{PipelineError, RunOptions, Summary};
 
 use crate::config::{Config, ConfigProblem, FileFormat, SinkConfig, SourceConfig};
-use crate::fleet::{Controller, FleetSetup};
+use crate::fleet::controller::{Controller, FleetSetup};
 use crate::model::{meta, meta_list, ModelFile};
 use crate::mqtt::{Link, LinkError, LinkSetup};
 use crate::sink::{Sink, SinkContext, SinkError};
@@ -247,7 +247,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
             || config.homeassistant.enabled
             || fleet_dir.join("homeassistant.json").exists())
     {
-        Some(crate::fleet::Store::open(&fleet_dir).map_err(|e| {
+        Some(crate::fleet::store::Store::open(&fleet_dir).map_err(|e| {
             BuildError::Config(vec![config.problem(
                 "remote.state_dir",
                 format!("cannot create {}: {e}", fleet_dir.display()),
@@ -257,11 +257,15 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         None
     };
     let config = &match &store {
-        Some(s) => crate::fleet::controller_settings(config, &s.settings()),
+        Some(s) => crate::fleet::orders::apply_settings(config, &s.settings()),
         None => config.clone(),
     };
     let startup = match (&store, &config.remote) {
-        (Some(s), Some(_)) => Some(crate::fleet::startup(config, s)?),
+        (Some(s), Some(_)) => Some(crate::fleet::startup::startup(
+            config,
+            s,
+            model_file(config, None)?,
+        )),
         _ => None,
     };
     let file = match &startup {
@@ -272,7 +276,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
     let mut prepared = prepare(config, &file, channels).map_err(BuildError::Config)?;
     let running = match &startup {
         Some(s) => s.entry.clone(),
-        None => crate::fleet::Entry {
+        None => crate::fleet::store::Entry {
             sha256: prepared.model.info().sha256.clone(),
             version: prepared.tag.version.clone(),
         },
@@ -305,7 +309,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         None => {
             let mut discovery = Vec::new();
             if let (Some(l), true) = (&link, config.homeassistant.enabled) {
-                discovery = crate::fleet::discovery_messages(
+                discovery = crate::fleet::controller::discovery_messages(
                     config,
                     &l.topics,
                     &prepared,
@@ -338,9 +342,9 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
 #[allow(clippy::too_many_arguments)]
 fn fleet_setup(
     config: &Config,
-    store: Option<crate::fleet::Store>,
-    startup: Option<crate::fleet::Startup>,
-    running: crate::fleet::Entry,
+    store: Option<crate::fleet::store::Store>,
+    startup: Option<crate::fleet::startup::Startup>,
+    running: crate::fleet::store::Entry,
     prepared: &Prepared,
     channels: Option<usize>,
     info: String,
@@ -392,6 +396,21 @@ fn fleet_setup(
                     "the previous model cannot run ({why}): update {id} is kept without probation"
                 );
                 probation = None;
+            }
+        }
+    }
+    if let (Some(id), None, Some(store)) = (&probation, &previous, &store) {
+        log::warn!("update {id}: no previous model to go back to; it runs without probation");
+        let _ = store.set_journal(None);
+        probation = None;
+    }
+    if probation.is_none() {
+        if let Some(store) = &store {
+            if store
+                .journal()
+                .is_some_and(|j| j.phase != crate::fleet::store::Phase::Receiving)
+            {
+                let _ = store.set_journal(None);
             }
         }
     }
