@@ -165,6 +165,19 @@ fn key(dir: &Path) -> ed25519_dalek::SigningKey {
     wire::read_secret_key(&dir.join("keys")).unwrap()
 }
 
+/// A subscriber to the device's topics, the device started, and the
+/// version of the model its first result came from.
+fn start_watched(broker: &Broker, cfg: &Path, extra_filters: &[&str]) -> (Subscriber, Device, String) {
+    let mut filters = vec![format!("edgeinfer/{DEV}/#")];
+    filters.extend(extra_filters.iter().map(|f| f.to_string()));
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    let sub = Subscriber::connect(broker.port, &filters);
+    let dev = Device::start(cfg);
+    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
+    let version = results(&sub)[0].0.clone();
+    (sub, dev, version)
+}
+
 fn replies(sub: &Subscriber) -> Vec<Reply> {
     sub.on(&format!("{DEV}/reply"))
         .iter()
@@ -311,12 +324,7 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = setup(d, &broker, REMOTE);
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let mut dev = Device::start(&cfg);
-    let a_version = {
-        sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
-        results(&sub)[0].0.clone()
-    };
+    let (sub, mut dev, a_version) = start_watched(&broker, &cfg, &[]);
     std::fs::create_dir_all(d.join("b")).unwrap();
     std::fs::write(d.join("b/model.onnx"), model_b()).unwrap();
     let o = deploy(d, &broker, &d.join("b/model.onnx"), &[]);
@@ -391,10 +399,7 @@ fn bad_updates_are_refused_or_rolled_back_and_nothing_is_lost() {
         &broker,
         &format!("{REMOTE}max_update_bytes = 100000\nchunk_timeout_s = 2.0\n"),
     );
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let _dev = Device::start(&cfg);
-    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
-    let a_version = results(&sub)[0].0.clone();
+    let (sub, _dev, a_version) = start_watched(&broker, &cfg, &[]);
     let k = key(d);
     let refused = |id: &str, needle: &str| {
         let r = wait_reply(&sub, id);
@@ -495,9 +500,7 @@ fn commands_round_trip_and_replays_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = setup(d, &broker, REMOTE);
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let mut dev = Device::start(&cfg);
-    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
+    let (sub, mut dev, _) = start_watched(&broker, &cfg, &[]);
     let (code, r) = cmd(d, &broker, &["ping"]);
     assert_eq!(
         (code, r.outcome.as_str(), r.detail.as_str()),
@@ -609,10 +612,7 @@ fn sigkill_while_receiving_and_while_swapping_restarts_on_a_working_model() {
         .unwrap()
         .replace("rate_hz = 200.0", "rate_hz = 10.0");
     std::fs::write(&cfg, text).unwrap();
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let mut dev = Device::start(&cfg);
-    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
-    let a_version = results(&sub)[0].0.clone();
+    let (sub, mut dev, a_version) = start_watched(&broker, &cfg, &[]);
     let k = key(d);
     let journal = d.join("state/journal.json");
     let wait_journal = |phase: &str| {
@@ -665,10 +665,7 @@ fn hot_reload_by_file_replacement_and_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = setup(d, &broker, REMOTE);
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let dev = Device::start(&cfg);
-    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
-    let a_version = results(&sub)[0].0.clone();
+    let (sub, dev, a_version) = start_watched(&broker, &cfg, &[]);
     let model = d.join("model/model.onnx");
     let replace = |bytes: &[u8]| {
         let tmp = d.join("model/.incoming");
@@ -716,10 +713,7 @@ fn a_full_disk_while_receiving_refuses_the_update() {
             small.0
         ),
     );
-    let sub = Subscriber::connect(broker.port, &[&format!("edgeinfer/{DEV}/#")]);
-    let _dev = Device::start(&cfg);
-    sub.wait_for(T, |m| m.iter().any(|m| m.topic.ends_with("/result")));
-    let a_version = results(&sub)[0].0.clone();
+    let (sub, _dev, a_version) = start_watched(&broker, &cfg, &[]);
     // 200 kB do not fit in 64 KiB of tmpfs.
     let mut rng = edgeinfer::rng::Rng::new(7);
     let big: Vec<u8> = (0..200_000)

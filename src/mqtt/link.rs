@@ -303,6 +303,20 @@ impl Drop for Link {
     }
 }
 
+/// Publishes what `queue` holds, oldest first, with `send`, until it is
+/// empty or `send` fails (rumqttc's request queue is full): what is left
+/// waits for the next turn.
+fn drain<T>(session: &mut Session, queue: &Mutex<VecDeque<T>>, mut send: impl FnMut(&T) -> bool) {
+    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(item) = q.front() {
+        if !send(item) {
+            break;
+        }
+        q.pop_front();
+        session.awaiting.push_back(None);
+    }
+}
+
 struct Worker {
     client: Client,
     shared: Arc<Shared>,
@@ -547,52 +561,21 @@ impl Worker {
     }
 
     fn publish_errors(&mut self, session: &mut Session) {
-        loop {
-            let next = self
-                .shared
-                .errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            let Some(msg) = next else { break };
-            if self
-                .client
-                .try_publish(&self.topics.error, QoS::AtMostOnce, false, msg)
-                .is_err()
-            {
-                break;
-            }
-            session.awaiting.push_back(None);
-        }
+        let (client, topic) = (&self.client, &self.topics.error);
+        drain(session, &self.shared.errors, |msg| {
+            client
+                .try_publish(topic, QoS::AtMostOnce, false, msg.clone())
+                .is_ok()
+        });
     }
 
     fn publish_outgoing(&mut self, session: &mut Session) {
-        loop {
-            let next = self
-                .shared
-                .outgoing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            let Some((topic, payload, retain)) = next else {
-                break;
-            };
-            if let Err(e) = self
-                .client
-                .try_publish(&topic, QoS::AtLeastOnce, retain, payload)
-            {
-                // The request queue is full: try again on the next turn.
-                if let rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p)) = e {
-                    self.shared
-                        .outgoing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_front((topic, p.payload.to_vec(), retain));
-                }
-                break;
-            }
-            session.awaiting.push_back(None);
-        }
+        let client = &self.client;
+        drain(session, &self.shared.outgoing, |(topic, payload, retain)| {
+            client
+                .try_publish(topic, QoS::AtLeastOnce, *retain, payload.clone())
+                .is_ok()
+        });
     }
 
     fn publish_metrics(&mut self, session: &mut Session) {
