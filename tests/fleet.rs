@@ -167,7 +167,11 @@ fn key(dir: &Path) -> ed25519_dalek::SigningKey {
 
 /// A subscriber to the device's topics, the device started, and the
 /// version of the model its first result came from.
-fn start_watched(broker: &Broker, cfg: &Path, extra_filters: &[&str]) -> (Subscriber, Device, String) {
+fn start_watched(
+    broker: &Broker,
+    cfg: &Path,
+    extra_filters: &[&str],
+) -> (Subscriber, Device, String) {
     let mut filters = vec![format!("edgeinfer/{DEV}/#")];
     filters.extend(extra_filters.iter().map(|f| f.to_string()));
     let filters: Vec<&str> = filters.iter().map(String::as_str).collect();

@@ -571,11 +571,15 @@ impl Worker {
 
     fn publish_outgoing(&mut self, session: &mut Session) {
         let client = &self.client;
-        drain(session, &self.shared.outgoing, |(topic, payload, retain)| {
-            client
-                .try_publish(topic, QoS::AtLeastOnce, *retain, payload.clone())
-                .is_ok()
-        });
+        drain(
+            session,
+            &self.shared.outgoing,
+            |(topic, payload, retain)| {
+                client
+                    .try_publish(topic, QoS::AtLeastOnce, *retain, payload.clone())
+                    .is_ok()
+            },
+        );
     }
 
     fn publish_metrics(&mut self, session: &mut Session) {
