@@ -449,11 +449,21 @@ fn payload_sizes() {
         "{:<28} {:>10} {:>10} {:>8}",
         "result", "postcard", "json", "ratio"
     );
-    for (name, rec) in [("class (demo)", class), ("10 values (seed MLP)", values)] {
+    // Each message names its model as a device's does.
+    let tag = |model: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{model}/model.onnx"));
+        let file = ModelFile::read(&path).unwrap();
+        let sha = file.sha256();
+        edgeinfer::schema::ModelTag::new(&sha, &edgeinfer::pipeline::model_version(&file, &sha))
+    };
+    for (name, rec, model) in [
+        ("class (demo)", class, "demo"),
+        ("10 values (seed MLP)", values, "seed-mlp"),
+    ] {
         for n in [1usize, 10] {
             let b = ResultBatch {
                 version: SCHEMA_VERSION,
-                model: None,
+                model: Some(tag(model)),
                 device: "pi-042".into(),
                 records: (0..n as u64)
                     .map(|i| ResultRecord {

@@ -32,7 +32,8 @@ pub struct ResultBatch {
 pub struct ModelTag {
     /// The first 8 bytes of the model file's sha256.
     pub sha256_prefix: [u8; 8],
-    /// The model's version (from its update, or its metadata).
+    /// The model's version (from its update, or its metadata); empty when
+    /// it has none but its sha256, which the prefix already gives.
     pub version: String,
 }
 
@@ -46,9 +47,16 @@ impl ModelTag {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .unwrap_or(0);
         }
+        // A version that is only the start of the sha256 (a model that
+        // declares none) would repeat the prefix: 13 bytes a message.
+        let derived = !version.is_empty() && sha256_hex.starts_with(version);
         ModelTag {
             sha256_prefix: prefix,
-            version: version.into(),
+            version: if derived {
+                String::new()
+            } else {
+                version.into()
+            },
         }
     }
 
@@ -334,6 +342,8 @@ mod tests {
             (b.version, b.device.clone(), b.records.clone())
         );
         assert_eq!(b.model.unwrap().prefix_hex(), "abababababababab");
+        // A version that is only the sha256's start is not sent twice.
+        assert_eq!(ModelTag::new(&"ab".repeat(32), "ababab").version, "");
     }
 
     #[test]

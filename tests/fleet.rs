@@ -200,13 +200,27 @@ fn wait_reply(sub: &Subscriber, id: &str) -> Reply {
     replies(sub).into_iter().find(|r| r.id == id).unwrap()
 }
 
+/// The version a result message's tag names: its own, or for a model
+/// that declares none, the start of its sha256 (as `info` and replies say).
+fn tag_version(b: &ResultBatch) -> String {
+    let t = b
+        .model
+        .as_ref()
+        .expect("every result message names its model");
+    if t.version.is_empty() {
+        t.prefix_hex()[..12].to_string()
+    } else {
+        t.version.clone()
+    }
+}
+
 /// Result batches received: (model version, seq, ts_ms) per record.
 fn results(sub: &Subscriber) -> Vec<(String, u64, u64)> {
     sub.on(&format!("{DEV}/result"))
         .iter()
         .flat_map(|m| {
             let b = ResultBatch::from_postcard(&m.payload).unwrap();
-            let v = b.model.map(|t| t.version).unwrap_or_default();
+            let v = tag_version(&b);
             b.records
                 .into_iter()
                 .map(move |r| (v.clone(), r.seq, r.ts_ms))
@@ -222,8 +236,7 @@ fn wait_results_of(sub: &Subscriber, version: &str, n: usize) {
             .filter(|m| m.topic.ends_with("/result"))
             .flat_map(|m| {
                 let b = ResultBatch::from_postcard(&m.payload).unwrap();
-                let v = b.model.map(|t| t.version).unwrap_or_default();
-                std::iter::repeat_n(v, b.records.len())
+                std::iter::repeat_n(tag_version(&b), b.records.len())
             })
             .filter(|v| v == version)
             .count()
@@ -273,21 +286,15 @@ fn send_update(
     id
 }
 
-fn deploy(dir: &Path, broker: &Broker, model: &Path, extra: &[&str]) -> std::process::Output {
+/// `edgeinfer-host deploy` to `targets` (`--device pi`, `--all`).
+fn deploy(dir: &Path, broker: &Broker, model: &Path, targets: &[&str]) -> std::process::Output {
     host()
-        .args([
-            "deploy",
-            "--broker",
-            &broker.url(),
-            "--device",
-            DEV,
-            "--key",
-        ])
+        .args(["deploy", "--broker", &broker.url(), "--key"])
         .arg(dir.join("keys"))
         .arg("--model")
         .arg(model)
         .args(["--timeout", "60"])
-        .args(extra)
+        .args(targets)
         .output()
         .unwrap()
 }
@@ -331,7 +338,7 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
     let (sub, mut dev, a_version) = start_watched(&broker, &cfg, &[]);
     std::fs::create_dir_all(d.join("b")).unwrap();
     std::fs::write(d.join("b/model.onnx"), model_b()).unwrap();
-    let o = deploy(d, &broker, &d.join("b/model.onnx"), &[]);
+    let o = deploy(d, &broker, &d.join("b/model.onnx"), &["--device", DEV]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -385,6 +392,13 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
         m.iter().filter(|m| m.topic.ends_with("/result")).count() > n + 5
     });
     assert!(results(&sub)[n..].iter().all(|r| r.0 == a_version));
+    assert_no_gap(&sub);
+    // `--all`: every device whose retained info says it takes updates.
+    let o = deploy(d, &broker, &d.join("b/model.onnx"), &["--all"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.starts_with("pi: applied"), "{out}");
+    wait_results_of(&sub, "v2", 5);
     assert_no_gap(&sub);
     dev.kill();
 }

@@ -70,9 +70,10 @@ impl Worker {
     /// nonce was already seen within the window.
     fn check_replay(&mut self, order: &Order) -> Result<(), String> {
         let now = now_ms();
-        let window_ms = self.remote.order_window_s * 1000;
-        let age = now as i64 - order.ts_ms as i64;
-        if age.unsigned_abs() > window_ms {
+        let window_ms = self.remote.order_window_s.saturating_mul(1000);
+        // Wide enough for any two u64 times: no overflow, whatever was signed.
+        let age = i128::from(now) - i128::from(order.ts_ms);
+        if age.unsigned_abs() > u128::from(window_ms) {
             return Err(format!(
                 "expired: signed {:.0} s {} the device's clock, the window is {} s",
                 age.unsigned_abs() as f64 / 1000.0,
@@ -80,8 +81,9 @@ impl Worker {
                 self.remote.order_window_s
             ));
         }
-        self.nonces
-            .retain(|(ts, _)| now.saturating_sub(*ts) <= window_ms && *ts <= now + window_ms);
+        self.nonces.retain(|(ts, _)| {
+            now.saturating_sub(*ts) <= window_ms && *ts <= now.saturating_add(window_ms)
+        });
         if self.nonces.iter().any(|(_, n)| *n == order.nonce) {
             return Err("replayed: this order was already carried out".into());
         }

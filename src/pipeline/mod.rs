@@ -260,7 +260,7 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         Some(s) => crate::fleet::orders::apply_settings(config, &s.settings()),
         None => config.clone(),
     };
-    let startup = match (&store, &config.remote) {
+    let mut startup = match (&store, &config.remote) {
         (Some(s), Some(_)) => Some(crate::fleet::startup::startup(
             config,
             s,
@@ -273,7 +273,34 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         None => model_file(config, embedded)?,
     };
     let channels = config.source.channels(&config.origin)?;
-    let mut prepared = prepare(config, &file, channels).map_err(BuildError::Config)?;
+    let mut prepared = match (prepare(config, &file, channels), &mut startup) {
+        (Ok(p), _) => p,
+        // A stored model the config changed under: the config's own model
+        // runs, rather than a device that cannot start.
+        (Err(problems), Some(s)) if s.file.origin() != file_origin(config) => {
+            let factory = model_file(config, None)?;
+            log::warn!(
+                "the stored model {} does not fit the config ({}); running {}",
+                s.entry.version,
+                problems
+                    .iter()
+                    .map(|p| p.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                factory.origin()
+            );
+            let sha = factory.sha256();
+            s.entry = crate::fleet::store::Entry {
+                version: model_version(&factory, &sha),
+                sha256: sha,
+            };
+            s.previous = None;
+            s.probation = None;
+            s.file = factory;
+            prepare(config, &s.file, channels).map_err(BuildError::Config)?
+        }
+        (Err(problems), _) => return Err(BuildError::Config(problems)),
+    };
     let running = match &startup {
         Some(s) => s.entry.clone(),
         None => crate::fleet::store::Entry {
@@ -335,6 +362,11 @@ pub fn build(config: &Config, embedded: Option<(&[u8], &str)>) -> Result<Built, 
         publishes,
         fleet,
     })
+}
+
+/// How the config's own model file is named in messages.
+fn file_origin(config: &Config) -> String {
+    config.resolve(&config.model.path).display().to_string()
 }
 
 /// The controller's start: the key, the hand-off and, for an update on
