@@ -18,7 +18,6 @@ recordings), so it takes the demo's input and its self-test is real.
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,8 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 DEVICE = os.path.join(TARGET, "release", "edgeinfer")
 HOST = os.path.join(TARGET, "release", "edgeinfer-host")
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+# The broker as the collect benchmark starts it (this directory is on the path).
+from collect import Mosquitto  # noqa: E402
 
 
 def run(*args, **kw):
@@ -82,14 +76,11 @@ def main():
                      "--bin edgeinfer --bin edgeinfer-host")
     work = tempfile.mkdtemp(prefix="edgeinfer-fleet-")
     procs = []
+    broker = None
     try:
-        port = free_port()
-        conf = os.path.join(work, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        procs.append(subprocess.Popen(["mosquitto", "-c", conf], stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
-        url = f"mqtt://127.0.0.1:{port}"
+        broker = Mosquitto(inflight=20)
+        procs.append(broker.proc)
+        port, url = broker.port, broker.url
         big = big_model(work)
         demo = os.path.join(work, "demo", "model.onnx")
         os.makedirs(os.path.dirname(demo))
@@ -167,6 +158,8 @@ state_dir = "state"
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+        if broker:
+            shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
