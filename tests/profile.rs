@@ -35,10 +35,11 @@ fn seed_mlp_figures_are_exact_where_they_can_be() {
     assert!(r["core_peak_flops_per_s"].as_f64().unwrap() > 1e6);
     // One regression record of 10 f32: version 1 + device "edgeinfer" (1 + 9)
     // + 1 record + seq 1_000_000 (3-byte varint) + ts_ms now (6) + variant 1
-    // + length 1 + 40.
-    assert_eq!(r["result_postcard_bytes"], 63);
+    // + length 1 + 40; then the model tag: 8 bytes of sha256 + an empty
+    // version (1), the model declaring none.
+    assert_eq!(r["result_postcard_bytes"], 72);
     // PUBLISH: header 1 + length 1 + topic (2 + 26) + packet id 2 + payload.
-    assert_eq!(r["mqtt_packet_postcard_bytes"], 1 + 1 + 2 + 26 + 2 + 63);
+    assert_eq!(r["mqtt_packet_postcard_bytes"], 1 + 1 + 2 + 26 + 2 + 72);
     let json_len = r["result_json_bytes"].as_u64().unwrap();
     assert_eq!(r["mqtt_packet_json_bytes"], 1 + 2 + 2 + 26 + 2 + json_len);
     // With no config, the flat input [1, 10] is a window of 10 one-channel
@@ -46,13 +47,13 @@ fn seed_mlp_figures_are_exact_where_they_can_be() {
     assert_eq!(r["channels"], 1);
     assert_eq!(r["results_per_s"], 1.0);
     assert_eq!(r["messages_per_hour"], 3_600.0);
-    assert_eq!(r["bytes_per_hour"], 3_600.0 * 95.0);
+    assert_eq!(r["bytes_per_hour"], 3_600.0 * 104.0);
     // Raw: 10 samples/s of one f32 on "edgeinfer/edgeinfer/raw" (23 chars).
     let raw = 36_000.0 * (1 + 1 + 2 + 23 + 2 + 4) as f64;
     assert_eq!(r["raw_stream_bytes_per_hour"], raw);
-    assert_eq!(r["saving_factor"], raw / (3_600.0 * 95.0));
-    // Default outbox: 64 MiB of 63-byte results.
-    assert_eq!(r["outbox_capacity_results"], (64u64 << 20) / 63);
+    assert_eq!(r["saving_factor"], raw / (3_600.0 * 104.0));
+    // Default outbox: 64 MiB of 72-byte results.
+    assert_eq!(r["outbox_capacity_results"], (64u64 << 20) / 72);
 }
 
 #[test]
