@@ -400,6 +400,26 @@ fn a_signed_deploy_applies_without_a_gap_and_rolls_back_on_command() {
     assert!(out.starts_with("pi: applied"), "{out}");
     wait_results_of(&sub, "v2", 5);
     assert_no_gap(&sub);
+    // Two targets, one of them not there: each gets its line, and the
+    // command fails because one did not apply it.
+    let demo = repo("models/demo/model.onnx");
+    let o = host()
+        .args(["deploy", "--broker", &broker.url(), "--key"])
+        .arg(d.join("keys"))
+        .arg("--model")
+        .arg(&demo)
+        .args(["--devices", "pi,ghost", "--timeout", "5"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("pi: applied"), "{out}");
+    assert!(out.contains("ghost: no answer"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 of 2 devices did not apply the update"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     dev.kill();
 }
 
