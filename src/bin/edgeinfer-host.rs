@@ -482,14 +482,11 @@ fn run_deploy(a: DeployArgs) -> Result<(), Failure> {
             ))
         }
     };
-    let selftest = match (&a.reference_input, &a.reference_output, a.no_selftest) {
-        (_, _, true) => None,
-        (Some(i), Some(o), _) => Some(
-            edgeinfer::fleet::wire::SelfTest::read(i, o)
-                .map_err(|e| Failure(2, anyhow::anyhow!(e)))?,
-        ),
-        _ => edgeinfer::fleet::reference_pair(&a.model),
-    };
+    let reference = a
+        .reference_input
+        .as_deref()
+        .zip(a.reference_output.as_deref());
+    let selftest = host::fleet::selftest_for(&a.model, reference, a.no_selftest)?;
     let outcomes = host::fleet::deploy(&opts, &targets, &a.model, a.version.as_deref(), selftest)?;
     let mut all_applied = true;
     for o in &outcomes {

@@ -58,6 +58,27 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+/// The self-test an update carries: the `reference` pair given, else the
+/// `input.npy`/`output.npy` beside the model, or none with `skip`.
+pub fn selftest_for(
+    model: &Path,
+    reference: Option<(&Path, &Path)>,
+    skip: bool,
+) -> Result<Option<SelfTest>, HostError> {
+    match (reference, skip) {
+        (_, true) => Ok(None),
+        (Some((input, output)), _) => {
+            SelfTest::read(input, output)
+                .map(Some)
+                .map_err(|e| HostError::Input {
+                    file: "--reference-input/--reference-output".into(),
+                    message: e,
+                })
+        }
+        (None, _) => Ok(crate::fleet::reference_pair(model)),
+    }
+}
+
 /// Writes a key pair into `dir` (`edgeinfer.key`, owner-only, and
 /// `edgeinfer.pub` for the devices' `[remote] public_key`).
 pub fn keygen(dir: &Path) -> Result<String, HostError> {

@@ -5,17 +5,20 @@
 //!
 //! - this file: `[mqtt]` (settings, defaults, validation), broker URLs, topics;
 //! - `options.rs`: rumqttc options from `[mqtt]` (credentials, TLS);
-//! - `link.rs`: the network thread, the outbox publishing, counters.
+//! - `link.rs`: the network thread, the outbox publishing;
+//! - `shared.rs`: what it shares with the pipeline and the fleet controller.
 
 mod link;
 mod options;
+mod shared;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use link::{Delivery, Link, LinkCounters, Message, Shared};
+pub use link::{Delivery, Link, Message};
 pub use options::options;
+pub use shared::{LinkCounters, Shared};
 
 use crate::outbox::OutboxError;
 use crate::problem::{Origin, Problems};
