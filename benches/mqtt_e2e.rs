@@ -430,6 +430,7 @@ fn wait_online(port: u16, id: &str) {
 
 fn payload_sizes() {
     let class = ResultRecord {
+        source: None,
         seq: 123_456,
         ts_ms: 1_795_939_319_843,
         result: Prediction::Class(ClassResult {
@@ -440,6 +441,7 @@ fn payload_sizes() {
     };
     let mut rng = Rng::new(2);
     let values = ResultRecord {
+        source: None,
         seq: 123_456,
         ts_ms: 1_795_939_319_843,
         result: Prediction::Values(rng.normal_vec(10, 1.0)),
@@ -467,6 +469,7 @@ fn payload_sizes() {
                 device: "pi-042".into(),
                 records: (0..n as u64)
                     .map(|i| ResultRecord {
+                        source: None,
                         seq: rec.seq + i,
                         ..rec.clone()
                     })

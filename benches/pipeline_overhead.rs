@@ -157,10 +157,7 @@ fn mobilenet_case(results: usize, dir: &Path) -> Case {
 fn mlp_case(results: usize) -> Case {
     let mut rng = Rng::new(3);
     let samples: Vec<Sample> = (0..results)
-        .map(|i| Sample {
-            ts_ms: i as u64,
-            values: rng.normal_vec(10, 1.0),
-        })
+        .map(|i| Sample::new(i as u64, rng.normal_vec(10, 1.0)))
         .collect();
     let windows = samples.iter().map(|s| s.values.clone()).collect();
     Case {

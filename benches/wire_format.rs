@@ -22,6 +22,7 @@ fn batch(records: usize, result: &Prediction) -> ResultBatch {
         device: "pump-07".into(),
         records: (0..records)
             .map(|i| ResultRecord {
+                source: None,
                 seq: 1_000_000 + i as u64,
                 ts_ms: 1_764_400_000_000 + 100 * i as u64,
                 result: result.clone(),

@@ -21,6 +21,7 @@ pub mod export;
 pub mod fleet;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod image;
 pub mod infer;
 pub mod model;
 pub mod mqtt;

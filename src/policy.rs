@@ -89,7 +89,17 @@ fn values(p: &Prediction) -> Vec<f32> {
         Prediction::Values(v) => v.clone(),
         Prediction::Anomaly(a) => vec![a.score],
         Prediction::Summary(s) => s.mean.clone(),
+        // How many objects: what a deadband on a detector watches.
+        Prediction::Detections(d) => vec![d.len() as f32],
     }
+}
+
+/// The classes present in a detection result, sorted, each once.
+fn present(d: &[crate::schema::Detection]) -> Vec<u32> {
+    let mut c: Vec<u32> = d.iter().map(|d| d.class).collect();
+    c.sort_unstable();
+    c.dedup();
+    c
 }
 
 impl Fold {
@@ -108,10 +118,15 @@ impl Fold {
     fn add(&mut self, ts: u64, p: &Prediction) {
         self.count += 1;
         self.last_ts_ms = ts;
-        if let Prediction::Class(c) = p {
-            match self.class_counts.binary_search_by_key(&c.class, |e| e.0) {
+        let classes = match p {
+            Prediction::Class(c) => vec![c.class],
+            Prediction::Detections(d) => present(d),
+            _ => vec![],
+        };
+        for class in classes {
+            match self.class_counts.binary_search_by_key(&class, |e| e.0) {
                 Ok(i) => self.class_counts[i].1 += 1,
-                Err(i) => self.class_counts.insert(i, (c.class, 1)),
+                Err(i) => self.class_counts.insert(i, (class, 1)),
             }
         }
         let v = values(p);
@@ -170,6 +185,13 @@ impl Policy {
             match (last, p) {
                 (Prediction::Class(a), Prediction::Class(b)) if a.class != b.class => return true,
                 (Prediction::Anomaly(a), Prediction::Anomaly(b)) if a.anomalous != b.anomalous => {
+                    return true
+                }
+                // An object of some class appeared or the last one of a
+                // class went.
+                (Prediction::Detections(a), Prediction::Detections(b))
+                    if present(a) != present(b) =>
+                {
                     return true
                 }
                 _ => {}

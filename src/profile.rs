@@ -332,6 +332,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         model: Some(tag.clone()),
         records: (0..records)
             .map(|i| ResultRecord {
+                source: None,
                 seq: 1_000_000 + i,
                 ts_ms: crate::clock::now_ms(),
                 result: prediction.clone(),

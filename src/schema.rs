@@ -78,6 +78,11 @@ pub struct ResultRecord {
     pub ts_ms: u64,
     /// What the model said.
     pub result: Prediction,
+    /// Where the input came from when a source names it (an image's file
+    /// name, `frame N` of a camera stream, its topic). On the wire it trails
+    /// the batch (see [`ResultBatch::to_postcard`]).
+    #[serde(skip)]
+    pub source: Option<String>,
 }
 
 /// A postprocessed model output.
@@ -92,6 +97,20 @@ pub enum Prediction {
     Anomaly(AnomalyResult),
     /// Many results folded into one (the `summary` policy).
     Summary(SummaryResult),
+    /// Objects found in an image (the `detect` postprocess), best first.
+    Detections(Vec<Detection>),
+}
+
+/// One object found in an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Its class index.
+    pub class: u32,
+    /// Its score (class score, times objectness where the model has one).
+    pub score: f32,
+    /// Its box `[x0, y0, x1, y1]` in the source image's pixels (after EXIF
+    /// orientation), clipped to the image.
+    pub bbox: [u16; 4],
 }
 
 /// What a `summary` record says about the results of one period.
@@ -179,13 +198,30 @@ pub enum SchemaError {
 }
 
 impl ResultBatch {
-    /// Postcard bytes of the batch.
+    /// Postcard bytes of the batch: the version-1 fields, then the model
+    /// tag, then, when any record names its source, one source per record
+    /// (empty when none). Each trailer is outside the layout its decoders
+    /// read, so older decoders keep working. A batch with sources but no
+    /// model carries a tag of zeros, to keep the order.
     pub fn to_postcard(&self) -> Vec<u8> {
         // Serializing these plain types into a Vec cannot fail.
         let mut bytes =
             postcard::to_stdvec(&(self.version, &self.device, &self.records)).unwrap_or_default();
-        if let Some(m) = &self.model {
+        let sourced = self.records.iter().any(|r| r.source.is_some());
+        let zeros = ModelTag {
+            sha256_prefix: [0; 8],
+            version: String::new(),
+        };
+        if let Some(m) = self.model.as_ref().or(sourced.then_some(&zeros)) {
             bytes.extend(postcard::to_stdvec(m).unwrap_or_default());
+        }
+        if sourced {
+            let sources: Vec<&str> = self
+                .records
+                .iter()
+                .map(|r| r.source.as_deref().unwrap_or(""))
+                .collect();
+            bytes.extend(postcard::to_stdvec(&sources).unwrap_or_default());
         }
         bytes
     }
@@ -198,11 +234,19 @@ impl ResultBatch {
         if version != SCHEMA_VERSION {
             return Err(SchemaError::Version(version));
         }
-        let model = if rest.is_empty() {
-            None
+        let (model, rest) = if rest.is_empty() {
+            (None, rest)
         } else {
-            Some(postcard::from_bytes(rest)?)
+            let (m, rest) = postcard::take_from_bytes::<ModelTag>(rest)?;
+            (Some(m), rest)
         };
+        let mut records = records;
+        if !rest.is_empty() {
+            let sources: Vec<String> = postcard::from_bytes(rest)?;
+            for (r, s) in records.iter_mut().zip(sources) {
+                r.source = (!s.is_empty()).then_some(s);
+            }
+        }
         Ok(ResultBatch {
             version,
             device,
@@ -222,6 +266,9 @@ impl ResultRecord {
         let map = obj
             .as_object_mut()
             .expect("json! of an object is an object");
+        if let Some(s) = &self.source {
+            map.insert("source".into(), json!(s));
+        }
         let label = |i: u32| labels.get(i as usize).cloned();
         match &self.result {
             Prediction::Class(c) => {
@@ -253,6 +300,19 @@ impl ResultRecord {
                 map.insert("min".into(), json!(s.min));
                 map.insert("max".into(), json!(s.max));
             }
+            Prediction::Detections(d) => {
+                let boxes: Vec<serde_json::Value> = d
+                    .iter()
+                    .map(|d| {
+                        let mut b = json!({ "class": d.class, "score": d.score, "box": d.bbox });
+                        if let Some(l) = label(d.class) {
+                            b["label"] = json!(l);
+                        }
+                        b
+                    })
+                    .collect();
+                map.insert("detections".into(), json!(boxes));
+            }
         }
         obj
     }
@@ -268,6 +328,7 @@ mod tests {
             device: "pi".into(),
             records: vec![
                 ResultRecord {
+                    source: None,
                     seq: 1,
                     ts_ms: 1000,
                     result: Prediction::Class(ClassResult {
@@ -277,11 +338,13 @@ mod tests {
                     }),
                 },
                 ResultRecord {
+                    source: None,
                     seq: 2,
                     ts_ms: 1001,
                     result: Prediction::Values(vec![1.0]),
                 },
                 ResultRecord {
+                    source: None,
                     seq: 3,
                     ts_ms: 1002,
                     result: Prediction::Anomaly(AnomalyResult {

@@ -361,6 +361,7 @@ fn batch(device: &str, seqs: std::ops::RangeInclusive<u64>, class: u32) -> Vec<u
         device: device.into(),
         records: seqs
             .map(|seq| ResultRecord {
+                source: None,
                 seq,
                 ts_ms: 1_700_000_000_000 + seq * 1000,
                 result: Prediction::Class(ClassResult {

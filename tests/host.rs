@@ -580,6 +580,7 @@ fn decode_reads_a_postcard_payload_from_a_file_or_stdin() {
         device: "d1".into(),
         records: (0..3)
             .map(|i| ResultRecord {
+                source: None,
                 seq: 10 + i,
                 ts_ms: 1000 * i,
                 result: Prediction::Class(ClassResult {

@@ -480,6 +480,7 @@ fn emit(
     result: crate::schema::Prediction,
 ) -> Result<(), SinkError> {
     let record = ResultRecord {
+        source: None,
         seq: *seq,
         ts_ms,
         result,

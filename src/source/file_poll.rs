@@ -121,10 +121,7 @@ impl Source for FilePollSource {
                 }
             })
             .collect();
-        Ok(Some(Sample {
-            ts_ms: now_ms(),
-            values,
-        }))
+        Ok(Some(Sample::new(now_ms(), values)))
     }
 
     fn channels(&self) -> Option<usize> {

@@ -154,10 +154,7 @@ impl<R: BufRead + Send> Source for LineSource<R> {
             return Ok(None);
         };
         match parse_line(self.format, &self.fields, &line) {
-            Ok(values) => Ok(Some(Sample {
-                ts_ms: now_ms(),
-                values,
-            })),
+            Ok(values) => Ok(Some(Sample::new(now_ms(), values))),
             Err(e) => Err(SourceError::BadRecord {
                 origin: self.origin.clone(),
                 record: self.line_no,

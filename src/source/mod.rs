@@ -133,14 +133,48 @@ impl SourceConfig {
     }
 }
 
-/// One reading of every channel at one instant.
+/// One reading of every channel at one instant, or one encoded image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Milliseconds since the Unix epoch (or since the start of a recording
     /// that has no timestamps).
     pub ts_ms: u64,
-    /// One value per channel; NaN marks a missing value.
+    /// One value per channel; NaN marks a missing value. Empty for images.
     pub values: Vec<f32>,
+    /// An encoded image (JPEG or PNG) from an image source; the image stage
+    /// decodes it on the inference thread, so a frame that is never run is
+    /// never decoded.
+    pub frame: Option<Frame>,
+}
+
+impl Sample {
+    /// A sample of channel values.
+    pub fn new(ts_ms: u64, values: Vec<f32>) -> Self {
+        Sample {
+            ts_ms,
+            values,
+            frame: None,
+        }
+    }
+
+    /// An encoded image from `origin` (file name, `frame N`, topic).
+    pub fn image(ts_ms: u64, bytes: Vec<u8>, origin: String) -> Self {
+        Sample {
+            ts_ms,
+            values: Vec::new(),
+            frame: Some(Frame { bytes, origin }),
+        }
+    }
+}
+
+/// An encoded image and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// The file's or message's bytes, JPEG or PNG.
+    pub bytes: Vec<u8>,
+    /// Where it came from: the file name, `frame N` of a stream, the topic.
+    /// Every result of this image carries it.
+    pub origin: String,
 }
 
 /// Errors from sources.
@@ -198,6 +232,18 @@ pub trait Source: Send {
     /// replays): the pipeline then hands them on one by one instead of in
     /// batches, so latency stays low.
     fn paced(&self) -> bool;
+
+    /// True for a live camera: when inference is busy only the newest frame
+    /// waits, and older ones are skipped (the source counts them).
+    fn newest_only(&self) -> bool {
+        false
+    }
+
+    /// Frames a live source skipped so far (busy inference, `max_fps`,
+    /// `every_nth`).
+    fn skipped(&self) -> u64 {
+        0
+    }
 }
 
 /// Reads the next non-blank line of `reader` into `buf` (trimmed, counted

@@ -128,12 +128,7 @@ pub fn decode_payload(
     payload: &[u8],
     now_ms: u64,
 ) -> Result<Vec<Sample>, PayloadError> {
-    let one = |values: Vec<f32>| {
-        vec![Sample {
-            ts_ms: now_ms,
-            values,
-        }]
-    };
+    let one = |values: Vec<f32>| vec![Sample::new(now_ms, values)];
     match sub.format {
         PayloadFormat::Json | PayloadFormat::Csv => {
             let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
@@ -159,7 +154,7 @@ pub fn decode_payload(
             Ok(frame
                 .samples
                 .into_iter()
-                .map(|(ts_ms, values)| Sample { ts_ms, values })
+                .map(|(ts_ms, values)| Sample::new(ts_ms, values))
                 .collect())
         }
     }

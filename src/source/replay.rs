@@ -161,7 +161,7 @@ impl ReplaySource {
             .iter()
             .map(|&i| num(i))
             .collect::<Result<_, _>>()?;
-        Ok(Sample { ts_ms, values })
+        Ok(Sample::new(ts_ms, values))
     }
 }
 

@@ -164,10 +164,10 @@ impl Source for SimulatedSource {
         let values = (0..self.channels)
             .map(|c| self.value(c, t, fault))
             .collect();
-        Ok(Some(Sample {
-            ts_ms: self.start_ms + (t * 1000.0) as u64,
+        Ok(Some(Sample::new(
+            self.start_ms + (t * 1000.0) as u64,
             values,
-        }))
+        )))
     }
 
     fn channels(&self) -> Option<usize> {

@@ -178,6 +178,11 @@ fn write_items(
                         Prediction::Class(c) => ("class", Some(c.class as i64), Some(c.score)),
                         Prediction::Values(_) => ("values", None, None),
                         Prediction::Anomaly(a) => ("anomaly", None, Some(a.score)),
+                        Prediction::Detections(d) => (
+                            "detections",
+                            d.first().map(|d| d.class as i64),
+                            d.first().map(|d| d.score),
+                        ),
                         Prediction::Summary(s) => (
                             "summary",
                             s.class_counts

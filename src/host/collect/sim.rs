@@ -174,6 +174,7 @@ fn device(opts: &SimOptions, n: usize, stop: &AtomicBool) -> Result<DeviceRun, H
                     seq += 1;
                     let score = rng.range(0.6, 0.99) as f32;
                     ResultRecord {
+                        source: None,
                         seq,
                         ts_ms: ts,
                         result: Prediction::Class(ClassResult {

@@ -2,6 +2,8 @@
 //! `[postprocess]` and resolves it against the model (its task and labels
 //! metadata, its output size).
 
+pub mod detect;
+
 use serde::Deserialize;
 
 use crate::model::{meta, meta_list, ModelFile};
