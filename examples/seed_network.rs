@@ -46,6 +46,7 @@ fn main() -> Result<()> {
 
     let opts = TrainOptions {
         data,
+        images: None,
         spec: DataSpec {
             task: Task::Regress,
             target: ys,
@@ -67,6 +68,7 @@ fn main() -> Result<()> {
             // The article's 1000 epochs, all of them.
             patience: Some(0),
             seed: 1,
+            augment: false,
         },
         val_split: 0.2,
         test_split: 0.1,

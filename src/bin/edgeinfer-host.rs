@@ -25,11 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train a model on a CSV file and export it, verified, for the device.
+    /// Train a model on a CSV file or an image folder and export it, verified, for the device.
     Train(Box<TrainArgs>),
     /// Check an exported model against the trainer's network on a CSV file.
     Verify(VerifyArgs),
-    /// Record samples from a device source into a CSV file for training.
+    /// Record samples from a device source into a CSV file (or images into a class folder) for training.
     Record(RecordArgs),
     /// Subscribe and print what devices publish as JSON lines.
     Listen(ListenArgs),
@@ -229,7 +229,8 @@ struct RecordArgs {
     /// Device config whose [source] to read.
     #[arg(long)]
     config: PathBuf,
-    /// CSV file (appended to when it exists with the same columns).
+    /// CSV file (appended to when it exists with the same columns), or for an
+    /// image source the class folder (DIR/CLASS) frames are saved into.
     #[arg(long)]
     out: PathBuf,
     /// Value of a `label` column on every row.
@@ -340,6 +341,15 @@ fn train(a: TrainArgs) -> Result<(), Failure> {
             "learning rate {:.2e} (range test; --lr sets it)",
             summary.lr
         );
+    }
+    if !summary.skipped_images.is_empty() {
+        eprintln!(
+            "edgeinfer-host: warning: skipped {} files that are not readable images:",
+            summary.skipped_images.len()
+        );
+        for f in &summary.skipped_images {
+            eprintln!("  {f}");
+        }
     }
     for w in &summary.warnings {
         eprintln!("edgeinfer-host: warning: {w}");

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::data::{DataSpec, Task};
+use super::images::{parse_size, ImageSpec};
 use super::net::{Activation, Arch, Init};
 use super::train::{FitOptions, Loss, OptimizerKind};
 use super::{HostError, TrainOptions};
@@ -12,14 +13,28 @@ use super::{HostError, TrainOptions};
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// CSV file with a header line.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "images", conflicts_with = "images")]
+    pub data: Option<PathBuf>,
+    /// Image folder: one subfolder of .jpg/.jpeg/.png files per class
+    /// (class names: the subfolder names, sorted).
+    #[arg(long, conflicts_with_all = ["target", "features", "window", "channels", "impute"])]
+    pub images: Option<PathBuf>,
+    /// Size every image is stretched to, WIDTHxHEIGHT (--images).
+    #[arg(long, value_parser = parse_size, default_value = "32x32", requires = "images")]
+    pub size: [u32; 2],
+    /// One gray channel instead of RGB (--images).
+    #[arg(long, requires = "images")]
+    pub grayscale: bool,
+    /// Flip and shift training images at random (--images; validation and
+    /// test images are left as they are).
+    #[arg(long, requires = "images")]
+    pub augment: bool,
     /// Target column (several, comma-separated, for multi-output regression).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "images")]
     pub target: Vec<String>,
-    /// classify or regress.
-    #[arg(long, value_enum)]
-    pub task: Task,
+    /// classify or regress (--images: classify).
+    #[arg(long, value_enum, required_unless_present = "images")]
+    pub task: Option<Task>,
     /// Feature columns (default: every other column).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
@@ -38,9 +53,10 @@ pub struct TrainArgs {
     /// Class names in class-id order (default: sorted).
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
-    /// mlp:H1,H2,... or cnn1d:C1,C2,...
-    #[arg(long)]
-    pub arch: Arch,
+    /// mlp:H1,H2,..., cnn1d:C1,C2,... or (--images) cnn2d:C1,C2,...
+    /// [--images default: cnn2d:16,32]
+    #[arg(long, required_unless_present = "images")]
+    pub arch: Option<Arch>,
     /// Convolution width for cnn1d (odd).
     #[arg(long, default_value_t = 3)]
     pub kernel: usize,
@@ -93,11 +109,48 @@ impl TrainArgs {
     /// The options these arguments mean, checked.
     pub fn into_options(self) -> Result<TrainOptions, HostError> {
         let a = self;
+        let images = a.images.as_ref().map(|_| ImageSpec {
+            size: a.size,
+            grayscale: a.grayscale,
+        });
+        let task = match (a.task, &images) {
+            (Some(Task::Regress), Some(_)) => {
+                return Err(HostError::Usage(
+                    "--images trains a classifier: drop --task regress".into(),
+                ))
+            }
+            (Some(t), _) => t,
+            (None, _) => Task::Classify,
+        };
+        let arch = match (a.arch, &images) {
+            (Some(arch), _) => arch,
+            (None, Some(_)) => Arch::Cnn2d(vec![16, 32]),
+            (None, None) => return Err(HostError::Usage("--arch: expected a network".into())),
+        };
+        if images.is_none() && matches!(arch, Arch::Cnn2d(_)) {
+            return Err(HostError::Usage(
+                "--arch cnn2d needs images: give --images DIR".into(),
+            ));
+        }
+        let data = match (a.data, a.images) {
+            (Some(d), None) | (None, Some(d)) => d,
+            _ => {
+                return Err(HostError::Usage(
+                    "give the data: --data FILE.csv or --images DIR".into(),
+                ))
+            }
+        };
+        let target = if images.is_some() {
+            vec!["class".into()]
+        } else {
+            a.target
+        };
         let opts = TrainOptions {
-            data: a.data,
+            data,
+            images,
             spec: DataSpec {
-                task: a.task,
-                target: a.target,
+                task,
+                target,
                 features: if a.channels.is_empty() {
                     a.features
                 } else {
@@ -108,7 +161,7 @@ impl TrainArgs {
                 labels: a.labels,
             },
             fit: FitOptions {
-                arch: a.arch,
+                arch,
                 kernel: a.kernel,
                 init: a.init,
                 activation: a.activation,
@@ -119,9 +172,10 @@ impl TrainArgs {
                 },
                 epochs: a.epochs,
                 batch: a.batch,
-                loss: Loss::for_task(a.loss, a.task)?,
+                loss: Loss::for_task(a.loss, task)?,
                 patience: a.patience,
                 seed: a.seed,
+                augment: a.augment,
             },
             val_split: a.val_split,
             test_split: a.test_split,

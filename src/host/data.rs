@@ -137,10 +137,11 @@ impl Targets {
 /// Cleaned examples, ready to split.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// One flat example per entry: `features` values, or a `[channels, window]`
-    /// NCW window.
+    /// One flat example per entry: `features` values, a `[channels, window]`
+    /// NCW window, or a `[channels, height, width]` image.
     pub x: Vec<Vec<f32>>,
-    /// Shape of one example: `[features]` or `[channels, window]`.
+    /// Shape of one example: `[features]`, `[channels, window]` or
+    /// `[channels, height, width]`.
     pub shape: Vec<usize>,
     /// What each example should give.
     pub y: Targets,
@@ -160,9 +161,11 @@ pub struct Dataset {
     /// little-endian bytes. Columns the model does not use (timestamps)
     /// do not count, so the same data recorded at another time hashes the same.
     pub sha256: String,
+    /// Files of an image folder that were skipped: `class/file: why`.
+    pub skipped: Vec<String>,
 }
 
-fn examples_sha256(x: &[Vec<f32>], y: &Targets) -> String {
+pub(super) fn examples_sha256(x: &[Vec<f32>], y: &Targets) -> String {
     let mut h = Sha256::new();
     for v in x.iter().flatten() {
         h.update(v.to_le_bytes());
@@ -383,6 +386,7 @@ impl Dataset {
             sha256: examples_sha256(&x, &y),
             x,
             y,
+            skipped: vec![],
         })
     }
 

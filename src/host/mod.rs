@@ -1,5 +1,5 @@
 //! The host companion (`edgeinfer-host`, feature `host`): train small
-//! models on CSV data, export them to ONNX for the device, verify the export
+//! models on CSV data or image folders, export them to ONNX for the device, verify the export
 //! against the trainer, record training data with the device's own sources,
 //! and decode what devices publish.
 
@@ -7,6 +7,7 @@ mod args;
 pub mod collect;
 pub mod data;
 pub mod fleet;
+pub mod images;
 pub mod listen;
 pub mod net;
 pub mod record;
@@ -23,6 +24,7 @@ use tract_onnx::prelude::*;
 
 use crate::model::meta;
 use data::{DataSpec, Dataset, Targets, Task};
+use images::ImageSpec;
 use net::{Activation, Arch, Net};
 use train::{fit, kfold, plan_splits, Epoch, FitOptions, Metrics};
 
@@ -97,8 +99,10 @@ pub const VERIFY_TOLERANCE: f32 = 1e-4;
 /// `edgeinfer-host train`.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    /// The CSV file.
+    /// The CSV file, or with `images` the image folder.
     pub data: PathBuf,
+    /// `data` is an image folder (one subfolder per class), read this way.
+    pub images: Option<ImageSpec>,
     /// Columns, task, windows, cleaning.
     pub spec: DataSpec,
     /// Network and optimization.
@@ -126,6 +130,8 @@ pub struct TrainSummary {
     pub imputed_values: usize,
     /// Windows skipped for mixed labels.
     pub mixed_windows: usize,
+    /// Files of an image folder skipped: `class/file: why`.
+    pub skipped_images: Vec<String>,
     /// Train / validation / test sizes.
     pub splits: [usize; 3],
     /// Trainable parameters of the network (`check --model` also counts
@@ -187,7 +193,10 @@ pub fn train_command(
     progress: &mut dyn FnMut(&Epoch),
 ) -> Result<TrainSummary, HostError> {
     opts.fit.check(opts.spec.task)?;
-    let data = Dataset::load(&opts.data, &opts.spec)?;
+    let data = match &opts.images {
+        Some(spec) => images::load_folder(&opts.data, spec, &spec.prep()?)?,
+        None => Dataset::load(&opts.data, &opts.spec)?,
+    };
     let splits = plan_splits(&data, opts.val_split, opts.test_split, opts.fit.seed)?;
     // Check the network shape before any time is spent on k folds.
     Net::new(
@@ -246,7 +255,6 @@ pub fn train_command(
             meta::TASK.into(),
             if classify { "classify" } else { "regress" }.into(),
         ),
-        (meta::CHANNELS.into(), json_list(&data.features)),
         (meta::FEATURES.into(), json_list(&data.features)),
         (meta::TARGET.into(), json_list(&data.targets)),
         (meta::ARCH.into(), opts.fit.arch.to_string()),
@@ -261,7 +269,18 @@ pub fn train_command(
     if classify {
         metadata.push((meta::LABELS.into(), json_list(&data.labels)));
     }
+    // Channels name a sensor source's columns; an image source has none.
+    if opts.images.is_none() {
+        metadata.push((meta::CHANNELS.into(), json_list(&data.features)));
+    }
     match (windowed, opts.spec.window) {
+        // The image stage makes the input: its settings replace the
+        // window and layout keys.
+        _ if opts.images.is_some() => {
+            if let Some(spec) = &opts.images {
+                metadata.push((crate::image::IMAGE_META.into(), spec.config().to_metadata()));
+            }
+        }
         (true, Some((size, hop))) => {
             metadata.push((meta::WINDOW.into(), size.to_string()));
             metadata.push((meta::HOP.into(), hop.to_string()));
@@ -310,13 +329,19 @@ pub fn train_command(
         .unwrap_or_else(|| "model".into());
     write_file(
         &opts.out.join("edgeinfer.toml"),
-        device_config(&name, &data).as_bytes(),
+        if opts.images.is_some() {
+            image_device_config(&name, &data)
+        } else {
+            device_config(&name, &data)
+        }
+        .as_bytes(),
     )?;
     let summary = TrainSummary {
         examples: data.x.len(),
         dropped_rows: data.dropped_rows,
         imputed_values: data.imputed_values,
         mixed_windows: data.mixed_windows,
+        skipped_images: data.skipped.clone(),
         splits: [splits.train.len(), splits.val.len(), splits.test.len()],
         params: fitted.net.params(),
         lr: fit_opts.lr.unwrap_or_default(),
@@ -389,6 +414,22 @@ fn device_config(name: &str, data: &Dataset) -> String {
          [source]\nkind = \"stdin\"\nformat = \"csv\"\n\n\
          [[sink]]\nkind = \"stdout\"\n",
         cols = data.features.join(", "),
+    )
+}
+
+/// A device config that runs an image model on the files dropped into
+/// `incoming/`; size, colour and scaling come from the model's
+/// `edgeinfer.image` metadata, labels and task from the rest of it.
+fn image_device_config(name: &str, data: &Dataset) -> String {
+    format!(
+        "# Runs {name}/model.onnx on the device: `edgeinfer run --config edgeinfer.toml`.\n\
+         # Input: .jpg/.png files dropped into incoming/; each is moved to done/ once run.\n\
+         # Classes: {labels}. The image settings are in the model (edgeinfer.image).\n\
+         device_id = {name:?}\n\n\
+         [model]\npath = \"model.onnx\"\n\n\
+         [source]\nkind = \"image_dir\"\npath = \"incoming\"\nafter = \"move:done\"\n\n\
+         [[sink]]\nkind = \"stdout\"\n",
+        labels = data.labels.join(", "),
     )
 }
 

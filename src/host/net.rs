@@ -12,16 +12,22 @@ use crate::export::{Dim, ElemType, ExportError, GraphBuilder};
 use crate::rng::Rng;
 use tract_onnx::pb::ModelProto;
 
-/// Network shape: `mlp:H1,H2,...` (dense hidden layers) or `cnn1d:C1,C2,...`
-/// (1-D convolutions, then global average pooling), each ending in a dense
-/// layer to the outputs.
+/// Network shape: `mlp:H1,H2,...` (dense hidden layers), `cnn1d:C1,C2,...`
+/// (1-D convolutions, then global average pooling) or `cnn2d:C1,C2,...`
+/// (blocks of 3x3 convolution and 2x2 max pooling over images, then global
+/// average pooling), each ending in a dense layer to the outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arch {
     /// Hidden layer widths (none: a linear model).
     Mlp(Vec<usize>),
     /// Convolution channel counts.
     Cnn1d(Vec<usize>),
+    /// Channel counts of the image blocks.
+    Cnn2d(Vec<usize>),
 }
+
+/// Kernel width of every `cnn2d` convolution (padding 1 keeps the size).
+pub const CNN2D_KERNEL: usize = 3;
 
 impl FromStr for Arch {
     type Err = String;
@@ -40,9 +46,10 @@ impl FromStr for Arch {
         match kind {
             "mlp" => Ok(Arch::Mlp(sizes)),
             "cnn1d" if !sizes.is_empty() => Ok(Arch::Cnn1d(sizes)),
-            "cnn1d" => Err(format!("--arch {s}: expected at least one channel count")),
+            "cnn2d" if !sizes.is_empty() => Ok(Arch::Cnn2d(sizes)),
+            "cnn1d" | "cnn2d" => Err(format!("--arch {s}: expected at least one channel count")),
             _ => Err(format!(
-                "--arch {s}: expected mlp:H1,H2,... or cnn1d:C1,C2,..."
+                "--arch {s}: expected mlp:H1,H2,..., cnn1d:C1,C2,... or cnn2d:C1,C2,..."
             )),
         }
     }
@@ -53,6 +60,7 @@ impl std::fmt::Display for Arch {
         let (kind, sizes) = match self {
             Arch::Mlp(s) => ("mlp", s),
             Arch::Cnn1d(s) => ("cnn1d", s),
+            Arch::Cnn2d(s) => ("cnn2d", s),
         };
         let sizes: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
         write!(f, "{kind}:{}", sizes.join(","))
@@ -129,15 +137,21 @@ enum Kind {
         outputs: usize,
         kernel: usize,
     },
+    /// 3x3 convolution, activation, then 2x2 max pooling.
+    Block2d {
+        inputs: usize,
+        outputs: usize,
+    },
 }
 
-/// A network of dense and 1-D convolution layers; the last layer is dense
-/// and gives logits (classification) or values (regression).
+/// A network of dense, 1-D convolution and 2-D block layers; the last layer
+/// is dense and gives logits (classification) or values (regression).
 #[derive(Debug)]
 pub struct Net {
     /// Its shape.
     pub arch: Arch,
-    /// Shape of one input example: `[features]` or `[channels, window]`.
+    /// Shape of one input example: `[features]`, `[channels, window]` or
+    /// `[channels, height, width]`.
     pub input: Vec<usize>,
     /// Hidden nonlinearity.
     pub activation: Activation,
@@ -202,6 +216,38 @@ impl Net {
                     outputs,
                 });
             }
+            Arch::Cnn2d(channels) => {
+                if input.len() != 3 {
+                    return Err(HostError::Usage(
+                        "--arch cnn2d needs images: give --images DIR".into(),
+                    ));
+                }
+                // Each block halves the size (pooling floors): the last
+                // block must still have a pixel to pool.
+                let smallest = input[1].min(input[2]);
+                if smallest >> channels.len() == 0 {
+                    return Err(HostError::Usage(format!(
+                        "--arch {arch}: {} blocks halve {}x{} images {} times, \
+                         below one pixel: use fewer blocks or a larger --size",
+                        channels.len(),
+                        input[2],
+                        input[1],
+                        channels.len()
+                    )));
+                }
+                let mut ch = input[0];
+                for &c in channels {
+                    kinds.push(Kind::Block2d {
+                        inputs: ch,
+                        outputs: c,
+                    });
+                    ch = c;
+                }
+                kinds.push(Kind::Dense {
+                    inputs: ch,
+                    outputs,
+                });
+            }
         }
         let layers = kinds
             .into_iter()
@@ -220,6 +266,15 @@ impl Net {
                         outputs * kernel,
                         outputs,
                     ),
+                    Kind::Block2d { inputs, outputs } => {
+                        let area = CNN2D_KERNEL * CNN2D_KERNEL;
+                        (
+                            vec![outputs, inputs, CNN2D_KERNEL, CNN2D_KERNEL],
+                            inputs * area,
+                            outputs * area,
+                            outputs,
+                        )
+                    }
                 };
                 let n = wshape.iter().product();
                 let (w, b) = match init {
@@ -261,18 +316,20 @@ impl Net {
     }
 
     /// Logits or values for a batch of standardized examples
-    /// (`[n, features]` or `[n, channels, window]`).
+    /// (`[n, features]`, `[n, channels, window]` or `[n, channels, height,
+    /// width]`).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let last = self.layers.len() - 1;
         let mut h = x.clone();
         for (i, (kind, w, b)) in self.layers.iter().enumerate() {
             h = match *kind {
                 Kind::Dense { .. } => {
-                    if h.rank() == 3 {
+                    if h.rank() > 2 {
                         // Convolutions end in global average pooling over
-                        // time; an MLP over windows takes them flattened.
+                        // time or space; an MLP takes its input flattened.
                         h = match self.arch {
                             Arch::Cnn1d(_) => h.mean(2)?,
+                            Arch::Cnn2d(_) => h.mean(3)?.mean(2)?,
                             Arch::Mlp(_) => h.flatten_from(1)?,
                         };
                     }
@@ -284,16 +341,39 @@ impl Net {
                 } => h
                     .conv1d(w.as_tensor(), kernel / 2, 1, 1, 1)?
                     .broadcast_add(&b.as_tensor().reshape((1, outputs, 1))?)?,
+                Kind::Block2d { inputs, outputs } => {
+                    let pad = CNN2D_KERNEL / 2;
+                    let (_, _, height, width) = h.dims4()?;
+                    // candle 0.9.2's CPU conv2d mistakes a contiguous NCHW
+                    // input for its NHWC working copy when channels, height
+                    // and width are equal (the strides coincide) and gives
+                    // wrong results; padded by hand the sizes differ.
+                    let c = if inputs == height && inputs == width {
+                        h.pad_with_zeros(2, pad, pad)?
+                            .pad_with_zeros(3, pad, pad)?
+                            .conv2d(w.as_tensor(), 0, 1, 1, 1)?
+                    } else {
+                        h.conv2d(w.as_tensor(), pad, 1, 1, 1)?
+                    };
+                    let c = c.broadcast_add(&b.as_tensor().reshape((1, outputs, 1, 1))?)?;
+                    // The activation comes before the pooling, as in the
+                    // exported graph (the loop below skips blocks).
+                    self.activate(c)?.max_pool2d(2)?
+                }
             };
-            if i < last {
-                h = match self.activation {
-                    Activation::Relu => h.relu()?,
-                    Activation::Tanh => h.tanh()?,
-                    Activation::Identity => h,
-                };
+            if i < last && !matches!(kind, Kind::Block2d { .. }) {
+                h = self.activate(h)?;
             }
         }
         Ok(h)
+    }
+
+    fn activate(&self, h: Tensor) -> candle_core::Result<Tensor> {
+        match self.activation {
+            Activation::Relu => h.relu(),
+            Activation::Tanh => h.tanh(),
+            Activation::Identity => Ok(h),
+        }
     }
 
     /// Outputs for raw examples, standardized with `mean`/`std` first:
@@ -401,7 +481,8 @@ impl Net {
 
     /// The ONNX graph of this network on raw (unstandardized) input:
     /// Sub/Div with `mean`/`std` first, then the layers, then Softmax for
-    /// classification. Input is `x` [N, features] or `signal` [N, C, W].
+    /// classification. Input is `x` [N, features], `signal` [N, C, W] or
+    /// `image` [N, C, H, W] (the device pins N to 1).
     pub fn to_onnx(
         &self,
         mean: &[f32],
@@ -430,13 +511,16 @@ impl Net {
         let batch = Dim::Symbol("N".into());
         let mut dims = vec![batch.clone()];
         dims.extend(self.input.iter().map(|&d| Dim::from(d)));
-        let windowed = self.input.len() == 2;
-        let x = g.input(if windowed { "signal" } else { "x" }, ElemType::F32, &dims);
-        let norm_dims: Vec<usize> = if windowed {
-            vec![1, self.input[0], 1]
-        } else {
-            vec![1, self.input[0]]
+        let windowed = self.input.len() >= 2;
+        let name = match self.input.len() {
+            1 => "x",
+            2 => "signal",
+            _ => "image",
         };
+        let x = g.input(name, ElemType::F32, &dims);
+        // Per-feature or per-channel constants, broadcast over the rest.
+        let mut norm_dims = vec![1, self.input[0]];
+        norm_dims.resize(self.input.len() + 1, 1);
         let mut h = g.normalize(&x, &norm_dims, mean.to_vec(), std.to_vec());
         let last = self.layers.len() - 1;
         let mut outputs = 0;
@@ -445,7 +529,7 @@ impl Net {
                 Kind::Dense { inputs, outputs: o } => {
                     if windowed && outputs == 0 {
                         h = match self.arch {
-                            Arch::Cnn1d(_) => {
+                            Arch::Cnn1d(_) | Arch::Cnn2d(_) => {
                                 let p = g.global_avg_pool(&h);
                                 g.flatten(&p, 1)
                             }
@@ -460,13 +544,15 @@ impl Net {
                     outputs: o,
                     kernel,
                 } => g.conv(&h, inputs, o, &[kernel], 1, kernel / 2, 1, host(w), host(b))?,
+                Kind::Block2d { inputs, outputs: o } => {
+                    let k = CNN2D_KERNEL;
+                    let c = g.conv(&h, inputs, o, &[k, k], 1, k / 2, 1, host(w), host(b))?;
+                    let a = self.activate_onnx(&mut g, c);
+                    g.max_pool(&a, &[2, 2], 2)
+                }
             };
-            if i < last {
-                h = match self.activation {
-                    Activation::Relu => g.relu(&h),
-                    Activation::Tanh => g.tanh(&h),
-                    Activation::Identity => h,
-                };
+            if i < last && !matches!(kind, Kind::Block2d { .. }) {
+                h = self.activate_onnx(&mut g, h);
             }
         }
         let (y, name) = if softmax {
@@ -479,6 +565,14 @@ impl Net {
             g.metadata(k, v);
         }
         Ok(g.finish())
+    }
+
+    fn activate_onnx(&self, g: &mut GraphBuilder, h: String) -> String {
+        match self.activation {
+            Activation::Relu => g.relu(&h),
+            Activation::Tanh => g.tanh(&h),
+            Activation::Identity => h,
+        }
     }
 }
 
@@ -521,5 +615,78 @@ mod tests {
         assert!("normal:-1".parse::<Init>().is_err());
         assert_eq!("none".parse::<Activation>().unwrap(), Activation::Identity);
         assert_eq!(Arch::Cnn1d(vec![8, 16]).to_string(), "cnn1d:8,16");
+        assert_eq!(
+            "cnn2d:16,32".parse::<Arch>().unwrap(),
+            Arch::Cnn2d(vec![16, 32])
+        );
+        assert_eq!(Arch::Cnn2d(vec![4]).to_string(), "cnn2d:4");
+        assert!("cnn2d:".parse::<Arch>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use tract_onnx::prelude::*;
+
+    /// The candle network and its ONNX export (run by tract) agree on
+    /// images of one and three channels, through one and two blocks.
+    #[test]
+    fn cnn2d_export_matches_the_trainer() {
+        for (shape, blocks) in [
+            (vec![1usize, 12, 12], vec![4usize]),
+            (vec![1, 12, 12], vec![4, 8]),
+            (vec![3, 12, 10], vec![4, 8]),
+            // Channels, height and width equal: the case candle's conv2d
+            // gets wrong unless padded by hand.
+            (vec![16, 16, 16], vec![8]),
+            (vec![1, 32, 32], vec![16, 32]),
+        ] {
+            let mut rng = Rng::new(5);
+            let net = Net::new(
+                &Arch::Cnn2d(blocks.clone()),
+                &shape,
+                3,
+                3,
+                Init::He,
+                Activation::Relu,
+                &mut rng,
+            )
+            .unwrap();
+            let per: usize = shape.iter().product();
+            let n = 4;
+            let x: Vec<Vec<f32>> = (0..n).map(|_| rng.normal_vec(per, 1.0)).collect();
+            let mean = vec![0.1; shape[0]];
+            let std = vec![2.0; shape[0]];
+            let trainer = net.outputs(&x, &shape, &mean, &std, true).unwrap();
+            let proto = net.to_onnx(&mean, &std, true, &[]).unwrap();
+            let bytes = crate::export::to_bytes(&proto);
+            let file = crate::ModelFile::from_bytes(bytes, "test").unwrap();
+            let mut dims = vec![n];
+            dims.extend_from_slice(&shape);
+            let mut model = file
+                .load(Some(&[crate::model::InputPin {
+                    dtype: f32::datum_type(),
+                    shape: dims.clone(),
+                }]))
+                .unwrap();
+            let input = tract_onnx::prelude::Tensor::from_shape(&dims, &x.concat()).unwrap();
+            let out = model.run(tvec!(input.into())).unwrap();
+            let exported: Vec<f32> = out[0]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect();
+            let diff = exported
+                .iter()
+                .zip(trainer.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff < 1e-5,
+                "{shape:?} {blocks:?}: {diff}\n{exported:?}\n{trainer:?}"
+            );
+        }
     }
 }

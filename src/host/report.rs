@@ -57,20 +57,48 @@ fn markdown(opts: &TrainOptions, s: &TrainSummary) -> String {
         let _ = writeln!(md, "> **Warning:** {w}\n");
     }
     let _ = writeln!(md, "## Data\n");
-    let _ = writeln!(
-        md,
-        "`{}`; target {}; {} examples after cleaning ({} rows dropped for missing \
+    if let Some(img) = &opts.images {
+        let _ = writeln!(
+            md,
+            "Image folder `{}`: {} images of {} classes ({}), each stretched to {}x{} {} \
+             by the device's image stage and scaled to 0..1.\n",
+            opts.data.display(),
+            s.examples,
+            s.labels.len(),
+            s.labels.join(", "),
+            img.size[0],
+            img.size[1],
+            if img.grayscale { "gray" } else { "RGB" },
+        );
+        if opts.fit.augment {
+            let _ = writeln!(
+                md,
+                "Training images were flipped and shifted at random each epoch (`--augment`).\n"
+            );
+        }
+        if !s.skipped_images.is_empty() {
+            let _ = writeln!(md, "Skipped {} files:\n", s.skipped_images.len());
+            for f in &s.skipped_images {
+                let _ = writeln!(md, "- `{f}`");
+            }
+            let _ = writeln!(md);
+        }
+    } else {
+        let _ = writeln!(
+            md,
+            "`{}`; target {}; {} examples after cleaning ({} rows dropped for missing \
          or non-finite values, {} values imputed, {} windows skipped for mixed labels).\n",
-        opts.data
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default(),
-        opts.spec.target.join(", "),
-        s.examples,
-        s.dropped_rows,
-        s.imputed_values,
-        s.mixed_windows
-    );
+            opts.data
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            opts.spec.target.join(", "),
+            s.examples,
+            s.dropped_rows,
+            s.imputed_values,
+            s.mixed_windows
+        );
+    }
     let _ = writeln!(
         md,
         "Splits (train / validation / test): {} / {} / {}, seeded and stratified by \

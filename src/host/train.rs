@@ -6,6 +6,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use serde::Serialize;
 
 use super::data::{Dataset, Targets, Task};
+use super::images::Augment;
 use super::net::{batch_tensor, Activation, Arch, Init, Net};
 use super::split::{shuffled, split, standardization};
 use super::HostError;
@@ -135,8 +136,9 @@ impl Start {
     }
 }
 
-/// One optimizer step on the examples `rows` of `x`/`y`; returns the
-/// batch's loss before the step.
+/// One optimizer step on the examples `rows` of `x`/`y` (augmented, with
+/// `augment`); returns the batch's loss before the step.
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     net: &Net,
     optimizer: &mut dyn Update,
@@ -145,10 +147,14 @@ fn train_step(
     rows: &[usize],
     loss: Loss,
     classify: bool,
+    augment: Option<(&Augment, &mut Rng)>,
 ) -> Result<f64, HostError> {
     let idx: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
     let idx = Tensor::from_vec(idx, rows.len(), &Device::Cpu).map_err(candle)?;
-    let xb = x.index_select(&idx, 0).map_err(candle)?;
+    let xb = match augment {
+        Some((a, rng)) => a.batch(rows, rng)?,
+        None => x.index_select(&idx, 0).map_err(candle)?,
+    };
     let yb = y.index_select(&idx, 0).map_err(candle)?;
     let out = net.forward(&xb).map_err(candle)?;
     let l = loss_of(&out, &yb, loss, classify).map_err(candle)?;
@@ -198,6 +204,7 @@ pub fn find_lr(data: &Dataset, train: &[usize], opts: &FitOptions) -> Result<f64
             &chunk,
             opts.loss,
             classify,
+            None,
         )?;
         if !value.is_finite() {
             break;
@@ -277,6 +284,8 @@ pub struct FitOptions {
     pub patience: Option<usize>,
     /// Seeds weights and batch order.
     pub seed: u64,
+    /// Flip and shift training images at random each epoch ([`Augment`]).
+    pub augment: bool,
 }
 
 /// One epoch's figures.
@@ -523,6 +532,11 @@ pub fn fit(
         ))
     };
     let mut optimizer = optimizer(&net, opts.optimizer, opts.lr.unwrap_or(1e-3))?;
+    let augment = if opts.augment {
+        Some(Augment::new(&x_train)?)
+    } else {
+        None
+    };
     let batch = opts.batch.unwrap_or_else(|| auto_batch(train.len())).max(1);
     let patience = opts.patience.unwrap_or_else(|| auto_patience(opts.epochs));
     let mut history = Vec::new();
@@ -540,6 +554,7 @@ pub fn fit(
                 chunk,
                 opts.loss,
                 classify,
+                augment.as_ref().map(|a| (a, &mut rng)),
             )?;
             batches += 1;
         }

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod browser;
 pub mod netns;
 pub mod postgres;
+pub mod shapes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
