@@ -37,6 +37,14 @@ pub(crate) struct Ring {
 impl Ring {
     const CAP: usize = 1024;
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub(crate) fn percentile(&self, p: f64) -> u64 {
+        crate::stats::percentile(&self.values, p)
+    }
+
     pub(crate) fn record(&mut self, v: u64) {
         if self.values.len() < Self::CAP {
             self.values.push(v);
@@ -51,8 +59,10 @@ impl Ring {
 pub(crate) struct Latencies {
     /// The forward pass.
     pub(crate) model: Ring,
-    /// Decoding and fitting an image (the image stage).
-    pub(crate) image: Ring,
+    /// Decoding an image.
+    pub(crate) decode: Ring,
+    /// Fitting a decoded image to the input: region, resize, colour, scaling.
+    pub(crate) fit: Ring,
     /// Postprocess, policy and sinks.
     pub(crate) output: Ring,
 }
@@ -83,7 +93,8 @@ pub(crate) fn metrics_json(
         "bytes_in_sensor": get(&c.samples) * channels as u64 * 4,
         "bad_images": get(&c.bad_images),
         "frames_skipped": get(&c.frames_skipped) + queue_skipped,
-        "latency_image_p50_us": pct(&l.image, 0.5),
+        "latency_decode_p50_us": pct(&l.decode, 0.5),
+        "latency_resize_p50_us": pct(&l.fit, 0.5),
         "latency_model_p50_us": pct(&l.model, 0.5),
         "latency_model_p99_us": pct(&l.model, 0.99),
         "latency_output_p50_us": pct(&l.output, 0.5),

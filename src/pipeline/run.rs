@@ -113,6 +113,10 @@ pub struct Summary {
     pub inference_us: u64,
     /// A remote `restart` order ended the run: start again.
     pub restart: bool,
+    /// Per image, median microseconds of decoding, of fitting (region,
+    /// resize, colour, scaling) and of the forward pass; `None` when no
+    /// image ran.
+    pub image_p50_us: Option<[u64; 3]>,
 }
 
 impl std::fmt::Display for Summary {
@@ -128,6 +132,15 @@ impl std::fmt::Display for Summary {
             self.dropped_batches + self.input_dropped,
             self.inference_errors
         )?;
+        if let Some([decode, fit, model]) = self.image_p50_us {
+            write!(
+                f,
+                "; per image (p50): decode {:.1} ms, resize {:.1} ms, inference {:.1} ms",
+                decode as f64 / 1e3,
+                fit as f64 / 1e3,
+                model as f64 / 1e3
+            )?;
+        }
         if self.frames_skipped > 0 {
             write!(f, ", {} camera frames skipped", self.frames_skipped)?;
         }
@@ -293,18 +306,22 @@ impl Prepared {
                 let frame = batch.frames.get_mut(i).and_then(Option::take);
                 let origin = frame.as_ref().map(|f| f.origin.clone());
                 let geometry = if let Some(frame) = frame {
-                    let t = Instant::now();
                     let fitted = match &cur.image {
-                        Some(image) => image
-                            .run(&frame.bytes, &mut input)
-                            .map_err(|e| e.to_string()),
+                        Some(image) => {
+                            let t = Instant::now();
+                            image.decode(&frame.bytes).and_then(|img| {
+                                let t1 = Instant::now();
+                                stage.decode.record((t1 - t).as_micros() as u64);
+                                let g = image.tensor(&img, &mut input)?;
+                                stage.fit.record(t1.elapsed().as_micros() as u64);
+                                Ok(g)
+                            })
+                        }
+                        .map_err(|e| e.to_string()),
                         None => Err("an image, but the model has no image stage".into()),
                     };
                     match fitted {
-                        Ok(g) => {
-                            stage.image.record(t.elapsed().as_micros() as u64);
-                            Some(g)
-                        }
+                        Ok(g) => Some(g),
                         Err(e) => {
                             bump(&counters.bad_images);
                             let reason = format!("image {}: {e}", frame.origin);
@@ -461,6 +478,8 @@ impl Prepared {
             emitted,
             inference_us: get(&c.inference_ns) / 1000,
             restart: false,
+            image_p50_us: (!stage.fit.is_empty())
+                .then(|| [&stage.decode, &stage.fit, &stage.model].map(|r| r.percentile(0.5))),
         })
     }
 }
