@@ -669,7 +669,9 @@ impl ImagePrep {
     }
 
     /// Decodes `bytes` (JPEG or PNG), checking the pixel limit from the
-    /// header first, and applies EXIF orientation.
+    /// header first, and applies EXIF orientation. Gray and 16-bit images
+    /// become 8-bit RGB; alpha is dropped (transparent pixels keep their
+    /// stored colour).
     pub fn decode(&self, bytes: &[u8]) -> Result<image::RgbImage, ImageError> {
         if bytes.is_empty() {
             return Err(ImageError::Empty);
@@ -1688,11 +1690,10 @@ mod tests {
         assert_eq!(out.len(), 3 * w * h);
         for y in 0..h {
             for x in 0..w {
-                let want = source(x, y);
-                for c in 0..3 {
+                for (c, &want) in source(x, y).iter().enumerate() {
                     assert_eq!(
                         at(out, w, h, c, x, y),
-                        f32::from(want[c]),
+                        f32::from(want),
                         "pixel ({x}, {y}) channel {c}"
                     );
                 }
@@ -1765,12 +1766,11 @@ mod tests {
                 assert!((want[0] - 34.0 / 1.75).abs() < 1e-9);
             }
             for y in 0..3 {
-                for x in 0..4 {
+                for (x, want) in want.iter().enumerate() {
                     let got = f64::from(at(&out, 4, 3, c, x, y));
                     assert!(
-                        (got - want[x]).abs() <= 0.5 + 1e-3,
-                        "channel {c} ({x}, {y}): got {got}, want {:.3}",
-                        want[x]
+                        (got - want).abs() <= 0.5 + 1e-3,
+                        "channel {c} ({x}, {y}): got {got}, want {want:.3}"
                     );
                 }
             }
@@ -1810,13 +1810,11 @@ mod tests {
                 .collect();
             for y in 0..3 {
                 let row: Vec<f64> = columns.iter().map(|col| col[y]).collect();
-                let want = triangle(&row, 4);
-                for x in 0..4 {
+                for (x, want) in triangle(&row, 4).iter().enumerate() {
                     let got = f64::from(at(&out, 4, 3, c, x, y));
                     assert!(
-                        (got - want[x]).abs() <= 1.0,
-                        "2-D channel {c} ({x}, {y}): got {got}, want {:.3}",
-                        want[x]
+                        (got - want).abs() <= 1.0,
+                        "2-D channel {c} ({x}, {y}): got {got}, want {want:.3}"
                     );
                 }
             }
@@ -2304,8 +2302,8 @@ mod tests {
                         assert_eq!(want, [40, 150, 230]);
                     }
                     // The middle input pixel is the dot under every mode.
-                    for c in 0..3 {
-                        assert_eq!(at(&out, 5, 3, c, 2, 1), f32::from(want[c]), "{what}");
+                    for (c, &v) in want.iter().enumerate() {
+                        assert_eq!(at(&out, 5, 3, c, 2, 1), f32::from(v), "{what}");
                     }
                     let (x0, _) = g.to_source(2.0, 1.0);
                     let (x1, _) = g.to_source(3.0, 2.0);
