@@ -36,6 +36,10 @@ fn main() -> Result<()> {
             let dir = PathBuf::from(dir);
             std::fs::create_dir_all(&dir)?;
             write_model(&zoo::mobilenet_style(3)?, &dir.join("mobilenet_style.onnx"))?;
+            write_model(
+                &zoo::mobilenet_v1(13, 0.5, 224)?,
+                &dir.join("mobilenet_v1_050_224.onnx"),
+            )?;
             write_model(&zoo::mobilenet_1d(11)?, &dir.join("mobilenet_1d.onnx"))?;
             write_model(&zoo::resnet_style(5)?, &dir.join("resnet_style.onnx"))?;
             write_model(&zoo::cnn1d_mixed(7)?, &dir.join("cnn1d_mixed.onnx"))?;

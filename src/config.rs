@@ -40,6 +40,9 @@ pub struct Config {
     pub window: WindowConfig,
     /// `[[preprocess]]`: steps applied to every sample, in order, before windowing.
     pub preprocess: Vec<PreprocessStep>,
+    /// `[image]`: how images from an image source become the model's input;
+    /// unset fields come from the model's `edgeinfer.image` metadata.
+    pub image: crate::image::ImageConfig,
     /// `[postprocess]`: how model outputs become results; default from the
     /// model's `edgeinfer.task` metadata, else `regress`.
     pub postprocess: Option<PostprocessConfig>,
@@ -181,6 +184,7 @@ impl Config {
         let source = s.required("source");
         let window = s.optional("window");
         let preprocess = s.optional("preprocess");
+        let image = s.optional("image");
         let postprocess = s.optional("postprocess");
         let policy = s.optional("policy");
         let sink = s.optional("sink");
@@ -201,6 +205,7 @@ impl Config {
             source,
             window: window.unwrap_or_default(),
             preprocess: preprocess.unwrap_or_default(),
+            image: image.unwrap_or_default(),
             postprocess,
             policy: policy.unwrap_or_default(),
             sink: sink.unwrap_or_else(|| vec![SinkConfig::Stdout {}]),
@@ -229,6 +234,7 @@ impl Config {
             source: SourceConfig::Stdin(Default::default()),
             window: Default::default(),
             preprocess: vec![],
+            image: Default::default(),
             postprocess: None,
             policy: Default::default(),
             sink: vec![SinkConfig::Stdout {}],
@@ -327,6 +333,7 @@ impl Config {
         self.source.validate(p);
         self.window.validate(p);
         crate::preprocess::validate(&self.preprocess, p);
+        self.image.validate(p);
         if let Some(post) = &self.postprocess {
             post.validate(p);
         }

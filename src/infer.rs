@@ -1,4 +1,4 @@
-//! One-shot inference on .npy files: `edgeinfer infer`.
+//! One-shot inference on .npy files or images: `edgeinfer infer`.
 //!
 //! Any ONNX model with any number of f32 / i64 / u8 inputs: the inputs'
 //! shapes are pinned from the files, so one model runs on whatever batch
@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tract_onnx::prelude::*;
 
-use crate::model::{InputPin, ModelError, ModelFile, TensorSpec};
+use crate::config::Config;
+use crate::model::{InputPin, ModelError, ModelFile, Output, TensorSpec};
+use crate::postprocess::{Postprocess, PostprocessConfig};
+use crate::schema::{Prediction, ResultRecord};
 
 /// Errors of `infer`.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,9 @@ pub enum InferError {
         /// Why.
         reason: String,
     },
+    /// The model and its image settings do not fit.
+    #[error("{0}")]
+    Config(String),
     /// An output file was asked for, but the model has no outputs.
     #[error("{model}: the model has no outputs")]
     NoOutput {
@@ -153,4 +159,153 @@ pub fn infer_command(
         write_tensor(path, first)?;
     }
     Ok(out)
+}
+
+/// One image's outcome in `infer --image`.
+#[derive(Debug)]
+pub struct ImageResult {
+    /// The image file.
+    pub file: PathBuf,
+    /// The postprocessed result (`None` when `min_score` filtered it) and
+    /// every output, or why the image could not be run.
+    pub outcome: Result<(Option<Prediction>, Vec<Output>), String>,
+}
+
+impl ImageResult {
+    /// The JSON line of `infer --image --json`: the file name and the
+    /// postprocessed result (class, label, score, top; or detections), or
+    /// the error.
+    pub fn to_json(&self, labels: &[String]) -> serde_json::Value {
+        let file = self.file.display().to_string();
+        match &self.outcome {
+            Ok((Some(p), _)) => {
+                let mut v = ResultRecord {
+                    seq: 0,
+                    ts_ms: 0,
+                    result: p.clone(),
+                    source: None,
+                }
+                .to_json(labels);
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("seq");
+                    m.remove("ts_ms");
+                    m.insert("file".into(), serde_json::json!(file));
+                }
+                v
+            }
+            Ok((None, _)) => serde_json::json!({ "file": file, "filtered": true }),
+            Err(e) => serde_json::json!({ "file": file, "error": e }),
+        }
+    }
+}
+
+/// What `infer --image` produced.
+#[derive(Debug)]
+pub struct ImageRun {
+    /// Class names, empty when unknown.
+    pub labels: Vec<String>,
+    /// One per image, in order.
+    pub results: Vec<ImageResult>,
+}
+
+/// `edgeinfer infer --image`: one forward pass per image, with the image
+/// stage and postprocessing `config` resolves for its model (its `[image]`
+/// over the model's metadata; classification with the `top_k` best when
+/// neither the config nor the model names a task). A bad image is an error
+/// in its own result; the others still run. With `output`, the first
+/// outputs of the images that ran are written stacked along the first axis.
+pub fn infer_images(
+    config: &Config,
+    images: &[PathBuf],
+    top_k: usize,
+    output: Option<&Path>,
+) -> Result<ImageRun, InferError> {
+    let file = ModelFile::read(&config.resolve(&config.model.path))?;
+    let mut config = config.clone();
+    let classify_default =
+        config.postprocess.is_none() && file.metadata(crate::model::meta::TASK).is_none();
+    if classify_default {
+        config.postprocess = Some(PostprocessConfig::Classify {
+            softmax: false,
+            top_k: 1,
+            labels: vec![],
+            labels_file: None,
+            min_score: None,
+        });
+    }
+    let mut prepared =
+        crate::pipeline::prepare::prepare_for(&config, &file, None, true).map_err(|ps| {
+            InferError::Config(
+                ps.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+    let outputs: usize = prepared
+        .model
+        .info()
+        .outputs
+        .first()
+        .map(|o| o.shape.iter().product())
+        .unwrap_or(0);
+    if classify_default {
+        prepared.postprocess = Postprocess::Classify {
+            softmax: false,
+            top_k: top_k.clamp(1, outputs.max(1)),
+            min_score: None,
+        };
+    }
+    let image = prepared
+        .image
+        .clone()
+        .ok_or_else(|| InferError::Config("the model has no image stage".into()))?;
+    let mut input = Vec::new();
+    let mut results = Vec::with_capacity(images.len());
+    for path in images {
+        let outcome = std::fs::read(path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|bytes| image.run(&bytes, &mut input).map_err(|e| e.to_string()))
+            .and_then(|geometry| {
+                let outs = prepared
+                    .model
+                    .run_f32_all(&input)
+                    .map_err(|e| e.to_string())?;
+                let p = prepared
+                    .postprocess
+                    .apply_all(&input, &outs, Some(&geometry));
+                Ok((p, outs))
+            });
+        results.push(ImageResult {
+            file: path.clone(),
+            outcome,
+        });
+    }
+    if let Some(path) = output {
+        let firsts: Vec<&Output> = results
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().ok().and_then(|(_, o)| o.first()))
+            .collect();
+        let Some(first) = firsts.first() else {
+            return Err(InferError::NoOutput {
+                model: file.origin().into(),
+            });
+        };
+        let mut shape = first.shape.clone();
+        if shape.first() == Some(&1) {
+            shape[0] = firsts.len();
+        } else {
+            shape.insert(0, firsts.len());
+        }
+        let values: Vec<f32> = firsts.iter().flat_map(|o| o.values.clone()).collect();
+        let t = Tensor::from_shape(&shape, &values).map_err(|e| InferError::Output {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        write_tensor(path, &t)?;
+    }
+    Ok(ImageRun {
+        labels: prepared.labels,
+        results,
+    })
 }

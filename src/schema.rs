@@ -410,6 +410,68 @@ mod tests {
     }
 
     #[test]
+    fn sources_trail_the_model_tag_and_older_decoders_ignore_them() {
+        let mut b = sample_batch();
+        b.records[0].source = Some("a.jpg".into());
+        b.records[2].source = Some("frame 7".into());
+        let bytes = b.to_postcard();
+        let plain = sample_batch().to_postcard();
+        assert_eq!(&bytes[..plain.len()], &plain[..]);
+        // A tag of zeros keeps the trailers' order, then 3 sources.
+        let mut tail = vec![0u8; 8];
+        tail.extend([0, 3, 5, b'a', b'.', b'j', b'p', b'g', 0, 7]);
+        tail.extend(b"frame 7");
+        assert_eq!(&bytes[plain.len()..], &tail[..]);
+        let back = ResultBatch::from_postcard(&bytes).unwrap();
+        assert_eq!(back.records, b.records);
+        assert_eq!(back.records[1].source, None);
+        // With a real tag, and read by a decoder that knows only the tag.
+        b.model = Some(ModelTag::new(&"cd".repeat(32), "v3"));
+        let bytes = b.to_postcard();
+        let back = ResultBatch::from_postcard(&bytes).unwrap();
+        assert_eq!(back, b);
+        let (_, rest): ((u16, String, Vec<ResultRecord>), &[u8]) =
+            postcard::take_from_bytes(&bytes).unwrap();
+        let tag: ModelTag = postcard::from_bytes(rest).unwrap();
+        assert_eq!(tag.version, "v3");
+    }
+
+    #[test]
+    fn detections_encode_as_documented() {
+        let b = ResultBatch {
+            version: SCHEMA_VERSION,
+            device: "c".into(),
+            records: vec![ResultRecord {
+                seq: 0,
+                ts_ms: 1,
+                result: Prediction::Detections(vec![Detection {
+                    class: 2,
+                    score: 0.5,
+                    bbox: [1, 2, 300, 4],
+                }]),
+                source: None,
+            }],
+            model: None,
+        };
+        let bytes = b.to_postcard();
+        let expected: Vec<u8> = vec![
+            0x01, 0x01, b'c', 0x01, // version, device "c", 1 record
+            0x00, 0x01, // seq 0, ts_ms 1
+            0x04, 0x01, // Detections, 1 box
+            0x02, 0x00, 0x00, 0x00, 0x3f, // class 2, score 0.5
+            0x01, 0x02, 0xac, 0x02, 0x04, // bbox 1, 2, 300 (varint), 4
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(ResultBatch::from_postcard(&bytes).unwrap(), b);
+        let json = b.records[0].to_json(&["a".into(), "b".into(), "cat".into()]);
+        assert_eq!(json["detections"][0]["label"], "cat");
+        assert_eq!(
+            json["detections"][0]["box"],
+            serde_json::json!([1, 2, 300, 4])
+        );
+    }
+
+    #[test]
     fn garbage_and_future_versions_are_errors() {
         assert!(ResultBatch::from_postcard(&[0xff, 0xff, 0xff]).is_err());
         let mut b = sample_batch();

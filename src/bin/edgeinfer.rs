@@ -69,12 +69,30 @@ struct InferArgs {
     #[arg(long)]
     model: PathBuf,
     /// Input .npy files (any numeric type), one per model input, in order.
-    #[arg(long = "input", required = true)]
+    #[arg(
+        long = "input",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
     inputs: Vec<PathBuf>,
-    /// Where to write the first output (.npy).
+    /// Images (JPEG, PNG): one forward pass each, with the model's image
+    /// settings (its metadata, `--preset`, or `--config`'s [image]).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Image settings of a well-known recipe (`imagenet`: RGB, 0..1,
+    /// ImageNet mean and std, NCHW f32) where the model has none.
+    #[arg(long, requires = "images")]
+    preset: Option<String>,
+    /// A config whose [image] and [postprocess] apply to `--image`.
+    #[arg(long, requires = "images")]
+    config: Option<PathBuf>,
+    /// Classes reported per image when the model names no task.
+    #[arg(long, default_value_t = 5, requires = "images")]
+    top_k: usize,
+    /// Where to write the first output (.npy; stacked over the images).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Print every output as JSON.
+    /// Print every output as JSON (with --image: one line per image).
     #[arg(long)]
     json: bool,
 }
@@ -243,10 +261,48 @@ fn run_pipeline(
 }
 
 fn infer(a: InferArgs) -> Result<(), Failure> {
+    if !a.images.is_empty() {
+        return infer_images(a);
+    }
     let out = edgeinfer::infer::infer_command(&a.model, &a.inputs, a.output.as_deref())
         .map_err(|e| Failure(if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
     if a.json || a.output.is_none() {
         println!("{}", out.to_json());
+    }
+    Ok(())
+}
+
+fn infer_images(a: InferArgs) -> Result<(), Failure> {
+    let mut config = match &a.config {
+        Some(path) => {
+            let mut c = load_config(path)?;
+            c.model.path = std::fs::canonicalize(&a.model).unwrap_or(a.model.clone());
+            c
+        }
+        None => edgeinfer::config::Config::for_model(&a.model),
+    };
+    if let Some(p) = &a.preset {
+        config.image.preset = Some(
+            serde_json::from_value(serde_json::json!(p))
+                .map_err(|_| bad_input(anyhow!("--preset: expected imagenet, found {p:?}")))?,
+        );
+    }
+    let run = edgeinfer::infer::infer_images(&config, &a.images, a.top_k, a.output.as_deref())
+        .map_err(|e| Failure(if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
+    let mut failed = 0;
+    for r in &run.results {
+        if r.outcome.is_err() {
+            failed += 1;
+        }
+        if a.json || a.output.is_none() {
+            println!("{}", r.to_json(&run.labels));
+        }
+    }
+    if failed > 0 {
+        return Err(bad_input(anyhow!(
+            "{failed} of {} images could not be run",
+            run.results.len()
+        )));
     }
     Ok(())
 }

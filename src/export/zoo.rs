@@ -94,6 +94,60 @@ pub fn mobilenet_style(seed: u64) -> Result<ModelProto, ExportError> {
     Ok(g.finish())
 }
 
+/// MobileNet v1 over [1, 3, `size`, `size`] images with its channels
+/// multiplied by `width` (0.25, 0.5, 1.0 in the paper): a strided 3x3 stem,
+/// the paper's 13 depthwise-separable blocks, global average pooling and a
+/// 1000-way softmax head. Random weights: for timing image pipelines.
+pub fn mobilenet_v1(seed: u64, width: f32, size: usize) -> Result<ModelProto, ExportError> {
+    let mut rng = Rng::new(seed);
+    let mut g = GraphBuilder::new("mobilenet_v1");
+    let x = g.input(
+        "image",
+        ElemType::F32,
+        &[1.into(), 3.into(), size.into(), size.into()],
+    );
+    let c = |n: usize| ((n as f32 * width).round() as usize).max(8);
+    let stem = c(32);
+    let h = g.conv(
+        &x,
+        3,
+        stem,
+        &[3, 3],
+        2,
+        1,
+        1,
+        he(&mut rng, stem * 27, 27),
+        vec![0.0; stem],
+    )?;
+    let mut h = g.clip(&h, 0.0, 6.0);
+    let mut ch = stem;
+    let blocks = [
+        (64, 1),
+        (128, 2),
+        (128, 1),
+        (256, 2),
+        (256, 1),
+        (512, 2),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (1024, 2),
+        (1024, 1),
+    ];
+    for (out, stride) in blocks {
+        h = separable(&mut g, &mut rng, &h, ch, c(out), &[3, 3], stride)?;
+        ch = c(out);
+    }
+    let p = g.global_avg_pool(&h);
+    let f = g.flatten(&p, 1);
+    let logits = g.gemm(&f, ch, 1000, he(&mut rng, 1000 * ch, ch), vec![0.0; 1000])?;
+    let y = g.softmax(&logits, 1);
+    g.output(&y, "probs", ElemType::F32, &[1.into(), 1000.into()]);
+    Ok(g.finish())
+}
+
 /// A depthwise-separable block: depthwise convolution (`kernel`, one group
 /// per channel, padding 1), ReLU6, pointwise 1×1 to `out` channels, ReLU6.
 fn separable(

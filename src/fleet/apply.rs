@@ -91,8 +91,11 @@ impl Worker {
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-        let shape = prepared.window.shape();
-        if shape != self.setup.window_shape {
+        let shape = prepared.input_shape();
+        // An image model may take any size: the image stage fits each
+        // image to it. A window cannot change its shape under a running
+        // source.
+        if prepared.image.is_none() && shape != self.setup.window_shape {
             return Err(format!(
                 "the model takes input {shape:?}, the running pipeline gives {:?}",
                 self.setup.window_shape
@@ -107,6 +110,7 @@ impl Worker {
         let tag = ModelTag::new(&entry.sha256, &entry.version);
         let stages = Stages {
             model: prepared.model,
+            image: prepared.image,
             preprocess: prepared.preprocess,
             postprocess: prepared.postprocess,
             labels: prepared.labels,

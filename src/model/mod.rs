@@ -336,6 +336,15 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// One output of a forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values, flat, row-major.
+    pub values: Vec<f32>,
+}
+
 /// A concrete input to pin: element type and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputPin {
@@ -386,20 +395,52 @@ impl Model {
         Ok(())
     }
 
-    /// The single f32 input tensor of `input`'s values, in the pinned shape.
+    /// The single input tensor of `input`'s values, in the pinned shape:
+    /// f32, or u8 for image models that take bytes (the values are then
+    /// whole numbers 0-255).
     fn f32_input(&self, input: &[f32]) -> Result<Tensor, ModelError> {
         let ([spec], [dt]) = (self.info.inputs.as_slice(), self.input_dt.as_slice()) else {
             return Err(ModelError::Run(
-                "run_f32 needs a model with exactly one f32 input".into(),
+                "run_f32 needs a model with exactly one f32 or u8 input".into(),
             ));
         };
-        if *dt != f32::datum_type() {
-            return Err(ModelError::Run(
-                "run_f32 needs a model with exactly one f32 input".into(),
-            ));
+        let shaped = |t: Result<Tensor, _>| {
+            t.map_err(|e: TractError| {
+                ModelError::Run(format!("input of {} values: {e:#}", input.len()))
+            })
+        };
+        if *dt == f32::datum_type() {
+            shaped(Tensor::from_shape(&spec.shape, input))
+        } else if *dt == u8::datum_type() {
+            let bytes: Vec<u8> = input.iter().map(|v| v.clamp(0.0, 255.0) as u8).collect();
+            shaped(Tensor::from_shape(&spec.shape, &bytes))
+        } else {
+            Err(ModelError::Run(
+                "run_f32 needs a model with exactly one f32 or u8 input".into(),
+            ))
         }
-        Tensor::from_shape(&spec.shape, input)
-            .map_err(|e| ModelError::Run(format!("input of {} values: {e:#}", input.len())))
+    }
+
+    /// One forward pass like [`run_f32`](Self::run_f32), returning every
+    /// output as (shape, values): what detectors with several outputs need.
+    pub fn run_f32_all(&mut self, input: &[f32]) -> Result<Vec<Output>, ModelError> {
+        let tensor = self.f32_input(input)?;
+        let out = self.run(tvec!(tensor.into()))?;
+        out.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = t
+                    .cast_to::<f32>()
+                    .map_err(|e| ModelError::Run(format!("output {i}: {e:#}")))?;
+                let view = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| ModelError::Run(format!("output {i}: {e:#}")))?;
+                Ok(Output {
+                    shape: view.shape().to_vec(),
+                    values: view.iter().copied().collect(),
+                })
+            })
+            .collect()
     }
 
     /// One forward pass of a single-input f32 model: `input` is the flat

@@ -17,6 +17,10 @@ pub(crate) struct Counters {
     pub(crate) inference_errors: AtomicU64,
     pub(crate) suppressed: AtomicU64,
     pub(crate) inference_ns: AtomicU64,
+    /// Images that could not be decoded or fitted (skipped).
+    pub(crate) bad_images: AtomicU64,
+    /// Frames a live camera source skipped (busy inference, rate limits).
+    pub(crate) frames_skipped: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -33,6 +37,14 @@ pub(crate) struct Ring {
 impl Ring {
     const CAP: usize = 1024;
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub(crate) fn percentile(&self, p: f64) -> u64 {
+        crate::stats::percentile(&self.values, p)
+    }
+
     pub(crate) fn record(&mut self, v: u64) {
         if self.values.len() < Self::CAP {
             self.values.push(v);
@@ -47,6 +59,10 @@ impl Ring {
 pub(crate) struct Latencies {
     /// The forward pass.
     pub(crate) model: Ring,
+    /// Decoding an image.
+    pub(crate) decode: Ring,
+    /// Fitting a decoded image to the input: region, resize, colour, scaling.
+    pub(crate) fit: Ring,
     /// Postprocess, policy and sinks.
     pub(crate) output: Ring,
 }
@@ -57,6 +73,7 @@ pub(crate) fn metrics_json(
     channels: usize,
     emitted: u64,
     dropped: u64,
+    queue_skipped: u64,
 ) -> serde_json::Value {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let pct = |r: &Ring, p: f64| crate::stats::percentile(&r.values, p);
@@ -64,7 +81,7 @@ pub(crate) fn metrics_json(
         "samples": get(&c.samples),
         "inferences": get(&c.inferences),
         "results": emitted,
-        "errors": get(&c.bad_records) + get(&c.bad_samples) + get(&c.rejected) + get(&c.inference_errors),
+        "errors": get(&c.bad_records) + get(&c.bad_samples) + get(&c.rejected) + get(&c.inference_errors) + get(&c.bad_images),
         "bad_records": get(&c.bad_records),
         "source_restarts": get(&c.source_restarts),
         "bad_samples": get(&c.bad_samples),
@@ -74,6 +91,10 @@ pub(crate) fn metrics_json(
         "dropped_batches": dropped,
         // What streaming the raw samples would have cost, as f32 values.
         "bytes_in_sensor": get(&c.samples) * channels as u64 * 4,
+        "bad_images": get(&c.bad_images),
+        "frames_skipped": get(&c.frames_skipped) + queue_skipped,
+        "latency_decode_p50_us": pct(&l.decode, 0.5),
+        "latency_resize_p50_us": pct(&l.fit, 0.5),
         "latency_model_p50_us": pct(&l.model, 0.5),
         "latency_model_p99_us": pct(&l.model, 0.99),
         "latency_output_p50_us": pct(&l.output, 0.5),

@@ -417,6 +417,7 @@ fn fleet_setup(
                     Box::new(swap::Stages {
                         tag: crate::schema::ModelTag::new(&prev.sha256, &prev.version),
                         model: p.model,
+                        image: p.image,
                         preprocess: p.preprocess,
                         postprocess: p.postprocess,
                         labels: p.labels,
@@ -457,7 +458,7 @@ fn fleet_setup(
         previous,
         probation,
         replies,
-        window_shape: prepared.window.shape(),
+        window_shape: prepared.input_shape(),
         channels,
         info,
         discovery,

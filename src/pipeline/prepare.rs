@@ -4,6 +4,7 @@
 use tract_onnx::prelude::{Datum, DatumType};
 
 use crate::config::{Config, ConfigProblem, Problems};
+use crate::image::{ImageConfig, ImagePrep, IMAGE_META};
 use crate::model::{InputPin, Model, ModelFile};
 use crate::policy::Policy;
 use crate::postprocess::Postprocess;
@@ -17,8 +18,11 @@ use crate::window::Window;
 pub struct Prepared {
     /// The optimized model, input pinned to the window's shape.
     pub model: Model,
-    /// The window stage.
+    /// The window stage (a single value for image models, whose input is
+    /// the image stage's).
     pub window: Window,
+    /// The image stage, when the source yields images.
+    pub image: Option<ImagePrep>,
     /// The preprocess stage.
     pub preprocess: Preprocess,
     /// The postprocess stage.
@@ -36,9 +40,29 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The model's input shape: the image stage's, else the window's.
+    pub fn input_shape(&self) -> Vec<usize> {
+        match &self.image {
+            Some(i) => i.shape(),
+            None => self.window.shape(),
+        }
+    }
+
     /// What `check --config` prints about the resolved stages.
     pub fn describe(&self) -> String {
         let w = &self.window;
+        if let Some(i) = &self.image {
+            let mut s = format!(
+                "  image: {} → input {:?}\n  postprocess: {:?}\n",
+                i.config.to_metadata(),
+                i.shape(),
+                self.postprocess
+            );
+            if !self.labels.is_empty() {
+                s.push_str(&format!("  labels: {}\n", self.labels.join(", ")));
+            }
+            return s;
+        }
         let mut s = format!(
             "  window: {} samples x {} channels, hop {}, layout {:?} → input {:?}\n  postprocess: {:?}\n",
             w.size(),
@@ -65,13 +89,26 @@ pub fn prepare(
     file: &ModelFile,
     source_channels: Option<usize>,
 ) -> Result<Prepared, Vec<ConfigProblem>> {
+    prepare_for(config, file, source_channels, config.source.images())
+}
+
+/// [`prepare`] for images (`images`: an image stage instead of a window)
+/// whatever the config's source is: for `infer --image`.
+pub fn prepare_for(
+    config: &Config,
+    file: &ModelFile,
+    source_channels: Option<usize>,
+    images: bool,
+) -> Result<Prepared, Vec<ConfigProblem>> {
     let model_problem = |message: String| ConfigProblem {
         file: file.origin().into(),
         field: "model".into(),
         message,
     };
     let input = match file.inputs() {
-        [one] if one.dtype == f32::datum_type() => one.clone(),
+        [one] if one.dtype == f32::datum_type() || (images && one.dtype == u8::datum_type()) => {
+            one.clone()
+        }
         inputs => {
             let list: Vec<String> = inputs.iter().map(|i| i.to_string()).collect();
             return Err(vec![model_problem(format!(
@@ -81,12 +118,33 @@ pub fn prepare(
         }
     };
     let mut p = Problems::new(&config.origin);
-    let Some(window) = config.window.resolve(file, &input, source_channels, &mut p) else {
-        return Err(p.into_vec());
+    let (window, image) = if images {
+        let Some(image) = image_stage(config, file, &input.dims, &mut p) else {
+            return Err(p.into_vec());
+        };
+        (
+            Window::new(1, 1, 1, crate::window::Layout::Flat),
+            Some(image),
+        )
+    } else {
+        let Some(window) = config.window.resolve(file, &input, source_channels, &mut p) else {
+            return Err(p.into_vec());
+        };
+        (window, None)
     };
-    let pin = InputPin {
-        dtype: DatumType::F32,
-        shape: window.shape(),
+    let pin = match &image {
+        Some(i) => InputPin {
+            dtype: if i.is_u8() {
+                DatumType::U8
+            } else {
+                DatumType::F32
+            },
+            shape: i.shape(),
+        },
+        None => InputPin {
+            dtype: DatumType::F32,
+            shape: window.shape(),
+        },
     };
     let model = file
         .load_threaded(Some(&[pin]), config.model.threads)
@@ -98,7 +156,10 @@ pub fn prepare(
         .first()
         .map(|o| o.shape.iter().product())
         .unwrap_or(0);
-    let input_len = window.size() * window.channels();
+    let input_len = match &image {
+        Some(i) => i.shape().iter().product(),
+        None => window.size() * window.channels(),
+    };
     let post = crate::postprocess::resolve(
         config.postprocess.as_ref(),
         file,
@@ -110,6 +171,7 @@ pub fn prepare(
         (Some(preprocess), Some((postprocess, labels))) if p.is_empty() => Ok(Prepared {
             model,
             window,
+            image,
             preprocess,
             postprocess,
             policy: Policy::new(&config.policy),
@@ -128,4 +190,27 @@ pub fn model_version(file: &ModelFile, sha256: &str) -> String {
     file.metadata(crate::model::meta::VERSION)
         .map(str::to_string)
         .unwrap_or_else(|| sha256.chars().take(12).collect())
+}
+
+/// The image stage for `file`'s model: `[image]` over the model's
+/// `edgeinfer.image` metadata, resolved against its input dimensions.
+fn image_stage(
+    config: &Config,
+    file: &ModelFile,
+    dims: &[Option<usize>],
+    p: &mut Problems,
+) -> Option<ImagePrep> {
+    let meta = match file.metadata(IMAGE_META).map(ImageConfig::from_metadata) {
+        None => ImageConfig::default(),
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            p.extend([ConfigProblem {
+                file: file.origin().into(),
+                field: format!("metadata {IMAGE_META}"),
+                message: format!("expected the JSON of [image] settings: {e}"),
+            }]);
+            return None;
+        }
+    };
+    config.image.over(&meta).resolve(dims, p)
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use super::metrics::{bump, metrics_json, Counters, Latencies};
 use super::swap::{Change, Control, Event, Stages};
 use super::Prepared;
+use crate::model::Output;
 use crate::queue::BoundedQueue;
-use crate::schema::ResultRecord;
+use crate::schema::{Prediction, ResultRecord};
 use crate::sink::{Sink, SinkError};
-use crate::source::{Sample, Source, SourceError};
+use crate::source::{Frame, Sample, Source, SourceError};
 
 /// Samples handed from the source thread to the inference thread at once
 /// when the source is not paced: one queue operation per sample would cost
@@ -28,6 +29,8 @@ struct Batch {
     /// Sample `i` is `values[ends[i - 1]..ends[i]]` (from 0 for the first).
     ends: Vec<usize>,
     values: Vec<f32>,
+    /// Per sample: its encoded image, from an image source.
+    frames: Vec<Option<Frame>>,
     /// Records the source could not parse, for the error reports.
     errors: Vec<String>,
 }
@@ -38,14 +41,20 @@ impl Batch {
             ts_ms: Vec::with_capacity(samples),
             ends: Vec::with_capacity(samples),
             values: Vec::with_capacity(samples * channels),
+            frames: Vec::new(),
             errors: Vec::new(),
         }
     }
 
-    fn push(&mut self, s: &Sample) {
+    fn push(&mut self, s: Sample) {
         self.ts_ms.push(s.ts_ms);
         self.values.extend_from_slice(&s.values);
         self.ends.push(self.values.len());
+        if s.frame.is_some() || !self.frames.is_empty() {
+            // Only image sources pay for the per-sample slot.
+            self.frames.resize(self.ts_ms.len() - 1, None);
+            self.frames.push(s.frame);
+        }
     }
 
     fn len(&self) -> usize {
@@ -82,6 +91,11 @@ pub struct Summary {
     pub rejected_samples: u64,
     /// Batches of samples dropped by a full queue.
     pub dropped_batches: u64,
+    /// Images that could not be decoded or fitted (skipped).
+    pub bad_images: u64,
+    /// Frames a live camera source skipped, and frames replaced in the
+    /// queue by newer ones while inference was busy.
+    pub frames_skipped: u64,
     /// Sensor messages the MQTT link received that never reached the
     /// pipeline: dropped at the source's full queue, or still queued at exit.
     pub input_dropped: u64,
@@ -99,6 +113,10 @@ pub struct Summary {
     pub inference_us: u64,
     /// A remote `restart` order ended the run: start again.
     pub restart: bool,
+    /// Per image, median microseconds of decoding, of fitting (region,
+    /// resize, colour, scaling) and of the forward pass; `None` when no
+    /// image ran.
+    pub image_p50_us: Option<[u64; 3]>,
 }
 
 impl std::fmt::Display for Summary {
@@ -110,10 +128,22 @@ impl std::fmt::Display for Summary {
             self.samples,
             self.inferences,
             self.emitted,
-            self.bad_records + self.bad_samples + self.rejected_samples,
+            self.bad_records + self.bad_samples + self.rejected_samples + self.bad_images,
             self.dropped_batches + self.input_dropped,
             self.inference_errors
         )?;
+        if let Some([decode, fit, model]) = self.image_p50_us {
+            write!(
+                f,
+                "; per image (p50): decode {:.1} ms, resize {:.1} ms, inference {:.1} ms",
+                decode as f64 / 1e3,
+                fit as f64 / 1e3,
+                model as f64 / 1e3
+            )?;
+        }
+        if self.frames_skipped > 0 {
+            write!(f, ", {} camera frames skipped", self.frames_skipped)?;
+        }
         if self.source_restarts > 0 {
             write!(f, ", {} source restarts", self.source_restarts)?;
         }
@@ -159,16 +189,28 @@ impl Prepared {
         let Prepared {
             model,
             mut window,
+            image,
             preprocess,
             postprocess,
             mut policy,
-            queues,
+            mut queues,
             first_seq,
             labels,
             tag,
         } = self;
+        let newest_only = source.newest_only();
+        if newest_only {
+            // A live camera: while inference is busy only the newest frame
+            // waits; older ones are dropped (and counted) at the queue.
+            queues.capacity = 1;
+            queues.on_full = crate::queue::OnFull::DropOldest;
+        }
+        // A live camera's queue drops are frames skipped, not lost data.
+        let dropped = |q: &BoundedQueue<Batch>| if newest_only { 0 } else { q.dropped() };
+        let skipped = |q: &BoundedQueue<Batch>| if newest_only { q.dropped() } else { 0 };
         let mut cur = Stages {
             model,
+            image,
             preprocess,
             postprocess,
             labels,
@@ -220,7 +262,14 @@ impl Prepared {
         'outer: loop {
             if next_metrics <= Instant::now() {
                 next_metrics = Instant::now() + Duration::from_millis(250);
-                let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+                let m = metrics_json(
+                    &counters,
+                    &stage,
+                    channels,
+                    emitted,
+                    dropped(&queue),
+                    skipped(&queue),
+                );
                 sinks.iter_mut().for_each(|k| k.metrics(&m));
             }
             let mut batch = match queue.pop_timeout(&stop, Duration::from_millis(50)) {
@@ -254,36 +303,75 @@ impl Prepared {
             for i in 0..batch.len() {
                 let start = if i == 0 { 0 } else { batch.ends[i - 1] };
                 let ts_ms = batch.ts_ms[i];
-                let values = &mut batch.values[start..batch.ends[i]];
-                if values.len() != channels {
-                    bump(&counters.bad_samples);
-                    let reason = format!(
-                        "sample at {ts_ms} ms: expected {channels} channels, found {}",
-                        values.len()
-                    );
-                    log::warn!("skipped {reason}");
-                    sinks.iter_mut().for_each(|k| k.report(&reason));
-                    continue;
-                }
-                if let Err(reason) = cur.preprocess.apply(values) {
-                    bump(&counters.rejected);
-                    let reason = format!("sample at {ts_ms} ms: {reason}");
-                    log::warn!("rejected {reason}");
-                    sinks.iter_mut().for_each(|k| k.report(&reason));
-                    continue;
-                }
-                if !window.push(values) {
-                    continue;
-                }
-                window.fill(&mut input);
+                let frame = batch.frames.get_mut(i).and_then(Option::take);
+                let origin = frame.as_ref().map(|f| f.origin.clone());
+                let geometry = if let Some(frame) = frame {
+                    let fitted = match &cur.image {
+                        Some(image) => {
+                            let t = Instant::now();
+                            image.decode(&frame.bytes).and_then(|img| {
+                                let t1 = Instant::now();
+                                stage.decode.record((t1 - t).as_micros() as u64);
+                                let g = image.tensor(&img, &mut input)?;
+                                stage.fit.record(t1.elapsed().as_micros() as u64);
+                                Ok(g)
+                            })
+                        }
+                        .map_err(|e| e.to_string()),
+                        None => Err("an image, but the model has no image stage".into()),
+                    };
+                    match fitted {
+                        Ok(g) => Some(g),
+                        Err(e) => {
+                            bump(&counters.bad_images);
+                            let reason = format!("image {}: {e}", frame.origin);
+                            log::warn!("skipped {reason}");
+                            sinks.iter_mut().for_each(|k| k.report(&reason));
+                            continue;
+                        }
+                    }
+                } else {
+                    let values = &mut batch.values[start..batch.ends[i]];
+                    if values.len() != channels {
+                        bump(&counters.bad_samples);
+                        let reason = format!(
+                            "sample at {ts_ms} ms: expected {channels} channels, found {}",
+                            values.len()
+                        );
+                        log::warn!("skipped {reason}");
+                        sinks.iter_mut().for_each(|k| k.report(&reason));
+                        continue;
+                    }
+                    if let Err(reason) = cur.preprocess.apply(values) {
+                        bump(&counters.rejected);
+                        let reason = format!("sample at {ts_ms} ms: {reason}");
+                        log::warn!("rejected {reason}");
+                        sinks.iter_mut().for_each(|k| k.report(&reason));
+                        continue;
+                    }
+                    if !window.push(values) {
+                        continue;
+                    }
+                    window.fill(&mut input);
+                    None
+                };
                 let t0 = Instant::now();
-                let output = cur.model.run_f32(&input);
+                let output = if cur.postprocess.needs_all_outputs() {
+                    cur.model.run_f32_all(&input)
+                } else {
+                    cur.model.run_f32(&input).map(|values| {
+                        vec![Output {
+                            shape: Vec::new(),
+                            values,
+                        }]
+                    })
+                };
                 let model_ns = t0.elapsed().as_nanos() as u64;
                 counters.inference_ns.fetch_add(model_ns, Ordering::Relaxed);
                 stage.model.record(model_ns / 1000);
                 if let Some(p) = probation.take() {
                     let failure = match &output {
-                        Ok(o) if o.iter().all(|v| v.is_finite()) => None,
+                        Ok(o) if o.iter().all(|o| o.values.iter().all(|v| v.is_finite())) => None,
                         Ok(_) => Some("the output has non-finite values".to_string()),
                         Err(e) => Some(e.to_string()),
                     };
@@ -315,13 +403,15 @@ impl Prepared {
                 let t1 = emitted.is_multiple_of(16).then(Instant::now);
                 let offered = cur
                     .postprocess
-                    .apply(&input, &output)
+                    .apply_all(&input, &output, geometry.as_ref())
                     .and_then(|p| policy.offer(ts_ms, p));
                 let Some((ts_ms, result)) = offered else {
                     bump(&counters.suppressed);
                     continue;
                 };
-                if let Err(e) = emit(&mut sinks, &mut seq, ts_ms, result) {
+                // A summary folds many images: none of them is its source.
+                let origin = origin.filter(|_| !matches!(result, Prediction::Summary(_)));
+                if let Err(e) = emit(&mut sinks, &mut seq, ts_ms, result, origin) {
                     outcome = Err(e.into());
                     break 'outer;
                 }
@@ -343,14 +433,21 @@ impl Prepared {
         }
         if outcome.is_ok() && opts.count.is_none_or(|n| emitted < n) {
             if let Some((ts_ms, result)) = policy.finish() {
-                outcome = emit(&mut sinks, &mut seq, ts_ms, result).map_err(Into::into);
+                outcome = emit(&mut sinks, &mut seq, ts_ms, result, None).map_err(Into::into);
                 emitted += 1;
             }
         }
         stop.store(true, Ordering::Relaxed);
         // Unblocks a source waiting on a full queue.
         queue.close();
-        let m = metrics_json(&counters, &stage, channels, emitted, queue.dropped());
+        let m = metrics_json(
+            &counters,
+            &stage,
+            channels,
+            emitted,
+            dropped(&queue),
+            skipped(&queue),
+        );
         sinks.iter_mut().for_each(|k| k.metrics(&m));
         let closed = sinks.iter_mut().try_for_each(|k| k.close());
         outcome?;
@@ -370,7 +467,9 @@ impl Prepared {
             source_restarts: get(&c.source_restarts),
             bad_samples: get(&c.bad_samples),
             rejected_samples: get(&c.rejected),
-            dropped_batches: queue.dropped(),
+            dropped_batches: dropped(&queue),
+            bad_images: get(&c.bad_images),
+            frames_skipped: get(&c.frames_skipped) + skipped(&queue),
             input_dropped: 0,
             mqtt: None,
             inferences: get(&c.inferences),
@@ -379,6 +478,8 @@ impl Prepared {
             emitted,
             inference_us: get(&c.inference_ns) / 1000,
             restart: false,
+            image_p50_us: (!stage.fit.is_empty())
+                .then(|| [&stage.decode, &stage.fit, &stage.model].map(|r| r.percentile(0.5))),
         })
     }
 }
@@ -477,10 +578,11 @@ fn emit(
     sinks: &mut [Box<dyn Sink>],
     seq: &mut u64,
     ts_ms: u64,
-    result: crate::schema::Prediction,
+    result: Prediction,
+    source: Option<String>,
 ) -> Result<(), SinkError> {
     let record = ResultRecord {
-        source: None,
+        source,
         seq: *seq,
         ts_ms,
         result,
@@ -500,9 +602,13 @@ fn read_source(
     let channels = source.channels().unwrap_or(1);
     let mut batch = Batch::with_capacity(chunk, channels);
     while !stop.load(Ordering::Relaxed) {
-        match source.next_sample() {
+        let next = source.next_sample();
+        counters
+            .frames_skipped
+            .store(source.skipped(), Ordering::Relaxed);
+        match next {
             Ok(Some(sample)) => {
-                batch.push(&sample);
+                batch.push(sample);
                 if batch.len() >= chunk
                     && !queue.push(
                         std::mem::replace(&mut batch, Batch::with_capacity(chunk, channels)),

@@ -28,6 +28,8 @@ pub struct Stages {
     pub model: Model,
     /// Its preprocessing (scaling may come from its metadata).
     pub preprocess: Preprocess,
+    /// Its image stage, when the source yields images.
+    pub image: Option<crate::image::ImagePrep>,
     /// Its postprocessing.
     pub postprocess: Postprocess,
     /// Its class names.

@@ -25,6 +25,10 @@ pub enum PostprocessConfig {
         /// Class names; default the model's `edgeinfer.labels` metadata.
         #[serde(default)]
         labels: Vec<String>,
+        /// A file of class names, one per line (blank lines and lines
+        /// starting with `#` skipped), used when `labels` is empty.
+        #[serde(default)]
+        labels_file: Option<std::path::PathBuf>,
         /// Results whose best score is below this are not emitted.
         #[serde(default)]
         min_score: Option<f32>,
@@ -84,6 +88,7 @@ pub fn resolve(
             softmax: false,
             top_k: 1,
             labels: vec![],
+            labels_file: None,
             min_score: None,
         },
         _ => PostprocessConfig::Regress {},
@@ -99,10 +104,13 @@ pub fn resolve(
             softmax,
             top_k,
             labels: configured,
+            labels_file,
             min_score,
         } => {
             if !configured.is_empty() {
                 labels = configured.clone();
+            } else if let Some(f) = labels_file {
+                labels = read_labels(&p.origin().resolve(f), p).unwrap_or_default();
             }
             p.check(
                 labels.is_empty() || labels.len() == outputs,
@@ -141,6 +149,29 @@ pub fn resolve(
         }
     };
     (p.len() == before).then_some((post, labels))
+}
+
+/// The class names in a labels file, one per line.
+fn read_labels(path: &std::path::Path, p: &mut Problems) -> Option<Vec<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect(),
+        ),
+        Err(e) => {
+            p.push(
+                "postprocess.labels_file",
+                format!(
+                    "expected a readable file of labels, {}: {e}",
+                    path.display()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// How outputs are read.
@@ -200,6 +231,24 @@ fn top_k_of(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 impl Postprocess {
+    /// True when the stage reads every output of the model, not only the
+    /// first (detectors).
+    pub fn needs_all_outputs(&self) -> bool {
+        false
+    }
+
+    /// Reads one inference given all the model's outputs; `geometry` maps
+    /// the input image's pixels to the source image's when the input was
+    /// an image.
+    pub fn apply_all(
+        &self,
+        input: &[f32],
+        outputs: &[crate::model::Output],
+        _geometry: Option<&crate::image::Geometry>,
+    ) -> Option<Prediction> {
+        self.apply(input, &outputs.first()?.values)
+    }
+
     /// Reads one inference: `input` is the window as given to the model,
     /// `output` the first output. `None` when the result is filtered out.
     pub fn apply(&self, input: &[f32], output: &[f32]) -> Option<Prediction> {
