@@ -140,8 +140,49 @@ fn shapes_train_above_95_percent_and_the_export_classifies_fresh_images() {
         "{right} of {total} fresh pictures right"
     );
 
+    // The device binary, given only the model: its image settings and
+    // labels come from the metadata.
+    let mut cmd = bin();
+    cmd.args(["infer", "--model"]).arg(out.join("model.onnx"));
+    for (class, name) in CLASSES.iter().enumerate() {
+        for i in 0..3 {
+            let p = tmp.path().join(format!("fresh-{name}-{i}.png"));
+            std::fs::write(&p, shapes::png_bytes(class, 40, &mut rng)).unwrap();
+            cmd.arg("--image").arg(p);
+        }
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = json_lines(&stdout(&o));
+    assert_eq!(lines.len(), 12, "{}", stdout(&o));
+    let right = lines
+        .iter()
+        .filter(|l| {
+            let file = l["file"].as_str().unwrap_or_default();
+            l["label"]
+                .as_str()
+                .is_some_and(|label| file.contains(&format!("fresh-{label}-")))
+        })
+        .count();
+    assert!(
+        right >= 10,
+        "{right} of 12 right on the device: {}",
+        stdout(&o)
+    );
+
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("Image folder"), "{report}");
+
+    // verify, standalone, on the folder.
+    let o = run(host()
+        .args(["verify", "--model"])
+        .arg(out.join("model.onnx"))
+        .arg("--data")
+        .arg(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = last_json(&o);
+    assert_eq!(v["examples"], 480);
+    assert!(v["max_abs_diff"].as_f64().unwrap() <= 1e-4);
 }
 
 #[test]

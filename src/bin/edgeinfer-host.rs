@@ -219,7 +219,8 @@ struct VerifyArgs {
     /// The exported model (its weights.safetensors must be beside it).
     #[arg(long)]
     model: PathBuf,
-    /// CSV file with the model's feature and target columns.
+    /// CSV file with the model's feature and target columns, or for an
+    /// image model the image folder (one subfolder per class).
     #[arg(long)]
     data: PathBuf,
 }

@@ -45,6 +45,23 @@ impl ImageSpec {
         }
     }
 
+    /// The settings of a model's `edgeinfer.image` metadata, as
+    /// `train --images` writes it.
+    pub fn from_metadata(json: &str) -> Result<ImageSpec, String> {
+        let cfg = ImageConfig::from_metadata(json)
+            .map_err(|e| format!("{}: {e}", crate::image::IMAGE_META))?;
+        let size = cfg.size.ok_or_else(|| {
+            format!(
+                "{}: expected a size (a model made by train --images)",
+                crate::image::IMAGE_META
+            )
+        })?;
+        Ok(ImageSpec {
+            size,
+            grayscale: cfg.color == Some(Color::Gray),
+        })
+    }
+
     /// Channels of the tensor.
     pub fn channels(&self) -> usize {
         if self.grayscale {

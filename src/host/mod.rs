@@ -534,11 +534,20 @@ pub fn verify_against(
 
 /// `edgeinfer-host verify`: the exported `model` (with its
 /// `weights.safetensors` beside it) against the trainer on every example
-/// of the CSV file `data`.
+/// of the CSV file `data`, or for an image model of the image folder `data`.
 pub fn verify_command(model: &Path, data: &Path) -> Result<VerifyReport, HostError> {
     let file = crate::ModelFile::read(model)?;
     let spec = spec_from_model(&file)?;
-    let mut dataset = Dataset::load(data, &spec)?;
+    let mut dataset = match file.metadata(crate::image::IMAGE_META) {
+        Some(json) => {
+            let images = ImageSpec::from_metadata(json).map_err(|message| HostError::Input {
+                file: model.display().to_string(),
+                message,
+            })?;
+            images::load_folder(data, &images, &images.prep()?)?
+        }
+        None => Dataset::load(data, &spec)?,
+    };
     if spec.task == Task::Classify {
         let labels = file
             .metadata(meta::LABELS)
