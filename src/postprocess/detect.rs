@@ -903,6 +903,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn clipping_comes_before_suppression() {
+        // xyxy in a 100 × 100 image: A [-100, 0, 10, 10] (0.9) and
+        // B [0, 0, 10, 10] (0.8) overlap by 100 / 1100 ≈ 0.09 as given, but
+        // A clipped is [0, 0, 10, 10], B itself: IoU 1, B suppressed.
+        #[rustfmt::skip]
+        let out = [
+            -100.0, 0.0, // x0
+            0.0, 0.0,    // y0
+            10.0, 10.0,  // x1
+            10.0, 10.0,  // y1
+            0.9, 0.8,    // class 0
+        ];
+        let d = detector(
+            config("format = \"yolov8\"\nbox_format = \"xyxy\"\nlabels = [\"a\"]"),
+            (100, 100),
+            &[vec![1, 5, 2]],
+        )
+        .unwrap();
+        assert_boxes(
+            &d.apply(&[&out], &identity(100, 100)),
+            &[(0, 0.9, [0, 0, 10, 10])],
+        );
+    }
+
     /// Four disjoint 10 × 10 boxes along x, one class, YOLOv8 layout.
     fn disjoint(scores: [f32; 4]) -> [f32; 20] {
         #[rustfmt::skip]
