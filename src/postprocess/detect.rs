@@ -212,7 +212,7 @@ enum Layout {
 }
 
 /// Detection outputs → [`Detection`]s, for one model's output shapes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Detector {
     config: DetectConfig,
     layout: Layout,
