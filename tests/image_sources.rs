@@ -201,7 +201,11 @@ fn image_dir_reports_a_failed_move_and_goes_on() {
     let f = frames(2);
     let pump = watch(&watched, After::Move(blocker), 20);
     drop_in(&watched, "a.jpg", &f[0], 0);
-    assert_eq!(pump.image().0, "a.jpg", "read even though it cannot be moved");
+    assert_eq!(
+        pump.image().0,
+        "a.jpg",
+        "read even though it cannot be moved"
+    );
     match pump.next() {
         Err(SourceError::BadRecord { reason, .. }) => {
             assert!(reason.contains("a.jpg: cannot move it"), "{reason}")
@@ -295,7 +299,8 @@ fn image_dir_config() {
 
     let err = parse("kind = \"image_dir\"\npath = \"x\"\nafter = \"archive\"").unwrap_err();
     assert!(
-        err.to_string().contains("expected \"keep\", \"delete\" or \"move:DIR\""),
+        err.to_string()
+            .contains("expected \"keep\", \"delete\" or \"move:DIR\""),
         "{err}"
     );
     assert!(parse("kind = \"image_dir\"\npath = \"x\"\nrecursive = true").is_err());

@@ -241,9 +241,7 @@ impl ImageDirSource {
                 }
                 return Err(SourceError::Unavailable {
                     origin: self.name.clone(),
-                    reason: format!(
-                        "cannot list the directory: {e}; watching for it to come back"
-                    ),
+                    reason: format!("cannot list the directory: {e}; watching for it to come back"),
                 });
             }
         };
@@ -343,7 +341,10 @@ impl ImageDirSource {
 
 /// True for names writers use while a file is not complete.
 fn in_progress(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") || name.ends_with('~')
+    name.starts_with('.')
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+        || name.ends_with('~')
 }
 
 /// Renames `from` to `to`, creating `to`'s directory when it is missing and

@@ -138,10 +138,7 @@ impl MjpegConfig {
             }
         }
         p.check(self.max_frame_bytes >= 64, "source.max_frame_bytes", || {
-            format!(
-                "expected at least 64 bytes, found {}",
-                self.max_frame_bytes
-            )
+            format!("expected at least 64 bytes, found {}", self.max_frame_bytes)
         });
         if let Some(fps) = self.max_fps {
             p.positive(fps, "source.max_fps", "frames per second");
@@ -371,7 +368,11 @@ impl Splitter {
             State::Length { code, have, hi } => {
                 self.frame.push(b);
                 if have == 0 {
-                    self.state = State::Length { code, have: 1, hi: b };
+                    self.state = State::Length {
+                        code,
+                        have: 1,
+                        hi: b,
+                    };
                     return 1;
                 }
                 let len = usize::from(u16::from_be_bytes([hi, b]));
@@ -405,7 +406,10 @@ impl Splitter {
                 n
             }
             State::Scan { ff: false } => {
-                let n = data.iter().position(|&x| x == 0xFF).map_or(data.len(), |i| i + 1);
+                let n = data
+                    .iter()
+                    .position(|&x| x == 0xFF)
+                    .map_or(data.len(), |i| i + 1);
                 self.frame.extend_from_slice(&data[..n]);
                 if data[n - 1] == 0xFF {
                     self.state = State::Scan { ff: true };
@@ -798,9 +802,7 @@ impl Reader {
         loop {
             let (stdout, stderr) = {
                 let mut guard = lock(&child);
-                let Some(c) = guard.as_mut() else {
-                    return None;
-                };
+                let c = guard.as_mut()?;
                 (c.stdout.take(), c.stderr.take())
             };
             let tail = Arc::new(StderrTail::default());
@@ -821,7 +823,10 @@ impl Reader {
             if said.is_empty() {
                 log::warn!("{program}: {reason}");
             } else {
-                log::warn!("{program}: {reason}; its last words:\n  {}", said.join("\n  "));
+                log::warn!(
+                    "{program}: {reason}; its last words:\n  {}",
+                    said.join("\n  ")
+                );
             }
             let last = said.last().map(|l| format!("; last stderr line: {l}"));
             if self.sleep(delay) {
@@ -1028,10 +1033,7 @@ impl Source for MjpegSource {
                 slot.ended = Some(None);
                 return end.map_or(Ok(None), Err);
             }
-            slot = shared
-                .changed
-                .wait(slot)
-                .unwrap_or_else(|e| e.into_inner());
+            slot = shared.changed.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -1152,7 +1154,10 @@ mod tests {
     #[test]
     fn concatenated_jpegs_split_exactly() {
         let frames: Vec<Vec<u8>> = (0..4).map(|i| jpeg(i, 48 + 16 * i)).collect();
-        assert!(frames.iter().any(|f| has_stuffing(f)), "test frames need FF00");
+        assert!(
+            frames.iter().any(|f| has_stuffing(f)),
+            "test frames need FF00"
+        );
         let stream = frames.concat();
         for chunk in [1, 7, 4096, stream.len()] {
             let (got, broken) = split(&stream, chunk, 1 << 20);
@@ -1227,7 +1232,9 @@ mod tests {
             &[0xFF, 0xDD, 0x00, 0x04, 0x00, 0x10], // DRI
             &[0xFF, 0xC2, 0x00, 0x05, 1, 2, 3],    // SOF2
             &[0xFF, 0xDA, 0x00, 0x03, 7],          // SOS
-            &[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xD1, 0x78],
+            &[
+                0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xD1, 0x78,
+            ],
             &[0xFF, 0xC4, 0x00, 0x04, 0xFF, 0xD9], // DHT holding FFD9
             &[0xFF, 0xDA, 0x00, 0x02],             // SOS
             &[0x9A, 0xFF, 0x00],
@@ -1249,7 +1256,10 @@ mod tests {
             let c: MjpegConfig = toml::from_str(toml).unwrap();
             let mut p = Problems::new(&origin);
             c.validate(&mut p);
-            p.into_vec().into_iter().map(|e| e.field).collect::<Vec<_>>()
+            p.into_vec()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
         };
         assert!(fields("command = [\"rpicam-vid\", \"-o\", \"-\"]").is_empty());
         assert!(fields("path = \"cam.fifo\"\nmax_fps = 5.0\nevery_nth = 2").is_empty());
@@ -1261,7 +1271,11 @@ mod tests {
         assert_eq!(fields("command = []"), vec!["source.command"]);
         assert_eq!(
             fields("path = \"x\"\nevery_nth = 0\nmax_fps = 0.0\nmax_frame_bytes = 1"),
-            vec!["source.max_frame_bytes", "source.max_fps", "source.every_nth"]
+            vec![
+                "source.max_frame_bytes",
+                "source.max_fps",
+                "source.every_nth"
+            ]
         );
         assert!(toml::from_str::<MjpegConfig>("path = \"x\"\nfps = 1").is_err());
     }

@@ -88,7 +88,12 @@ impl MqttSourceConfig {
             );
         }
         let image = |t: &&Subscription| t.format == PayloadFormat::Image;
-        let images: Vec<&str> = self.topics.iter().filter(image).map(|t| t.filter.as_str()).collect();
+        let images: Vec<&str> = self
+            .topics
+            .iter()
+            .filter(image)
+            .map(|t| t.filter.as_str())
+            .collect();
         if !images.is_empty() && images.len() < self.topics.len() {
             let sensors: Vec<&str> = self
                 .topics
@@ -325,7 +330,12 @@ mod tests {
         };
         let v = |r: Result<Vec<Sample>, PayloadError>| r.unwrap().remove(0).values;
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::Json, &[]), "t", b"[1,2]", 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::Json, &[]),
+                "t",
+                b"[1,2]",
+                5
+            )),
             vec![1.0, 2.0]
         );
         assert_eq!(
@@ -338,7 +348,12 @@ mod tests {
             vec![2.0, 1.0]
         );
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::Csv, &[]), "t", b"3,4\n", 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::Csv, &[]),
+                "t",
+                b"3,4\n",
+                5
+            )),
             vec![3.0, 4.0]
         );
         let raw: Vec<u8> = [1.5f32, -2.0]
@@ -346,7 +361,12 @@ mod tests {
             .flat_map(|f| f.to_le_bytes())
             .collect();
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::F32le, &[]), "t", &raw, 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::F32le, &[]),
+                "t",
+                &raw,
+                5
+            )),
             vec![1.5, -2.0]
         );
         assert_eq!(
@@ -366,8 +386,13 @@ mod tests {
             Err(PayloadError::Postcard(_))
         ));
         let frame = crate::schema::SensorFrame::new(vec![(7, vec![1.0]), (8, vec![2.0])]);
-        let s =
-            decode_payload(&sub(PayloadFormat::Postcard, &[]), "t", &frame.to_postcard(), 5).unwrap();
+        let s = decode_payload(
+            &sub(PayloadFormat::Postcard, &[]),
+            "t",
+            &frame.to_postcard(),
+            5,
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!((s[1].ts_ms, s[1].values.clone()), (8, vec![2.0]));
     }
