@@ -126,22 +126,24 @@ fn image_dir_yields_new_files_once_in_arrival_order() {
 fn image_dir_waits_for_a_file_being_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let full = jpeg(7, 64);
-    let pump = watch(&dir, After::Keep, 400);
+    let full = jpeg(7, 96);
+    let pump = watch(&dir, After::Keep, 300);
     let path = dir.join("slow.jpg");
     let mut f = File::create(&path).unwrap();
-    let (first, rest) = full.split_at(full.len() / 2);
-    f.write_all(first).unwrap();
-    f.flush().unwrap();
-    // Less than one poll interval between the parts: no two listings can
-    // both see the first part alone.
-    std::thread::sleep(Duration::from_millis(100));
-    f.write_all(rest).unwrap();
+    // Written in parts over several poll intervals, less than one interval
+    // between parts: no two listings in a row see the same size.
+    let parts: Vec<&[u8]> = full.chunks(full.len().div_ceil(24)).collect();
+    assert!(parts.len() > 20);
+    for part in parts {
+        f.write_all(part).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(f);
     let (name, bytes, _) = pump.image();
     assert_eq!(name, "slow.jpg");
-    assert_eq!(bytes.len(), full.len());
-    assert!(bytes == full, "the whole file");
+    assert_eq!(bytes.len(), full.len(), "the whole file, not a part");
+    assert!(bytes == full);
 }
 
 #[test]
