@@ -51,9 +51,10 @@ pub struct MjpegConfig {
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// A file or a FIFO holding the stream (relative to the config file's
-    /// directory). A regular file is a recording: every frame, then the end
-    /// of the input. A FIFO (or character device) is live: when its writer
-    /// closes it, it is opened again for the next writer.
+    /// directory); it must exist when the source starts. A regular file is
+    /// a recording: every frame, then the end of the input. A FIFO (or
+    /// character device) is live: when its writer closes it, it is opened
+    /// again for the next writer.
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Larger frames are broken frames: counted, reported and skipped.
