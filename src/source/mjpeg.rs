@@ -1251,6 +1251,54 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_split_without_panicking_into_whole_frames() {
+        // Good frames with bytes flipped, dropped and repeated at random
+        // places, split at random boundaries: whatever comes out is a
+        // frame from FFD8 to FFD9 within the size limit.
+        let good = [jpeg(1, 24), with_thumbnail(&jpeg(2, 24), &jpeg(3, 8))].concat();
+        let mut state = 0x9E37_79B9u32;
+        let mut rand = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as usize % n.max(1)
+        };
+        for round in 0..200 {
+            let mut stream = good.clone();
+            for _ in 0..1 + rand(8) {
+                let at = rand(stream.len());
+                match rand(3) {
+                    0 => stream[at] = [0xFF, 0xD8, 0xD9, 0x00, 0x01][rand(5)],
+                    1 => {
+                        stream.remove(at);
+                    }
+                    _ => {
+                        let piece = stream[at..(at + rand(64)).min(stream.len())].to_vec();
+                        stream.splice(at..at, piece);
+                    }
+                }
+            }
+            let max = 512 + rand(4096);
+            let mut splitter = Splitter::new(max);
+            let mut out = Vec::new();
+            let mut rest = stream.as_slice();
+            while !rest.is_empty() {
+                let n = 1 + rand(97).min(rest.len() - 1);
+                splitter.feed(&rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            splitter.finish();
+            for split in out {
+                if let Split::Frame(f) = split {
+                    assert!(f.starts_with(&[0xFF, 0xD8]), "round {round}");
+                    assert!(f.ends_with(&[0xFF, 0xD9]), "round {round}");
+                    assert!(f.len() <= max, "round {round}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn config_problems_name_their_fields() {
         let origin = Origin::default();
         let fields = |toml: &str| {
