@@ -284,7 +284,9 @@ impl ImageDirSource {
     }
 
     /// Reads one stable file and disposes of it per `after`.
-    fn take(&mut self, name: OsString, (len, mtime): Stat) -> Result<Sample, SourceError> {
+    /// `None` when the file went away since it was listed (another reader
+    /// took it): nothing to read, nothing wrong.
+    fn take(&mut self, name: OsString, (len, mtime): Stat) -> Result<Option<Sample>, SourceError> {
         self.taken += 1;
         // A file of this name seen later is judged afresh.
         self.listed.remove(&name);
@@ -307,6 +309,10 @@ impl ImageDirSource {
                 return Err(bad("empty file".into()));
             }
             Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::debug!("{}: {shown} went away before it was read", self.name);
+                return Ok(None);
+            }
             Err(e) => {
                 // Not retried: a file that cannot be read now will most
                 // likely not be readable at the next poll either.
@@ -335,7 +341,7 @@ impl ImageDirSource {
         let ts_ms = mtime
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Ok(Sample::image(ts_ms, bytes, shown))
+        Ok(Some(Sample::image(ts_ms, bytes, shown)))
     }
 }
 
@@ -373,7 +379,10 @@ impl Source for ImageDirSource {
                 return Err(e);
             }
             if let Some((name, stat)) = self.ready.pop_front() {
-                return self.take(name, stat).map(Some);
+                match self.take(name, stat)? {
+                    Some(sample) => return Ok(Some(sample)),
+                    None => continue,
+                }
             }
             if let Some(last) = self.last_poll {
                 let due = last + self.poll;
