@@ -665,13 +665,20 @@ impl MjpegSource {
             next: 0,
             bad: 0,
         };
-        std::thread::Builder::new()
+        if let Err(e) = std::thread::Builder::new()
             .name("mjpeg".into())
             .spawn(move || reader.run())
-            .map_err(|e| SourceError::Fatal {
-                origin: name.clone(),
+        {
+            // No source will own the program: it must not outlive this.
+            if let Some(mut c) = child.as_ref().and_then(|c| lock(c).take()) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Err(SourceError::Fatal {
+                origin: name,
                 reason: format!("cannot start the reader thread: {e}"),
-            })?;
+            });
+        }
         Ok(MjpegSource {
             name,
             mode: Mode::Live {
@@ -687,8 +694,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts the camera program; its stderr goes to a thread that logs it at
-/// debug level and keeps the last lines for the exit report.
+/// Starts the camera program with its stderr piped: the reader thread
+/// logs it at debug level and keeps the last lines for the exit report.
 fn start_program(program: &str, args: &[String]) -> Result<Child, SourceError> {
     let (mut child, stdout) = spawn(program, args, Stdio::piped())?;
     // Put stdout back: the reader takes it from the child.
