@@ -93,11 +93,6 @@ impl SourceConfig {
         })
     }
 
-    /// True when the source yields encoded images rather than channel values.
-    pub fn images(&self) -> bool {
-        false
-    }
-
     /// Samples per second when the source has a set rate.
     pub fn rate_hz(&self) -> Option<f64> {
         match self {
