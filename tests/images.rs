@@ -23,12 +23,22 @@ const T: Duration = Duration::from_secs(30);
 /// scores are exactly `0.5 - mean` and `mean - 0.5`, so a test knows the
 /// answer for any image it makes.
 fn brightness_model(dir: &Path) -> PathBuf {
+    brightness(dir, false)
+}
+
+/// [`brightness_model`], or with `bytes` one that takes u8 pixels (0-255)
+/// and scales them itself.
+fn brightness(dir: &Path, bytes: bool) -> PathBuf {
     let mut g = GraphBuilder::new("brightness");
-    let x = g.input(
-        "x",
-        ElemType::F32,
-        &[1.into(), 3.into(), 16.into(), 16.into()],
-    );
+    let shape = [1.into(), 3.into(), 16.into(), 16.into()];
+    let x = if bytes {
+        let x = g.input("x", ElemType::U8, &shape);
+        let f = g.node("Cast", &[&x], &[("to", Attr::Int(1))]);
+        let k = g.constant("inv255", &[1], vec![1.0 / 255.0]);
+        g.node("Mul", &[&f, &k], &[])
+    } else {
+        g.input("x", ElemType::F32, &shape)
+    };
     let pooled = g.global_avg_pool(&x);
     let flat = g.flatten(&pooled, 1);
     let third = 1.0 / 3.0;
@@ -48,7 +58,11 @@ fn brightness_model(dir: &Path) -> PathBuf {
         "edgeinfer.image",
         r#"{"size":[16,16],"color":"rgb","layout":"nchw","scale":"unit"}"#,
     );
-    let path = dir.join("brightness.onnx");
+    let path = dir.join(if bytes {
+        "brightness_u8.onnx"
+    } else {
+        "brightness.onnx"
+    });
     write_model(&g.finish(), &path).unwrap();
     path
 }
@@ -390,6 +404,20 @@ fn infer_image_prints_one_line_per_image_and_fails_for_a_bad_one() {
     );
     assert_eq!(lines[1]["label"], "bright");
     assert!(stderr(&o).contains("1 of 2 images"), "{}", stderr(&o));
+    // A model that takes bytes gets the pixels as bytes, and agrees.
+    let bytes_model = brightness(dir.path(), true);
+    let o = run(bin()
+        .args(["infer", "--json", "--model"])
+        .arg(&bytes_model)
+        .arg("--image")
+        .arg(&dark));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = &json_lines(&stdout(&o))[0];
+    assert_eq!(line["label"], "dark");
+    assert!(
+        (line["score"].as_f64().unwrap() - score).abs() < 1e-5,
+        "{line}"
+    );
 }
 
 /// A "detector" whose output is a fixed YOLOv5-style tensor whatever the

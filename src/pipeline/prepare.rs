@@ -128,7 +128,7 @@ pub fn prepare_for(
             "window",
             || "expected no [window] with an image source (one image is one input)".into(),
         );
-        let Some(image) = image_stage(config, file, &input.dims, &mut p) else {
+        let Some(image) = image_stage(config, file, &input, &mut p) else {
             return Err(p.into_vec());
         };
         (
@@ -209,7 +209,7 @@ pub fn model_version(file: &ModelFile, sha256: &str) -> String {
 fn image_stage(
     config: &Config,
     file: &ModelFile,
-    dims: &[Option<usize>],
+    input: &crate::model::DeclaredInput,
     p: &mut Problems,
 ) -> Option<ImagePrep> {
     let meta = match file.metadata(IMAGE_META).map(ImageConfig::from_metadata) {
@@ -224,5 +224,10 @@ fn image_stage(
             return None;
         }
     };
-    config.image.over(&meta).resolve(dims, p)
+    let mut settings = config.image.over(&meta);
+    // A model that takes bytes gets bytes unless told otherwise.
+    if settings.dtype.is_none() && input.dtype == u8::datum_type() {
+        settings.dtype = Some(crate::image::ImageDtype::U8);
+    }
+    settings.resolve(&input.dims, p)
 }
