@@ -296,6 +296,47 @@ mod tests {
     }
 
     #[test]
+    fn on_change_of_detections_is_an_object_class_appearing_or_going() {
+        let boxes = |classes: &[u32]| {
+            Prediction::Detections(
+                classes
+                    .iter()
+                    .map(|&class| crate::schema::Detection {
+                        class,
+                        score: 0.9,
+                        bbox: [0, 0, 1, 1],
+                    })
+                    .collect(),
+            )
+        };
+        let input = vec![
+            (0, boxes(&[])),
+            (1, boxes(&[])),
+            (2, boxes(&[3])),
+            (3, boxes(&[3, 3])), // a second object of a class already there
+            (4, boxes(&[3, 1])),
+            (5, boxes(&[1])),
+            (6, boxes(&[1])),
+            (7, boxes(&[])),
+        ];
+        let c = PolicyConfig {
+            on_change: true,
+            ..Default::default()
+        };
+        assert_eq!(ts(&run(c, &input)), vec![0, 2, 4, 5, 7]);
+        // A summary counts, per class, the results it appeared in.
+        let c = PolicyConfig {
+            summary_ms: Some(100),
+            ..Default::default()
+        };
+        let out = run(c, &input);
+        let Prediction::Summary(s) = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(s.class_counts, vec![(1, 3), (3, 3)]);
+    }
+
+    #[test]
     fn on_change_with_min_interval_and_heartbeat() {
         let input: Vec<_> = [
             (0, 0),

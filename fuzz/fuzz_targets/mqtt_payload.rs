@@ -9,10 +9,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, payload)) = data.split_first() else {
         return;
     };
-    let format = match pick % 4 {
+    let format = match pick % 5 {
         0 => PayloadFormat::Json,
         1 => PayloadFormat::Csv,
         2 => PayloadFormat::F32le,
+        3 => PayloadFormat::Image,
         _ => PayloadFormat::Postcard,
     };
     let fields = if pick & 4 == 0 {
@@ -25,5 +26,5 @@ fuzz_target!(|data: &[u8]| {
         format,
         fields,
     };
-    let _ = decode_payload(&sub, payload, 0);
+    let _ = decode_payload(&sub, "t", payload, 0);
 });

@@ -155,6 +155,22 @@ pub fn discovery(config: &HomeAssistantConfig, e: &Entities) -> Vec<(String, Vec
                 json!({ "value_template": "{{ value_json.score }}", "state_class": "measurement" }),
             ));
         }
+        Postprocess::Detect(_) => {
+            list.push((
+                "sensor",
+                "objects".into(),
+                "Objects".into(),
+                state,
+                json!({ "value_template": "{{ value_json.detections | length }}", "state_class": "measurement" }),
+            ));
+            list.push((
+                "sensor",
+                "top_object".into(),
+                "Top object".into(),
+                state,
+                json!({ "value_template": "{{ (value_json.detections | first | default({})).label | default('none') }}", "icon": "mdi:shape" }),
+            ));
+        }
     }
     for (key, name, field, extra) in [
         (

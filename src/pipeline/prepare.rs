@@ -119,7 +119,16 @@ pub fn prepare_for(
     };
     let mut p = Problems::new(&config.origin);
     let (window, image) = if images {
-        let Some(image) = image_stage(config, file, &input.dims, &mut p) else {
+        p.check(config.preprocess.is_empty(), "preprocess", || {
+            "expected no [[preprocess]] steps with an image source (images are scaled by [image])"
+                .into()
+        });
+        p.check(
+            config.window == crate::window::WindowConfig::default(),
+            "window",
+            || "expected no [window] with an image source (one image is one input)".into(),
+        );
+        let Some(image) = image_stage(config, file, &input, &mut p) else {
             return Err(p.into_vec());
         };
         (
@@ -151,20 +160,23 @@ pub fn prepare_for(
         .map_err(|e| vec![model_problem(e.to_string())])?;
     let info = model.info().clone();
     let preprocess = Preprocess::build(&config.preprocess, window.channels(), &info, &mut p);
-    let outputs: usize = info
-        .outputs
-        .first()
-        .map(|o| o.shape.iter().product())
-        .unwrap_or(0);
+    let output_shapes: Vec<Vec<usize>> = info.outputs.iter().map(|o| o.shape.clone()).collect();
     let input_len = match &image {
         Some(i) => i.shape().iter().product(),
         None => window.size() * window.channels(),
     };
+    let image_size = image
+        .as_ref()
+        .and_then(|i| i.config.size)
+        .map(|[w, h]| (w, h));
     let post = crate::postprocess::resolve(
         config.postprocess.as_ref(),
         file,
-        outputs,
-        input_len,
+        crate::postprocess::ModelShapes {
+            outputs: &output_shapes,
+            input_len,
+            image_size,
+        },
         &mut p,
     );
     match (preprocess, post) {
@@ -197,7 +209,7 @@ pub fn model_version(file: &ModelFile, sha256: &str) -> String {
 fn image_stage(
     config: &Config,
     file: &ModelFile,
-    dims: &[Option<usize>],
+    input: &crate::model::DeclaredInput,
     p: &mut Problems,
 ) -> Option<ImagePrep> {
     let meta = match file.metadata(IMAGE_META).map(ImageConfig::from_metadata) {
@@ -212,5 +224,10 @@ fn image_stage(
             return None;
         }
     };
-    config.image.over(&meta).resolve(dims, p)
+    let mut settings = config.image.over(&meta);
+    // A model that takes bytes gets bytes unless told otherwise.
+    if settings.dtype.is_none() && input.dtype == u8::datum_type() {
+        settings.dtype = Some(crate::image::ImageDtype::U8);
+    }
+    settings.resolve(&input.dims, p)
 }

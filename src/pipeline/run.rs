@@ -623,6 +623,10 @@ fn read_source(
                 if matches!(e, SourceError::Restarted { .. }) {
                     // The source logged it; it is counted and reported here.
                     bump(&counters.source_restarts);
+                } else if matches!(e, SourceError::Unavailable { .. }) {
+                    // Not a record: the input is missing for now, and the
+                    // source says so once per outage.
+                    log::warn!("{e}");
                 } else {
                     bump(&counters.bad_records);
                     log::warn!("skipped: {e}");

@@ -44,6 +44,9 @@ pub enum PostprocessConfig {
         /// Scores above this are anomalous.
         threshold: f32,
     },
+    /// Objects in an image: boxes from YOLO- or SSD-style outputs (needs an
+    /// image source).
+    Detect(detect::DetectConfig),
 }
 
 fn default_top_k() -> usize {
@@ -65,24 +68,44 @@ impl PostprocessConfig {
     /// Checks `[postprocess]` on its own (see [`resolve`] for the checks
     /// against the model).
     pub fn validate(&self, p: &mut Problems) {
-        if let PostprocessConfig::Classify { top_k: 0, .. } = self {
-            p.push("postprocess.top_k", "expected at least 1, found 0");
+        match self {
+            PostprocessConfig::Classify { top_k: 0, .. } => {
+                p.push("postprocess.top_k", "expected at least 1, found 0");
+            }
+            PostprocessConfig::Detect(d) => d.validate(p),
+            _ => {}
         }
     }
 }
 
+/// What the postprocess stage is resolved against: the model's outputs and
+/// its input.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShapes<'a> {
+    /// Every output's shape, in graph order.
+    pub outputs: &'a [Vec<usize>],
+    /// Values in the input tensor.
+    pub input_len: usize,
+    /// The input image's (width, height) when the input is an image.
+    pub image_size: Option<(u32, u32)>,
+}
+
 /// The postprocess stage and the class labels for `config` (or, without
-/// one, the model's `edgeinfer.task`, else `regress`) on `file`'s model,
-/// whose first output has `outputs` values and whose input has `input_len`.
-/// Labels come from the config, else the model's metadata. `None` after
-/// noting every problem in `p`.
+/// one, the model's `edgeinfer.task`, else `regress`) on `file`'s model of
+/// `shapes`. Labels come from the config, else the model's metadata. `None`
+/// after noting every problem in `p`.
 pub fn resolve(
     config: Option<&PostprocessConfig>,
     file: &ModelFile,
-    outputs: usize,
-    input_len: usize,
+    shapes: ModelShapes,
     p: &mut Problems,
 ) -> Option<(Postprocess, Vec<String>)> {
+    let outputs: usize = shapes
+        .outputs
+        .first()
+        .map(|o| o.iter().product())
+        .unwrap_or(0);
+    let input_len = shapes.input_len;
     let task_default = match file.metadata(meta::TASK) {
         Some("classify") => PostprocessConfig::Classify {
             softmax: false,
@@ -147,6 +170,21 @@ pub fn resolve(
                 threshold: *threshold,
             }
         }
+        PostprocessConfig::Detect(d) => {
+            let Some(size) = shapes.image_size else {
+                p.push(
+                    "postprocess.kind",
+                    "detect needs an image source (image_dir, mjpeg, or mqtt topics of format \"image\")",
+                );
+                return None;
+            };
+            if !d.labels.is_empty() {
+                labels = d.labels.clone();
+            }
+            let mut d = d.clone();
+            d.labels = labels.clone();
+            Postprocess::Detect(Box::new(detect::Detector::new(d, size, shapes.outputs, p)?))
+        }
     };
     (p.len() == before).then_some((post, labels))
 }
@@ -195,6 +233,8 @@ pub enum Postprocess {
         /// Scores above this are anomalous.
         threshold: f32,
     },
+    /// Boxes in the source image.
+    Detect(Box<detect::Detector>),
 }
 
 /// Softmax in place, shifted by the maximum so large logits do not overflow.
@@ -234,7 +274,7 @@ impl Postprocess {
     /// True when the stage reads every output of the model, not only the
     /// first (detectors).
     pub fn needs_all_outputs(&self) -> bool {
-        false
+        matches!(self, Postprocess::Detect(_))
     }
 
     /// Reads one inference given all the model's outputs; `geometry` maps
@@ -244,15 +284,21 @@ impl Postprocess {
         &self,
         input: &[f32],
         outputs: &[crate::model::Output],
-        _geometry: Option<&crate::image::Geometry>,
+        geometry: Option<&crate::image::Geometry>,
     ) -> Option<Prediction> {
+        if let Postprocess::Detect(d) = self {
+            let slices: Vec<&[f32]> = outputs.iter().map(|o| o.values.as_slice()).collect();
+            return Some(Prediction::Detections(d.apply(&slices, geometry?)));
+        }
         self.apply(input, &outputs.first()?.values)
     }
 
     /// Reads one inference: `input` is the window as given to the model,
-    /// `output` the first output. `None` when the result is filtered out.
+    /// `output` the first output. `None` when the result is filtered out,
+    /// and for a detector, which needs [`apply_all`](Self::apply_all).
     pub fn apply(&self, input: &[f32], output: &[f32]) -> Option<Prediction> {
         match self {
+            Postprocess::Detect(_) => None,
             Postprocess::Classify {
                 softmax: sm,
                 top_k,
@@ -332,7 +378,12 @@ mod tests {
         let config = config.map(|c| toml::from_str::<Section>(c).unwrap().postprocess);
         let origin = Origin::new("t.toml", std::path::Path::new("."));
         let mut p = Problems::new(&origin);
-        let r = resolve(config.as_ref(), file, 3, input_len, &mut p);
+        let shapes = ModelShapes {
+            outputs: &[vec![1, 3]],
+            input_len,
+            image_size: None,
+        };
+        let r = resolve(config.as_ref(), file, shapes, &mut p);
         let fields = p.into_vec().into_iter().map(|e| e.field).collect();
         r.ok_or(fields)
     }

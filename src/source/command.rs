@@ -1,12 +1,12 @@
 //! `command` source: spawn a process and read its stdout lines as samples.
 
 use std::io::BufReader;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStdout, Stdio};
 
 use serde::Deserialize;
 
 use super::lines::LineFormat;
+use super::process::{spawn, Backoff};
 use super::{LineSource, Sample, Source, SourceError};
 
 /// When a `command` source's program is started again after it exits.
@@ -81,15 +81,11 @@ impl CommandConfig {
     pub fn open(&self) -> Result<CommandSource, SourceError> {
         let mut s =
             CommandSource::spawn(&self.program, &self.args, self.format, self.fields.clone())?;
+        s.backoff = Backoff::new(self.restart_min_ms, self.restart_max_ms);
         s.restart = Some(self.clone());
-        s.delay = Duration::from_millis(self.restart_min_ms);
         Ok(s)
     }
 }
-
-/// A program that ran this long is healthy again: its next restart waits
-/// the shortest delay.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// A child process's stdout as a sample stream; the child is killed when the
 /// source is dropped so no orphan outlives the pipeline.
@@ -99,10 +95,7 @@ pub struct CommandSource {
     lines: Lines,
     /// Settings to start it again with (none: it ends with the program).
     restart: Option<CommandConfig>,
-    /// The next restart delay.
-    delay: Duration,
-    started: Instant,
-    restarts: u64,
+    backoff: Backoff,
 }
 
 impl CommandSource {
@@ -118,9 +111,7 @@ impl CommandSource {
             child,
             lines,
             restart: None,
-            delay: Duration::ZERO,
-            started: Instant::now(),
-            restarts: 0,
+            backoff: Backoff::new(0, 0),
         })
     }
 
@@ -140,18 +131,10 @@ impl CommandSource {
         if !again {
             return Ok(None);
         }
-        if self.started.elapsed() >= HEALTHY_AFTER {
-            self.delay = Duration::from_millis(config.restart_min_ms);
-        }
-        let how = status.map_or("was lost".to_string(), |s| s.to_string());
-        let reason = format!(
-            "the program exited ({how}); restarting it in {:.1} s (restart {})",
-            self.delay.as_secs_f64(),
-            self.restarts + 1
-        );
+        let delay = self.backoff.next_delay();
+        let reason = self.backoff.reason(status, delay);
         log::warn!("{}: {reason}", config.program);
-        std::thread::sleep(self.delay);
-        self.delay = (self.delay * 2).min(Duration::from_millis(config.restart_max_ms));
+        std::thread::sleep(delay);
         let (child, lines) = start(
             &config.program,
             &config.args,
@@ -160,8 +143,7 @@ impl CommandSource {
         )?;
         self.child = child;
         self.lines = lines;
-        self.started = Instant::now();
-        self.restarts += 1;
+        self.backoff.restarted();
         Ok(Some(SourceError::Restarted {
             origin: config.program,
             reason,
@@ -171,26 +153,15 @@ impl CommandSource {
 
 type Lines = LineSource<BufReader<ChildStdout>>;
 
-/// The child process and a reader of its stdout lines.
+/// The child process and a reader of its stdout lines. Its stderr is the
+/// service's: a line program's complaints are rare and belong in the log.
 fn start(
     program: &str,
     args: &[String],
     format: LineFormat,
     fields: Vec<String>,
 ) -> Result<(Child, Lines), SourceError> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Fatal {
-            origin: program.into(),
-            reason: format!("cannot start: {e}"),
-        })?;
-    let stdout = child.stdout.take().ok_or_else(|| SourceError::Fatal {
-        origin: program.into(),
-        reason: "no stdout pipe".into(),
-    })?;
+    let (child, stdout) = spawn(program, args, Stdio::inherit())?;
     let lines = LineSource::new(program, BufReader::new(stdout), format, fields);
     Ok((child, lines))
 }

@@ -1,11 +1,15 @@
 //! Sources: where samples come from. One file per input kind, each owning
-//! its `[source]` settings; all yield timestamped multi-channel [`Sample`]s
-//! through the [`Source`] trait.
+//! its `[source]` settings; all yield timestamped [`Sample`]s (channel
+//! values, or an encoded image for the image sources) through the
+//! [`Source`] trait.
 
 mod command;
 mod file_poll;
+mod image_dir;
 pub mod lines;
+pub mod mjpeg;
 pub mod mqtt;
+mod process;
 mod replay;
 mod simulated;
 
@@ -15,7 +19,9 @@ use serde::Deserialize;
 
 pub use command::{CommandConfig, CommandSource, Restart};
 pub use file_poll::{FilePollConfig, FilePollSource, PolledFile};
+pub use image_dir::{After, ImageDirConfig, ImageDirSource};
 pub use lines::{parse_line, LineError, LineFormat, LineSource, StdinConfig};
+pub use mjpeg::{MjpegConfig, MjpegSource};
 pub use mqtt::{MqttSource, MqttSourceConfig, PayloadFormat, Subscription};
 pub use replay::{ReplayConfig, ReplaySource, DEFAULT_RATE_HZ as REPLAY_RATE_HZ};
 pub use simulated::{SimMode, SimulatedConfig, SimulatedSource};
@@ -38,6 +44,10 @@ pub enum SourceConfig {
     Mqtt(MqttSourceConfig),
     /// A child process whose stdout lines are samples.
     Command(CommandConfig),
+    /// Image files dropped into a watched directory, one frame per file.
+    ImageDir(ImageDirConfig),
+    /// A Motion-JPEG stream from a program (a camera) or a file or FIFO.
+    Mjpeg(MjpegConfig),
 }
 
 impl SourceConfig {
@@ -50,12 +60,25 @@ impl SourceConfig {
             SourceConfig::FilePoll(c) => c.validate(p),
             SourceConfig::Mqtt(c) => c.validate(p),
             SourceConfig::Command(c) => c.validate(p),
+            SourceConfig::ImageDir(c) => c.validate(p),
+            SourceConfig::Mjpeg(c) => c.validate(p),
+        }
+    }
+
+    /// True when the source yields images (frames) instead of channel
+    /// values.
+    pub fn images(&self) -> bool {
+        match self {
+            SourceConfig::ImageDir(_) | SourceConfig::Mjpeg(_) => true,
+            SourceConfig::Mqtt(c) => c.images(),
+            _ => false,
         }
     }
 
     /// The channel count this source will have, found without starting it
     /// (no process is spawned, stdin is not read). Replays open their file
     /// to read the header, so a missing recording is reported here too.
+    /// `None` for image sources (see [`SourceConfig::images`]).
     pub fn channels(&self, origin: &Origin) -> Result<Option<usize>, SourceError> {
         Ok(match self {
             SourceConfig::Simulated(c) => Some(c.channels),
@@ -66,12 +89,8 @@ impl SourceConfig {
             }
             SourceConfig::Mqtt(c) => c.channels(),
             SourceConfig::Replay(c) => c.open(origin)?.channels(),
+            SourceConfig::ImageDir(_) | SourceConfig::Mjpeg(_) => None,
         })
-    }
-
-    /// True when the source yields encoded images rather than channel values.
-    pub fn images(&self) -> bool {
-        false
     }
 
     /// Samples per second when the source has a set rate.
@@ -134,6 +153,8 @@ impl SourceConfig {
             SourceConfig::Replay(c) => Box::new(c.open(origin)?),
             SourceConfig::FilePoll(c) => Box::new(c.open(origin)),
             SourceConfig::Command(c) => Box::new(c.open()?),
+            SourceConfig::ImageDir(c) => Box::new(c.open(origin)),
+            SourceConfig::Mjpeg(c) => Box::new(c.open(origin)?),
         })
     }
 }
@@ -204,6 +225,16 @@ pub enum SourceError {
         /// What happened.
         reason: String,
     },
+    /// The source's input is missing or unreadable for now (a watched
+    /// directory, a FIFO); the source keeps trying, and says so again only
+    /// after it was back in between.
+    #[error("{origin}: {reason}")]
+    Unavailable {
+        /// Which source (the directory or FIFO).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The source cannot go on or cannot start.
     #[error("{origin}: {reason}")]
     Fatal {
@@ -219,7 +250,9 @@ impl SourceError {
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
-            SourceError::BadRecord { .. } | SourceError::Restarted { .. }
+            SourceError::BadRecord { .. }
+                | SourceError::Restarted { .. }
+                | SourceError::Unavailable { .. }
         )
     }
 }

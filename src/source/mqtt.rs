@@ -1,4 +1,6 @@
-//! `mqtt` source: sensor payloads on subscribed topics, decoded here.
+//! `mqtt` source: sensor payloads on subscribed topics, decoded here, or
+//! images (`format = "image"`: each message one encoded frame, handed on
+//! undecoded with its topic as its origin).
 //!
 //! The MQTT link only moves bytes: its network thread hands each message
 //! (topic, payload) to this source through a bounded channel and never
@@ -22,17 +24,21 @@ use crate::problem::Problems;
 pub struct MqttSourceConfig {
     /// Topic filters and their payload formats.
     pub topics: Vec<Subscription>,
-    /// Channels per sample, when the payloads do not make it obvious.
+    /// Channels per sample, when the payloads do not make it obvious (not
+    /// for image topics).
     #[serde(default)]
     pub channels: Option<usize>,
     /// Larger payloads are refused before decoding (counted and reported).
-    #[serde(default = "default_max_payload")]
-    pub max_payload_bytes: usize,
+    /// Defaults to 64 KiB for sensor topics and 1 MiB (`[mqtt]
+    /// max_packet_bytes`' default) for image topics.
+    #[serde(default)]
+    pub max_payload_bytes: Option<usize>,
 }
 
-fn default_max_payload() -> usize {
-    64 << 10
-}
+/// Largest sensor payload by default.
+const DEFAULT_MAX_PAYLOAD: usize = 64 << 10;
+/// Largest image payload by default: the MQTT link's default packet limit.
+const DEFAULT_MAX_IMAGE_PAYLOAD: usize = 1 << 20;
 
 /// Payload formats of subscribed sensor topics.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -47,6 +53,10 @@ pub enum PayloadFormat {
     F32le,
     /// A postcard [`crate::schema::SensorFrame`] (from other edgeinfer devices).
     Postcard,
+    /// An encoded image (JPEG or PNG): each message is one frame, its
+    /// topic the frame's origin. Image topics take no `fields`, and a
+    /// source's topics are either all images or all sensor payloads.
+    Image,
 }
 
 /// One subscription of the `mqtt` source.
@@ -58,7 +68,8 @@ pub struct Subscription {
     /// How payloads on it are encoded.
     #[serde(default)]
     pub format: PayloadFormat,
-    /// For JSON objects: the members that become channels, in order.
+    /// For JSON objects: the members that become channels, in order (not
+    /// for image topics).
     #[serde(default)]
     pub fields: Vec<String>,
 }
@@ -76,15 +87,68 @@ impl MqttSourceConfig {
                 || format!("expected an MQTT topic filter, found {:?}", t.filter),
             );
         }
+        let image = |t: &&Subscription| t.format == PayloadFormat::Image;
+        let images: Vec<&str> = self
+            .topics
+            .iter()
+            .filter(image)
+            .map(|t| t.filter.as_str())
+            .collect();
+        if !images.is_empty() && images.len() < self.topics.len() {
+            let sensors: Vec<&str> = self
+                .topics
+                .iter()
+                .filter(|t| t.format != PayloadFormat::Image)
+                .map(|t| t.filter.as_str())
+                .collect();
+            p.push(
+                "source.topics",
+                format!(
+                    "expected only image topics or only sensor topics in one source, found image topics {images:?} and sensor topics {sensors:?}"
+                ),
+            );
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            p.check(
+                t.format != PayloadFormat::Image || t.fields.is_empty(),
+                &format!("source.topics[{i}].fields"),
+                || "expected no fields on an image topic (each message is one frame)".into(),
+            );
+        }
         if self.channels == Some(0) {
             p.push("source.channels", "expected at least 1 channel, found 0");
+        } else if self.channels.is_some() && self.images() {
+            p.push(
+                "source.channels",
+                "expected no channels for image topics (each message is one frame)",
+            );
         }
-        p.at_least_one(self.max_payload_bytes as u64, "source.max_payload_bytes");
+        if let Some(max) = self.max_payload_bytes {
+            p.at_least_one(max as u64, "source.max_payload_bytes");
+        }
+    }
+
+    /// True when the topics carry images (all of them, as validated).
+    pub fn images(&self) -> bool {
+        !self.topics.is_empty() && self.topics.iter().all(|t| t.format == PayloadFormat::Image)
+    }
+
+    /// Largest payload accepted: configured, else the default for the kind
+    /// of topics.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes.unwrap_or(if self.images() {
+            DEFAULT_MAX_IMAGE_PAYLOAD
+        } else {
+            DEFAULT_MAX_PAYLOAD
+        })
     }
 
     /// Channels per sample: configured, else implied by the topics' JSON
-    /// `fields` when they agree.
+    /// `fields` when they agree; `None` for image topics.
     pub fn channels(&self) -> Option<usize> {
+        if self.images() {
+            return None;
+        }
         self.channels.or_else(|| {
             let first = self.topics.first()?.fields.len();
             (first > 0 && self.topics.iter().all(|t| t.fields.len() == first)).then_some(first)
@@ -112,6 +176,10 @@ pub enum PayloadError {
     /// A `postcard` payload that is not a `SensorFrame`.
     #[error("{0}")]
     Postcard(String),
+    /// An `image` payload of no bytes (such as a message clearing a
+    /// retained topic).
+    #[error("empty image payload")]
+    EmptyImage,
     /// A payload over `max_payload_bytes`, refused undecoded.
     #[error("payload of {bytes} bytes is over max_payload_bytes ({max})")]
     TooLarge {
@@ -122,14 +190,23 @@ pub enum PayloadError {
     },
 }
 
-/// Decodes one sensor payload into samples; text formats are stamped `now_ms`.
+/// Decodes one payload received on `topic` into samples; text formats and
+/// images are stamped `now_ms`. An image is handed on undecoded, its topic
+/// as its origin.
 pub fn decode_payload(
     sub: &Subscription,
+    topic: &str,
     payload: &[u8],
     now_ms: u64,
 ) -> Result<Vec<Sample>, PayloadError> {
     let one = |values: Vec<f32>| vec![Sample::new(now_ms, values)];
     match sub.format {
+        PayloadFormat::Image => {
+            if payload.is_empty() {
+                return Err(PayloadError::EmptyImage);
+            }
+            Ok(vec![Sample::image(now_ms, payload.to_vec(), topic.into())])
+        }
         PayloadFormat::Json | PayloadFormat::Csv => {
             let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
             let format = if sub.format == PayloadFormat::Json {
@@ -182,7 +259,7 @@ impl MqttSource {
             subscriptions: config.topics.clone(),
             shared,
             channels: config.channels(),
-            max_payload: config.max_payload_bytes,
+            max_payload: config.max_payload_bytes(),
             pending: VecDeque::new(),
             received: 0,
         }
@@ -215,7 +292,7 @@ impl Source for MqttSource {
                     max: self.max_payload,
                 })
             } else {
-                decode_payload(sub, &message.payload, now_ms())
+                decode_payload(sub, &message.topic, &message.payload, now_ms())
             };
             match decoded {
                 Ok(samples) => self.pending.extend(samples),
@@ -253,19 +330,30 @@ mod tests {
         };
         let v = |r: Result<Vec<Sample>, PayloadError>| r.unwrap().remove(0).values;
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::Json, &[]), b"[1,2]", 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::Json, &[]),
+                "t",
+                b"[1,2]",
+                5
+            )),
             vec![1.0, 2.0]
         );
         assert_eq!(
             v(decode_payload(
                 &sub(PayloadFormat::Json, &["b", "a"]),
+                "t",
                 br#"{"a":1,"b":2}"#,
                 5
             )),
             vec![2.0, 1.0]
         );
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::Csv, &[]), b"3,4\n", 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::Csv, &[]),
+                "t",
+                b"3,4\n",
+                5
+            )),
             vec![3.0, 4.0]
         );
         let raw: Vec<u8> = [1.5f32, -2.0]
@@ -273,28 +361,38 @@ mod tests {
             .flat_map(|f| f.to_le_bytes())
             .collect();
         assert_eq!(
-            v(decode_payload(&sub(PayloadFormat::F32le, &[]), &raw, 5)),
+            v(decode_payload(
+                &sub(PayloadFormat::F32le, &[]),
+                "t",
+                &raw,
+                5
+            )),
             vec![1.5, -2.0]
         );
         assert_eq!(
-            decode_payload(&sub(PayloadFormat::F32le, &[]), &raw[..5], 5),
+            decode_payload(&sub(PayloadFormat::F32le, &[]), "t", &raw[..5], 5),
             Err(PayloadError::F32Length(5))
         );
         assert_eq!(
-            decode_payload(&sub(PayloadFormat::Json, &[]), b"\xff", 5),
+            decode_payload(&sub(PayloadFormat::Json, &[]), "t", b"\xff", 5),
             Err(PayloadError::NotUtf8)
         );
         assert!(matches!(
-            decode_payload(&sub(PayloadFormat::Csv, &[]), b"1,x", 5),
+            decode_payload(&sub(PayloadFormat::Csv, &[]), "t", b"1,x", 5),
             Err(PayloadError::Line(LineError::CsvField { field: 2, .. }))
         ));
         assert!(matches!(
-            decode_payload(&sub(PayloadFormat::Postcard, &[]), b"\xff\xff", 5),
+            decode_payload(&sub(PayloadFormat::Postcard, &[]), "t", b"\xff\xff", 5),
             Err(PayloadError::Postcard(_))
         ));
         let frame = crate::schema::SensorFrame::new(vec![(7, vec![1.0]), (8, vec![2.0])]);
-        let s =
-            decode_payload(&sub(PayloadFormat::Postcard, &[]), &frame.to_postcard(), 5).unwrap();
+        let s = decode_payload(
+            &sub(PayloadFormat::Postcard, &[]),
+            "t",
+            &frame.to_postcard(),
+            5,
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!((s[1].ts_ms, s[1].values.clone()), (8, vec![2.0]));
     }
@@ -314,5 +412,73 @@ mod tests {
         bad.validate(&mut p);
         let fields: Vec<String> = p.into_vec().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, vec!["source.topics[0].filter", "source.channels"]);
+    }
+
+    #[test]
+    fn image_payloads_are_frames_of_their_topic() {
+        let sub = Subscription {
+            filter: "cams/+/jpeg".into(),
+            format: PayloadFormat::Image,
+            fields: vec![],
+        };
+        let bytes = b"\xFF\xD8 any bytes, decoded later \xFF\xD9";
+        let mut s = decode_payload(&sub, "cams/door/jpeg", bytes, 42).unwrap();
+        assert_eq!(s.len(), 1);
+        let s = s.remove(0);
+        assert_eq!(s.ts_ms, 42);
+        assert!(s.values.is_empty());
+        let frame = s.frame.unwrap();
+        assert_eq!(frame.origin, "cams/door/jpeg");
+        assert_eq!(frame.bytes, bytes);
+        assert_eq!(
+            decode_payload(&sub, "cams/door/jpeg", b"", 42),
+            Err(PayloadError::EmptyImage)
+        );
+    }
+
+    #[test]
+    fn image_topics_config() {
+        let origin = crate::problem::Origin::default();
+        let problems = |toml: &str| {
+            let c: MqttSourceConfig = toml::from_str(toml).unwrap();
+            let mut p = Problems::new(&origin);
+            c.validate(&mut p);
+            p.into_vec()
+        };
+        let ok: MqttSourceConfig = toml::from_str(
+            "topics = [{ filter = \"cams/+/jpeg\", format = \"image\" }, { filter = \"door\", format = \"image\" }]",
+        )
+        .unwrap();
+        assert!(ok.images());
+        assert_eq!(ok.channels(), None);
+        assert_eq!(ok.max_payload_bytes(), 1 << 20);
+        assert!(problems(
+            "topics = [{ filter = \"cams/+/jpeg\", format = \"image\" }]\nmax_payload_bytes = 4000000"
+        )
+        .is_empty());
+
+        let mixed = problems(
+            "topics = [{ filter = \"cam\", format = \"image\" }, { filter = \"temp\", format = \"csv\" }]",
+        );
+        assert_eq!(mixed.len(), 1, "{mixed:?}");
+        assert_eq!(mixed[0].field, "source.topics");
+        assert!(
+            mixed[0].message.contains("[\"cam\"]") && mixed[0].message.contains("[\"temp\"]"),
+            "{}",
+            mixed[0].message
+        );
+
+        let fields: Vec<String> = problems(
+            "topics = [{ filter = \"cam\", format = \"image\", fields = [\"x\"] }]\nchannels = 3",
+        )
+        .into_iter()
+        .map(|p| p.field)
+        .collect();
+        assert_eq!(fields, vec!["source.topics[0].fields", "source.channels"]);
+
+        let sensors: MqttSourceConfig =
+            toml::from_str("topics = [{ filter = \"t\", format = \"csv\" }]").unwrap();
+        assert!(!sensors.images());
+        assert_eq!(sensors.max_payload_bytes(), 64 << 10);
     }
 }
