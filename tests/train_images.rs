@@ -112,6 +112,13 @@ fn shapes_train_above_95_percent_and_the_export_classifies_fresh_images() {
         assert!(toml.contains(needle), "{needle} not in {toml}");
     }
 
+    // The device accepts the config (the operator makes incoming/).
+    std::fs::create_dir_all(out.join("incoming")).unwrap();
+    let o = run(bin()
+        .args(["check", "--config"])
+        .arg(out.join("edgeinfer.toml")));
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // Pictures it has never seen, through the device's image stage (set up
     // from the model's metadata alone) and the exported model.
     let origin = Origin::new("test", tmp.path());
@@ -261,4 +268,69 @@ fn one_class_or_an_empty_class_is_an_error_naming_the_folder() {
         .args(["--task", "regress", "--out"])
         .arg(tmp.path().join("m")));
     assert_bad_input(&o, &["--images", "classifier"]);
+}
+
+#[test]
+fn record_saves_the_frames_of_an_image_source_into_a_class_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let incoming = tmp.path().join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let mut rng = Rng::new(4);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let bytes = shapes::png_bytes(0, 24, &mut rng);
+        std::fs::write(incoming.join(format!("{i}.png")), &bytes).unwrap();
+        sent.push(bytes);
+    }
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    shapes::picture(2, 24, &mut rng)
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(incoming.join("3.jpg"), jpeg.get_ref()).unwrap();
+    sent.push(jpeg.into_inner());
+    let cfg = tmp.path().join("camera.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = {:?}\n[source]\nkind = \"image_dir\"\npath = \"incoming\"\npoll_ms = 20\n",
+            repo("models/demo/model.onnx")
+        ),
+    )
+    .unwrap();
+    let class = tmp.path().join("recorded").join("circle");
+    let o = run(host()
+        .args(["record", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&class)
+        .args(["--samples", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = std::fs::read_dir(&class)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for n in &names {
+        let (stem, ext) = n.rsplit_once('.').unwrap();
+        let (ts, count) = stem.split_once('-').unwrap();
+        assert!(
+            ts.parse::<u64>().is_ok() && count.parse::<u64>().is_ok(),
+            "{n}"
+        );
+        let bytes = std::fs::read(class.join(n)).unwrap();
+        assert!(sent.contains(&bytes), "{n}: not one of the frames");
+        let jpeg = bytes.starts_with(&[0xFF, 0xD8]);
+        assert_eq!(ext, if jpeg { "jpg" } else { "png" }, "{n}");
+    }
+    assert_eq!(names.iter().filter(|n| n.ends_with(".jpg")).count(), 1);
+
+    // A file where the class folder should be is refused.
+    let o = run(host()
+        .args(["record", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&cfg)
+        .args(["--samples", "1"]));
+    assert_bad_input(&o, &["class folder"]);
 }

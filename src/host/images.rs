@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::data::{Dataset, Targets};
 use super::HostError;
-use crate::image::{Color, Filter, ImageConfig, ImageLayout, ImagePrep, Resize, Scale};
+use crate::image::{Color, Filter, ImageConfig, ImageDtype, ImageLayout, ImagePrep, Resize, Scale};
 use crate::problem::{Origin, Problems};
 use crate::rng::Rng;
 
@@ -41,6 +41,7 @@ impl ImageSpec {
             scale: Some(Scale::Unit),
             resize: Some(Resize::Stretch),
             filter: Some(Filter::Bilinear),
+            dtype: Some(ImageDtype::F32),
             ..ImageConfig::default()
         }
     }

@@ -103,6 +103,13 @@ pub fn record(
     opts: &RecordOptions,
     stop: &AtomicBool,
 ) -> Result<RecordSummary, HostError> {
+    if config.source.images() && opts.out.is_file() {
+        return Err(HostError::Input {
+            file: opts.out.display().to_string(),
+            message: "the source gives images: expected a class folder (DIR/CLASS), found a file"
+                .into(),
+        });
+    }
     let (mut source, mut link) = crate::pipeline::open_source(config)?;
     let summary = record_from(
         source.as_mut(),
