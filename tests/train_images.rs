@@ -177,6 +177,8 @@ fn shapes_train_above_95_percent_and_the_export_classifies_fresh_images() {
         stdout(&o)
     );
 
+    device_end_to_end(&out, &mut rng);
+
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("Image folder"), "{report}");
 
@@ -191,6 +193,119 @@ fn shapes_train_above_95_percent_and_the_export_classifies_fresh_images() {
     assert_eq!(v["examples"], 480);
     assert!(v["max_abs_diff"].as_f64().unwrap() <= 1e-4);
 }
+
+/// The trained model on the device, from the config the trainer wrote plus
+/// an MQTT sink: fresh pictures dropped into its watched directory, then a
+/// Motion-JPEG stream of fresh pictures, each result read back from a real
+/// broker and checked against the picture its source names.
+fn device_end_to_end(out: &Path, rng: &mut Rng) {
+    use common::broker::{Broker, Subscriber};
+    use edgeinfer::schema::Prediction;
+
+    let broker = Broker::start();
+    let generated = std::fs::read_to_string(out.join("edgeinfer.toml")).unwrap();
+    // Each device below names itself.
+    let generated: String = generated
+        .lines()
+        .filter(|l| !l.starts_with("device_id"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mqtt = format!(
+        "\n[[sink]]\nkind = \"mqtt\"\nbatch_max_records = 1\n\
+         [mqtt]\nbroker = \"{}\"\nreconnect_min_ms = 100\nmetrics_interval_s = 0.5\n\
+         [outbox]\ndir = \"outbox\"\n",
+        broker.url()
+    );
+    let class_of = |r: &edgeinfer::ResultRecord| match &r.result {
+        Prediction::Class(c) => c.class as usize,
+        other => panic!("expected a class, found {other:?}"),
+    };
+
+    // The watched directory, as generated: `incoming`, moved to `done`.
+    let cfg = out.join("device-dir.toml");
+    std::fs::write(
+        &cfg,
+        format!("device_id = \"shapes-dir\"\n{generated}{mqtt}"),
+    )
+    .unwrap();
+    let sub = Subscriber::connect(broker.port, &["edgeinfer/shapes-dir/#"]);
+    let dev = spawn_run(&cfg, &[], false);
+    sub.wait_for(T, |m| {
+        m.iter()
+            .any(|m| m.topic.ends_with("/status") && m.payload == b"online")
+    });
+    let mut truth = std::collections::HashMap::new();
+    for i in 0..20 {
+        let class = i % CLASSES.len();
+        let img = shapes::picture(class, 40, rng);
+        let name = format!("{i:02}.{}", if i % 2 == 0 { "jpg" } else { "png" });
+        let tmp = out.join(format!("tmp-{name}"));
+        img.save(&tmp).unwrap();
+        std::fs::rename(&tmp, out.join("incoming").join(&name)).unwrap();
+        truth.insert(name, class);
+    }
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic.ends_with("/result")).count() >= 20
+    });
+    signal(dev.id(), 15);
+    let o = dev.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = sub.records();
+    assert_eq!(records.len(), 20);
+    let right = records
+        .iter()
+        .filter(|r| truth[r.source.as_deref().unwrap()] == class_of(r))
+        .count();
+    assert!(right >= 18, "{right} of 20 right from the directory");
+    assert_eq!(std::fs::read_dir(out.join("done")).unwrap().count(), 20);
+
+    // A Motion-JPEG stream: fresh pictures as concatenated JPEGs in a file,
+    // every frame taken in order (a regular file is a recording).
+    let mut stream = Vec::new();
+    for i in 0..20 {
+        let img = shapes::picture(i % CLASSES.len(), 40, rng);
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        stream.extend(jpeg.into_inner());
+    }
+    std::fs::write(out.join("stream.mjpeg"), &stream).unwrap();
+    let source = "[source]\nkind = \"mjpeg\"\npath = \"stream.mjpeg\"\n";
+    let start = generated.find("[source]").unwrap();
+    let end = start
+        + generated[start..]
+            .find("\n[")
+            .map_or(generated.len() - start, |e| e + 1);
+    let cfg = out.join("device-stream.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device_id = \"shapes-cam\"\n{}{source}{}{mqtt}",
+            &generated[..start],
+            &generated[end..]
+        ),
+    )
+    .unwrap();
+    let sub = Subscriber::connect(broker.port, &["edgeinfer/shapes-cam/#"]);
+    let o = run(bin().args(["run", "--config"]).arg(&cfg).env("HOME", out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    sub.wait_for(T, |m| {
+        m.iter().filter(|m| m.topic.ends_with("/result")).count() >= 20
+    });
+    let records = sub.records();
+    let right = records
+        .iter()
+        .filter(|r| {
+            let n: usize = r.source.as_deref().unwrap()["frame ".len()..]
+                .parse()
+                .unwrap();
+            n % CLASSES.len() == class_of(r)
+        })
+        .count();
+    assert_eq!(records.len(), 20);
+    assert!(right >= 18, "{right} of 20 frames right from the stream");
+}
+
+const T: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[test]
 fn unreadable_files_in_a_class_folder_are_named_and_skipped() {
