@@ -12,19 +12,6 @@ use common::broker::Broker;
 use common::*;
 use serde_json::Value;
 
-fn host() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeinfer-host"))
-}
-
-fn last_json(o: &Output) -> Value {
-    let text = stdout(o);
-    let line = text
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
-
 /// Iris from linfa-datasets (bundled with the crate) as a CSV file with
 /// named species.
 fn iris_csv(dir: &Path) -> PathBuf {

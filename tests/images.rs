@@ -102,6 +102,30 @@ fn wait_online(sub: &Subscriber, device: &str) {
     });
 }
 
+/// A device `cam` running `model` on `source` (the `[source]` and any
+/// other sections) with results to `broker`, and a subscriber to all it
+/// publishes, connected before it starts.
+fn start_device(
+    dir: &Path,
+    model: &Path,
+    source: &str,
+    broker: &Broker,
+) -> (Subscriber, std::process::Child) {
+    let cfg = dir.join("edgeinfer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device_id = \"cam\"\n[model]\npath = {model:?}\n{source}\n\
+             [[sink]]\nkind = \"mqtt\"\nbatch_max_records = 1\n{}",
+            mqtt_section(broker)
+        ),
+    )
+    .unwrap();
+    let sub = Subscriber::connect(broker.port, &["edgeinfer/cam/#"]);
+    let dev = spawn_run(&cfg, &[], false);
+    (sub, dev)
+}
+
 fn reasons(sub: &Subscriber) -> Vec<String> {
     sub.on("/error")
         .iter()
@@ -136,23 +160,16 @@ fn a_watched_directory_gives_one_result_per_image_named_by_its_file() {
     let broker = Broker::start();
     let incoming = dir.path().join("incoming");
     std::fs::create_dir(&incoming).unwrap();
-    let cfg = dir.path().join("edgeinfer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device_id = \"cam\"\n[model]\npath = {model:?}\n\
-             [source]\nkind = \"image_dir\"\npath = \"incoming\"\nafter = \"move:done\"\npoll_ms = 50\n\
-             [image]\nmax_pixels = 100000\n\
-             [[sink]]\nkind = \"mqtt\"\nbatch_max_records = 1\n{}",
-            mqtt_section(&broker)
-        ),
-    )
-    .unwrap();
-    let sub = Subscriber::connect(broker.port, &["edgeinfer/cam/#"]);
-    let dev = spawn_run(&cfg, &[], false);
+    let (sub, dev) = start_device(
+        dir.path(),
+        &model,
+        "[source]\nkind = \"image_dir\"\npath = \"incoming\"\nafter = \"move:done\"\npoll_ms = 50\n\
+         [image]\nmax_pixels = 100000",
+        &broker,
+    );
     wait_online(&sub, "cam");
-    // Good images, and among them every kind of bad one: a truncated JPEG,
-    // text named .jpg, an empty file, one over the pixel limit.
+    // Good images, and among them bad ones: a truncated JPEG, text named
+    // .jpg, one over the pixel limit.
     let good = [
         ("a.jpg", 230u8),
         ("b.jpg", 20),
@@ -262,19 +279,12 @@ fn a_camera_stream_runs_the_newest_frames_and_survives_garbage_and_restarts() {
     let model = brightness_model(dir.path());
     let script = camera_script(dir.path(), 60);
     let broker = Broker::start();
-    let cfg = dir.path().join("edgeinfer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device_id = \"cam\"\n[model]\npath = {model:?}\n\
-             [source]\nkind = \"mjpeg\"\ncommand = [\"python3\", {script:?}]\nmax_fps = 10.0\n\
-             [[sink]]\nkind = \"mqtt\"\nbatch_max_records = 1\n{}",
-            mqtt_section(&broker)
-        ),
-    )
-    .unwrap();
-    let sub = Subscriber::connect(broker.port, &["edgeinfer/cam/#"]);
-    let dev = spawn_run(&cfg, &[], false);
+    let (sub, dev) = start_device(
+        dir.path(),
+        &model,
+        &format!("[source]\nkind = \"mjpeg\"\ncommand = [\"python3\", {script:?}]\nmax_fps = 10.0"),
+        &broker,
+    );
     // Two runs of the camera program at least: 2 s each.
     sub.wait_for(T, |m| {
         m.iter().filter(|m| m.topic.ends_with("/result")).count() >= 30
@@ -320,19 +330,12 @@ fn images_published_on_a_topic_are_classified_and_named_by_the_topic() {
     let dir = tempfile::tempdir().unwrap();
     let model = brightness_model(dir.path());
     let broker = Broker::start();
-    let cfg = dir.path().join("edgeinfer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device_id = \"cam\"\n[model]\npath = {model:?}\n\
-             [source]\nkind = \"mqtt\"\n[[source.topics]]\nfilter = \"cams/+/jpeg\"\nformat = \"image\"\n\
-             [[sink]]\nkind = \"mqtt\"\nbatch_max_records = 1\n{}",
-            mqtt_section(&broker)
-        ),
-    )
-    .unwrap();
-    let sub = Subscriber::connect(broker.port, &["edgeinfer/cam/#"]);
-    let dev = spawn_run(&cfg, &[], false);
+    let (sub, dev) = start_device(
+        dir.path(),
+        &model,
+        "[source]\nkind = \"mqtt\"\n[[source.topics]]\nfilter = \"cams/+/jpeg\"\nformat = \"image\"",
+        &broker,
+    );
     wait_online(&sub, "cam");
     sub.publish("cams/door/jpeg", jpeg(240));
     sub.publish("cams/door/jpeg", b"\xff\xd8 broken".to_vec());

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::shapes::{self, CLASSES};
 use common::*;
@@ -13,20 +13,6 @@ use edgeinfer::image::{Color, ImageConfig, ImageLayout, Resize, Scale, IMAGE_MET
 use edgeinfer::model::meta;
 use edgeinfer::problem::{Origin, Problems};
 use edgeinfer::rng::Rng;
-use serde_json::Value;
-
-fn host() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeinfer-host"))
-}
-
-fn last_json(o: &Output) -> Value {
-    let text = stdout(o);
-    let line = text
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
 
 fn train(images: &Path, out: &Path, extra: &[&str]) -> Output {
     run(host()

@@ -639,6 +639,9 @@ mod tests {
         assert!(file.inputs().is_empty());
         let mut model = file.load(None).unwrap();
         let err = model.run_f32(&[1.0]).unwrap_err();
-        assert!(err.to_string().contains("exactly one f32 or u8 input"), "{err}");
+        assert!(
+            err.to_string().contains("exactly one f32 or u8 input"),
+            "{err}"
+        );
     }
 }

@@ -205,9 +205,6 @@ impl Prepared {
             queues.capacity = 1;
             queues.on_full = crate::queue::OnFull::DropOldest;
         }
-        // A live camera's queue drops are frames skipped, not lost data.
-        let dropped = |q: &BoundedQueue<Batch>| if newest_only { 0 } else { q.dropped() };
-        let skipped = |q: &BoundedQueue<Batch>| if newest_only { q.dropped() } else { 0 };
         let mut cur = Stages {
             model,
             image,
@@ -262,14 +259,7 @@ impl Prepared {
         'outer: loop {
             if next_metrics <= Instant::now() {
                 next_metrics = Instant::now() + Duration::from_millis(250);
-                let m = metrics_json(
-                    &counters,
-                    &stage,
-                    channels,
-                    emitted,
-                    dropped(&queue),
-                    skipped(&queue),
-                );
+                let m = metrics_now(&counters, &stage, channels, emitted, &queue, newest_only);
                 sinks.iter_mut().for_each(|k| k.metrics(&m));
             }
             let mut batch = match queue.pop_timeout(&stop, Duration::from_millis(50)) {
@@ -440,14 +430,7 @@ impl Prepared {
         stop.store(true, Ordering::Relaxed);
         // Unblocks a source waiting on a full queue.
         queue.close();
-        let m = metrics_json(
-            &counters,
-            &stage,
-            channels,
-            emitted,
-            dropped(&queue),
-            skipped(&queue),
-        );
+        let m = metrics_now(&counters, &stage, channels, emitted, &queue, newest_only);
         sinks.iter_mut().for_each(|k| k.metrics(&m));
         let closed = sinks.iter_mut().try_for_each(|k| k.close());
         outcome?;
@@ -467,9 +450,9 @@ impl Prepared {
             source_restarts: get(&c.source_restarts),
             bad_samples: get(&c.bad_samples),
             rejected_samples: get(&c.rejected),
-            dropped_batches: dropped(&queue),
+            dropped_batches: queue_drops(&queue, newest_only).0,
             bad_images: get(&c.bad_images),
-            frames_skipped: get(&c.frames_skipped) + skipped(&queue),
+            frames_skipped: get(&c.frames_skipped) + queue_drops(&queue, newest_only).1,
             input_dropped: 0,
             mqtt: None,
             inferences: get(&c.inferences),
@@ -482,6 +465,29 @@ impl Prepared {
                 .then(|| [&stage.decode, &stage.fit, &stage.model].map(|r| r.percentile(0.5))),
         })
     }
+}
+
+/// The queue's drops as (dropped batches, skipped frames): a live
+/// camera's queue drops are frames skipped, not lost data.
+fn queue_drops(queue: &BoundedQueue<Batch>, newest_only: bool) -> (u64, u64) {
+    if newest_only {
+        (0, queue.dropped())
+    } else {
+        (queue.dropped(), 0)
+    }
+}
+
+/// The metrics document as of now.
+fn metrics_now(
+    c: &Counters,
+    l: &Latencies,
+    channels: usize,
+    emitted: u64,
+    queue: &BoundedQueue<Batch>,
+    newest_only: bool,
+) -> serde_json::Value {
+    let (dropped, skipped) = queue_drops(queue, newest_only);
+    metrics_json(c, l, channels, emitted, dropped, skipped)
 }
 
 /// Applies one change from the controller.

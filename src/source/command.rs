@@ -65,16 +65,7 @@ impl CommandConfig {
         p.check(!self.program.trim().is_empty(), "source.program", || {
             "expected a program to run".into()
         });
-        p.check(
-            self.restart_min_ms > 0 && self.restart_min_ms <= self.restart_max_ms,
-            "source.restart_min_ms",
-            || {
-                format!(
-                    "expected 0 < restart_min_ms <= restart_max_ms, found {} and {}",
-                    self.restart_min_ms, self.restart_max_ms
-                )
-            },
-        );
+        super::process::Backoff::validate(self.restart_min_ms, self.restart_max_ms, p);
     }
 
     /// Starts the program.

@@ -145,16 +145,7 @@ impl MjpegConfig {
             p.positive(fps, "source.max_fps", "frames per second");
         }
         p.at_least_one(self.every_nth, "source.every_nth");
-        p.check(
-            self.restart_min_ms > 0 && self.restart_min_ms <= self.restart_max_ms,
-            "source.restart_min_ms",
-            || {
-                format!(
-                    "expected 0 < restart_min_ms <= restart_max_ms, found {} and {}",
-                    self.restart_min_ms, self.restart_max_ms
-                )
-            },
-        );
+        super::process::Backoff::validate(self.restart_min_ms, self.restart_max_ms, p);
     }
 
     /// Starts the program, or opens the file; a FIFO is opened by the

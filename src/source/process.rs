@@ -24,6 +24,20 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// Checks the `restart_min_ms` / `restart_max_ms` pair of a source
+    /// that runs a program.
+    pub(crate) fn validate(min_ms: u64, max_ms: u64, p: &mut crate::problem::Problems) {
+        p.check(
+            min_ms > 0 && min_ms <= max_ms,
+            "source.restart_min_ms",
+            || {
+                format!(
+                    "expected 0 < restart_min_ms <= restart_max_ms, found {min_ms} and {max_ms}"
+                )
+            },
+        );
+    }
+
     /// Delays from `min_ms` to `max_ms`; the program counts as started now.
     pub(crate) fn new(min_ms: u64, max_ms: u64) -> Self {
         let min = Duration::from_millis(min_ms);

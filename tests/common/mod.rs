@@ -16,6 +16,22 @@ use ndarray_npy::{read_npy, write_npy};
 use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
 
 /// The `edgeinfer` binary cargo built for these tests.
+/// The built `edgeinfer-host` binary (tests of the `host` feature).
+#[cfg(feature = "host")]
+pub fn host() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer-host"))
+}
+
+/// The last line of `o`'s stdout as JSON (a command's summary).
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let text = stdout(o);
+    let line = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
 }
