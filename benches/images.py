@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Images end to end: images per second through `edgeinfer run` for a
-MobileNet v1 (width 0.5, 224x224, random weights) on 640x480 JPEGs, split
-into decode, resize and inference; and, for a 30 fps Motion-JPEG camera,
-frames processed against frames skipped.
+"""Images end to end: images per second through `edgeinfer run` for
+MobileNet v1 at 224x224 (widths 0.5 and 1.0, random weights) on 640x480
+JPEGs, split into decode, resize and inference; and, for a 30 fps
+Motion-JPEG camera, frames processed against frames skipped.
 
 What it runs is what a user runs: the release `edgeinfer` binary with a
 config a user would write (an `image_dir` source; an `mjpeg` source whose
@@ -14,8 +14,7 @@ printed, after the first (model loading excluded).
     pip install pillow
     cargo build --release --bin edgeinfer
     cargo run --release --example make_models -- --zoo /tmp/zoo
-    python3 benches/images.py [--model /tmp/zoo/mobilenet_v1_050_224.onnx]
-        [--images 200] [--seconds 10]
+    python3 benches/images.py [--model M.onnx ...] [--images 200] [--seconds 10]
 """
 
 import argparse
@@ -143,18 +142,25 @@ def camera(model, work, seconds):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="/tmp/zoo/mobilenet_v1_050_224.onnx")
+    ap.add_argument("--model", action="append")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        rate, decode, resize, infer = directory(os.path.abspath(a.model), work, a.images)
-        print(f"image_dir, {a.images} JPEGs 640x480 -> 224x224, {os.path.basename(a.model)}")
-        print(f"  {rate:.1f} images/s end to end")
+    models = a.model or [
+        "/tmp/zoo/mobilenet_v1_050_224.onnx",
+        "/tmp/zoo/mobilenet_v1_100_224.onnx",
+    ]
+    for model in models:
+        model = os.path.abspath(model)
+        with tempfile.TemporaryDirectory() as work:
+            rate, decode, resize, infer = directory(model, work, a.images)
+            processed, skipped = camera(model, work, a.seconds)
+        print(f"{os.path.basename(model)}")
+        print(f"  image_dir, {a.images} JPEGs 640x480 -> 224x224: "
+              f"{rate:.1f} images/s end to end")
         print(f"  per image (p50): decode {decode:.1f} ms, resize {resize:.1f} ms, "
               f"inference {infer:.1f} ms")
-        processed, skipped = camera(os.path.abspath(a.model), work, a.seconds)
-        print(f"mjpeg at 30 fps for {a.seconds:.0f} s: {processed} frames processed, "
+        print(f"  mjpeg at 30 fps for {a.seconds:.0f} s: {processed} frames processed, "
               f"{skipped} skipped")
 
 

@@ -101,7 +101,9 @@ pub struct Report {
     pub messages_per_hour: f64,
     /// Bytes per hour on the wire (postcard packets).
     pub bytes_per_hour: f64,
-    /// Bytes per hour streaming every raw sample (f32 per channel) as its own MQTT message.
+    /// Bytes per hour streaming every raw sample (f32 per channel; an image
+    /// at the model's size, a byte per pixel and channel) as its own MQTT
+    /// message.
     pub raw_stream_bytes_per_hour: f64,
     /// raw_stream_bytes_per_hour / bytes_per_hour.
     pub saving_factor: f64,
@@ -267,13 +269,20 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let t0 = Instant::now();
     // A model the pipeline cannot window (an image CNN, several inputs) is
     // still profiled as a model: one inference per sample of its whole input.
+    // What streaming the raw input would cost per sample: f32 channel
+    // values, or for images the picture at the model's size, one byte per
+    // pixel and channel (less than any camera sends).
+    let mut raw_sample_bytes = None;
     let (mut model, hop, ch, postprocess) = match prepare(config, file, channels) {
-        Ok(p) => (
-            p.model,
-            p.window.hop(),
-            p.window.channels(),
-            Some(p.postprocess),
-        ),
+        Ok(p) => {
+            raw_sample_bytes = p.image.as_ref().map(|i| i.shape().iter().product::<usize>());
+            (
+                p.model,
+                p.window.hop(),
+                p.window.channels(),
+                Some(p.postprocess),
+            )
+        }
         Err(problems) if !opts.model_only => return Err(ProfileError::Config(problems)),
         Err(_) => {
             let m = file.load_threaded(None, config.model.threads)?;
@@ -360,7 +369,11 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let bytes_per_hour = messages_per_hour * msg_bytes as f64;
     let raw = sample_rate
         * 3600.0
-        * mqtt_publish_bytes(&format!("{prefix}/raw"), 4 * ch, mqtt.qos) as f64;
+        * mqtt_publish_bytes(
+            &format!("{prefix}/raw"),
+            raw_sample_bytes.unwrap_or(4 * ch),
+            mqtt.qos,
+        ) as f64;
     let weights_bytes = file.initializer_bytes();
     let capacity =
         config.outbox.max_bytes / (batch(per_msg).to_postcard().len() as u64 / per_msg).max(1);
