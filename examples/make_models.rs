@@ -44,6 +44,10 @@ fn main() -> Result<()> {
                 &zoo::mobilenet_v1(13, 1.0, 224)?,
                 &dir.join("mobilenet_v1_100_224.onnx"),
             )?;
+            write_model(
+                &zoo::mobilenet_v1(13, 1.0, 320)?,
+                &dir.join("mobilenet_v1_100_320.onnx"),
+            )?;
             write_model(&zoo::mobilenet_1d(11)?, &dir.join("mobilenet_1d.onnx"))?;
             write_model(&zoo::resnet_style(5)?, &dir.join("resnet_style.onnx"))?;
             write_model(&zoo::cnn1d_mixed(7)?, &dir.join("cnn1d_mixed.onnx"))?;
