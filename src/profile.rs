@@ -275,7 +275,10 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     let mut raw_sample_bytes = None;
     let (mut model, hop, ch, postprocess) = match prepare(config, file, channels) {
         Ok(p) => {
-            raw_sample_bytes = p.image.as_ref().map(|i| i.shape().iter().product::<usize>());
+            raw_sample_bytes = p
+                .image
+                .as_ref()
+                .map(|i| i.shape().iter().product::<usize>());
             (
                 p.model,
                 p.window.hop(),
