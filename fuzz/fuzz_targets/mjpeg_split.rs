@@ -3,7 +3,7 @@
 //! JPEG within the size limit.
 #![no_main]
 
-use edgeinfer::source::mjpeg::{Split, Splitter};
+use edgeinfer::source::jpeg_split::{Split, Splitter};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

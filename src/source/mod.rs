@@ -6,6 +6,7 @@
 mod command;
 mod file_poll;
 mod image_dir;
+pub mod jpeg_split;
 pub mod lines;
 pub mod mjpeg;
 pub mod mqtt;
