@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
 """Times the same ONNX files single-threaded in ONNX Runtime and in
-`edgeinfer profile`, and prints the ratio per model.
+`edgeinfer profile`, checks that both give the same outputs, and prints
+the ratio per model.
 
-    pip install onnxruntime numpy
+    pip install onnxruntime numpy onnx
     cargo build --release
+    cargo run --release --example make_models -- --zoo /tmp/zoo
     python3 benches/compare_onnxruntime.py [MODEL.onnx ...]
 
-Optional and outside the test suite. Default models: every models/*/model.onnx
-plus the MobileNet- and ResNet-style CNNs the test suite writes
-(`cargo run --release --example make_models -- --zoo /tmp/zoo` writes them).
-Medians of --runs forward passes, microseconds, batch of one.
+Optional and outside the test suite. Default models: the 2-D CNN
+benchmark set (MobileNetV2-1.0, ResNet-18, SqueezeNet 1.1 at 224x224 and a
+keyword-spotting DS-CNN on 49x10, from src/export/cnn2d.rs), then the other
+networks `make_models --zoo` writes and every models/*/model.onnx.
+
+Medians of --runs forward passes, microseconds, batch of one, each model
+timed in ONNX Runtime and edgeinfer back to back. ONNX Runtime is called
+from Python: its per-call overhead (a one-element Identity model's p50) is
+measured in the same run and printed, with the ratio against ORT's time
+minus that overhead ("vs ORT compute"), which is what a C caller of ORT
+would see.
 """
 import argparse
 import glob
@@ -18,23 +27,38 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import onnxruntime as ort
 
+BENCHMARK_SET = [
+    "mobilenet_v2_224.onnx",
+    "resnet18_224.onnx",
+    "squeezenet1_1_224.onnx",
+    "kws_dscnn.onnx",
+]
 
-def ort_p50_us(path, runs):
+
+def session(path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def feeds_for(sess):
     feeds = {}
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
         feeds[i.name] = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
-    for _ in range(20):
+    return feeds
+
+
+def p50_us(sess, feeds, runs):
+    for _ in range(min(20, runs)):
         sess.run(None, feeds)
     times = []
     for _ in range(runs):
@@ -42,6 +66,23 @@ def ort_p50_us(path, runs):
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e6)
     return statistics.median(times)
+
+
+def ort_overhead_us(runs, tmp):
+    """p50 of a model that does nothing: ORT's Python per-call cost."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = os.path.join(tmp, "identity.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    sess = session(path)
+    return p50_us(sess, feeds_for(sess), max(runs, 2000))
 
 
 def edgeinfer_p50_us(binary, path, runs):
@@ -52,20 +93,46 @@ def edgeinfer_p50_us(binary, path, runs):
     return json.loads(out)["latency_p50_us"]
 
 
+def max_rel_diff(binary, path, sess, feeds, tmp):
+    """Largest |edgeinfer - ORT| / max(1, |ORT|) over the first output."""
+    name, x = next(iter(feeds.items()))
+    xin, yout = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+    np.save(xin, x)
+    subprocess.run([binary, "infer", "--model", path, "--input", xin, "--output", yout],
+                   check=True, capture_output=True)
+    ours = np.load(yout)
+    theirs = sess.run(None, {name: x})[0]
+    return float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))).max())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
-    ap.add_argument("--runs", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--zoo", default="/tmp/zoo")
     ap.add_argument("--binary", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "edgeinfer"))
     args = ap.parse_args()
-    models = args.models or sorted(glob.glob("models/*/model.onnx") + glob.glob("/tmp/zoo/*.onnx"))
-    print(f"onnxruntime {ort.__version__}, one thread, {args.runs} runs")
-    print(f"{'model':<40} {'ORT p50 µs':>12} {'edgeinfer p50 µs':>18} {'edgeinfer/ORT':>14}")
-    for m in models:
-        o = ort_p50_us(m, args.runs)
-        e = edgeinfer_p50_us(args.binary, m, args.runs)
-        print(f"{m:<40} {o:>12.2f} {e:>18.2f} {e / o:>14.2f}")
+    models = args.models or (
+        [os.path.join(args.zoo, m) for m in BENCHMARK_SET]
+        + sorted(set(glob.glob(os.path.join(args.zoo, "*.onnx")))
+                 - {os.path.join(args.zoo, m) for m in BENCHMARK_SET})
+        + sorted(glob.glob("models/*/model.onnx")))
+    with tempfile.TemporaryDirectory() as tmp:
+        overhead = ort_overhead_us(args.runs, tmp)
+        print(f"onnxruntime {ort.__version__}, one thread, {args.runs} runs; "
+              f"ORT Python per-call overhead {overhead:.1f} µs (Identity model p50)")
+        print(f"{'model':<28} {'ORT µs':>10} {'edgeinfer µs':>13} {'edgeinfer/ORT':>14} "
+              f"{'vs ORT compute':>15} {'max rel diff':>13}")
+        for m in models:
+            sess = session(m)
+            feeds = feeds_for(sess)
+            o = p50_us(sess, feeds, args.runs)
+            e = edgeinfer_p50_us(args.binary, m, args.runs)
+            diff = max_rel_diff(args.binary, m, sess, feeds, tmp)
+            name = os.path.basename(m) if "models/" not in m else m
+            print(f"{name:<28} {o:>10.1f} {e:>13.1f} {e / o:>14.2f} "
+                  f"{e / max(o - overhead, 1e-9):>15.2f} {diff:>13.1e}")
 
 
 if __name__ == "__main__":

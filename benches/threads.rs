@@ -13,6 +13,7 @@ use std::time::Instant;
 use edgeinfer::export::zoo;
 use edgeinfer::export::{ElemType, GraphBuilder};
 use edgeinfer::rng::Rng;
+use edgeinfer::model::ConvLayout;
 use edgeinfer::ModelFile;
 use tract_onnx::pb::ModelProto;
 
@@ -102,8 +103,8 @@ fn main() {
             proto.encode_to_vec()
         };
         let file = ModelFile::from_bytes(bytes, name).unwrap();
-        let mut one = file.load_threaded(None, 1).unwrap();
-        let mut two = file.load_threaded(None, 2).unwrap();
+        let mut one = file.load_with(None, 1, ConvLayout::Nchw).unwrap();
+        let mut two = file.load_with(None, 2, ConvLayout::Nchw).unwrap();
         let n: usize = one.info().inputs[0].shape.iter().product();
         let input = Rng::new(3).normal_vec(n, 1.0);
         // Same inputs, same outputs: threading must not change results.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
 use crate::config::Config;
-use crate::model::{InputPin, ModelError, ModelFile, Output, TensorSpec};
+use crate::model::{ConvLayout, InputPin, ModelError, ModelFile, Output, TensorSpec};
 use crate::postprocess::{Postprocess, PostprocessConfig};
 use crate::schema::{Prediction, ResultRecord};
 
@@ -108,7 +108,11 @@ impl InferOutput {
 }
 
 /// Runs `model` once on the .npy `inputs`, pinned to the files' shapes.
-pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, InferError> {
+pub fn infer_files(
+    model: &Path,
+    inputs: &[PathBuf],
+    layout: ConvLayout,
+) -> Result<InferOutput, InferError> {
     let file = ModelFile::read(model)?;
     let mut tensors = inputs
         .iter()
@@ -136,7 +140,7 @@ pub fn infer_files(model: &Path, inputs: &[PathBuf]) -> Result<InferOutput, Infe
             shape: t.shape().to_vec(),
         })
         .collect();
-    let mut model = file.load(Some(&pins))?;
+    let mut model = file.load_with(Some(&pins), 1, layout)?;
     let out = model.run(tensors.into_iter().map(|t| t.into_tvalue()).collect())?;
     Ok(InferOutput {
         specs: model.info().outputs.clone(),
@@ -150,8 +154,9 @@ pub fn infer_command(
     model: &Path,
     inputs: &[PathBuf],
     output: Option<&Path>,
+    layout: ConvLayout,
 ) -> Result<InferOutput, InferError> {
-    let out = infer_files(model, inputs)?;
+    let out = infer_files(model, inputs, layout)?;
     if let Some(path) = output {
         let first = out.tensors.first().ok_or_else(|| InferError::NoOutput {
             model: model.display().to_string(),

@@ -336,6 +336,7 @@ mod tests {
             params: 0,
             macs: 0,
             flops: 0,
+            conv_layout: crate::model::ConvLayout::Nchw,
             metadata: meta
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -55,8 +55,11 @@ pub struct Report {
     pub peak_rss_after_runs_bytes: u64,
     /// Peak after the runs minus resident memory before loading.
     pub rss_increase_bytes: u64,
-    /// Reading, decoding, typing, optimizing the model.
+    /// Reading, decoding, typing, optimizing the model (with
+    /// `conv_layout = "auto"`, both plans and their timing).
     pub load_us: u64,
+    /// The layout the plan runs 2-D convolutions in.
+    pub conv_layout: crate::model::ConvLayout,
     /// The first forward pass (allocations, caches).
     pub first_inference_us: u64,
     /// Timed forward passes.
@@ -117,6 +120,28 @@ pub struct Report {
     /// With `--ops`: time per operator kind, most first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<OpTime>,
+    /// With `--ops`: the nodes that take the most time, most first (at
+    /// most [`SLOWEST_NODES`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slowest_nodes: Vec<SlowNode>,
+}
+
+/// How many nodes `--ops` lists one by one.
+pub const SLOWEST_NODES: usize = 12;
+
+/// One node of the optimized plan and its time per inference.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlowNode {
+    /// Its name in the optimized graph (the ONNX node it came from).
+    pub name: String,
+    /// tract's operator.
+    pub op: String,
+    /// What tract says of it (kernel, geometry) and its output shape.
+    pub detail: String,
+    /// Mean wall time per inference.
+    pub us_per_inference: f64,
+    /// Its share of the time of all nodes.
+    pub share: f64,
 }
 
 /// Resident set size now and its peak, from /proc/self/status, in bytes.
@@ -186,6 +211,8 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Also time each operator over `runs` more passes.
     pub ops: bool,
+    /// Layout for 2-D convolutions, instead of the config's.
+    pub conv_layout: Option<crate::model::ConvLayout>,
 }
 
 /// Where one kind of operator spends the time of an inference.
@@ -202,25 +229,49 @@ pub struct OpTime {
     pub share: f64,
 }
 
-/// Times each node over `runs` passes and sums by operator name, most
-/// time first.
-fn op_times(model: &mut Model, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ProfileError> {
-    let mut per_op = std::collections::BTreeMap::new();
+/// Times each node over `runs` passes; sums by operator name, most time
+/// first, and lists the slowest nodes.
+fn op_times(
+    model: &mut Model,
+    input: &[f32],
+    runs: usize,
+) -> Result<(Vec<OpTime>, Vec<SlowNode>), ProfileError> {
+    let mut per_node = std::collections::BTreeMap::new();
     for _ in 0..runs {
-        model.run_f32_per_op(input, &mut per_op)?;
+        model.run_f32_per_node(input, &mut per_node)?;
     }
-    let total: f64 = per_op.values().map(|(s, _)| s).sum();
+    let total: f64 = per_node.values().map(|n| n.secs).sum();
+    let share = |secs: f64| if total > 0.0 { secs / total } else { 0.0 };
+    let us = |secs: f64| secs * 1e6 / runs as f64;
+    let mut per_op = std::collections::BTreeMap::<&str, (f64, u64)>::new();
+    for n in per_node.values() {
+        let e = per_op.entry(&n.op).or_default();
+        e.0 += n.secs;
+        e.1 += 1;
+    }
     let mut ops: Vec<OpTime> = per_op
         .into_iter()
-        .map(|(op, (secs, n))| OpTime {
-            op,
-            nodes: n / runs as u64,
-            us_per_inference: secs * 1e6 / runs as f64,
-            share: if total > 0.0 { secs / total } else { 0.0 },
+        .map(|(op, (secs, nodes))| OpTime {
+            op: op.to_string(),
+            nodes,
+            us_per_inference: us(secs),
+            share: share(secs),
         })
         .collect();
     ops.sort_by(|a, b| b.us_per_inference.total_cmp(&a.us_per_inference));
-    Ok(ops)
+    let mut nodes: Vec<SlowNode> = per_node
+        .values()
+        .map(|n| SlowNode {
+            name: n.name.clone(),
+            op: n.op.clone(),
+            detail: n.detail.clone(),
+            us_per_inference: us(n.secs),
+            share: share(n.secs),
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.us_per_inference.total_cmp(&a.us_per_inference));
+    nodes.truncate(SLOWEST_NODES);
+    Ok((ops, nodes))
 }
 
 /// `edgeinfer profile`: the model at `model` with default settings, or the
@@ -263,6 +314,9 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         }
         config.model.threads = t;
     }
+    if let Some(l) = opts.conv_layout {
+        config.model.conv_layout = l;
+    }
     let config = &config;
     let (rss_before, _) = rss();
     let channels = config.source.channels(&config.origin).ok().flatten();
@@ -288,7 +342,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         }
         Err(problems) if !opts.model_only => return Err(ProfileError::Config(problems)),
         Err(_) => {
-            let m = file.load_threaded(None, config.model.threads)?;
+            let m = file.load_with(None, config.model.threads, config.model.conv_layout)?;
             if m.info().inputs.len() != 1 || m.info().inputs[0].dtype != "F32" {
                 return Err(ProfileError::Usage(format!(
                     "{}: profile times models with one f32 input",
@@ -315,10 +369,10 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (_, peak_runs) = rss();
-    let ops = if opts.ops {
+    let (ops, slowest_nodes) = if opts.ops {
         op_times(&mut model, &input, opts.runs)?
     } else {
-        Vec::new()
+        Default::default()
     };
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     lat.sort_by(f64::total_cmp);
@@ -398,6 +452,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         peak_rss_after_runs_bytes: peak_runs,
         rss_increase_bytes: peak_runs.saturating_sub(rss_before),
         load_us,
+        conv_layout: info.conv_layout,
         first_inference_us: first_us,
         runs: opts.runs,
         threads: config.model.threads,
@@ -434,6 +489,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
             0.0
         },
         ops,
+        slowest_nodes,
     })
 }
 
@@ -456,7 +512,13 @@ impl Report {
                     mib(self.rss_increase_bytes)
                 ),
             ),
-            ("load + optimize", format!("{} µs", self.load_us)),
+            (
+                "load + optimize",
+                format!(
+                    "{} µs; 2-D convolutions {}",
+                    self.load_us, self.conv_layout
+                ),
+            ),
             ("first inference", format!("{} µs", self.first_inference_us)),
             (
                 "latency",
@@ -511,6 +573,17 @@ impl Report {
                 o.us_per_inference,
                 o.share * 100.0,
                 o.nodes
+            );
+        }
+        for (i, n) in self.slowest_nodes.iter().enumerate() {
+            let key = if i == 0 { "slowest nodes" } else { "" };
+            out += &format!(
+                "{key:<16} {:>10.1} µs {:>5.1}%  {} {} ({})\n",
+                n.us_per_inference,
+                n.share * 100.0,
+                n.op,
+                n.name,
+                n.detail
             );
         }
         out

@@ -322,6 +322,12 @@ fn bad_configs_exit_2_naming_file_field_and_expectation() {
             vec!["bad.toml", "model.threads", "expected at least 1"],
         ),
         (
+            format!(
+                "[model]\npath = {model:?}\nconv_layout = \"sideways\"\n[source]\nkind = \"simulated\"\n"
+            ),
+            vec!["bad.toml", "model.conv_layout", "nchw"],
+        ),
+        (
             format!("{base}[source.extra]\n"),
             vec!["bad.toml", "source"],
         ),

@@ -173,6 +173,22 @@ fn ops_flag_breaks_the_time_down_by_operator() {
         matmul["nodes"], 3,
         "the demo's two convolutions and its dense layer"
     );
+    // The slowest nodes one by one: named after the ONNX nodes, the
+    // matrix products with the kernel tract picked for them.
+    let slow = r["slowest_nodes"].as_array().expect("slowest_nodes");
+    let total_nodes: u64 = ops.iter().map(|o| o["nodes"].as_u64().unwrap()).sum();
+    assert_eq!(slow.len() as u64, total_nodes.min(12), "{slow:?}");
+    let us: Vec<f64> = slow
+        .iter()
+        .map(|o| o["us_per_inference"].as_f64().unwrap())
+        .collect();
+    assert!(us.windows(2).all(|w| w[0] >= w[1]), "{us:?}");
+    let mm: Vec<_> = slow.iter().filter(|n| n["op"] == "OptMatMul").collect();
+    assert_eq!(mm.len(), 3, "{slow:?}");
+    for n in mm {
+        let detail = n["detail"].as_str().unwrap();
+        assert!(detail.contains("mmm") && detail.contains("out "), "{n}");
+    }
     // And the table shows them.
     let o = run(bin().args(["profile", "--model", model, "--ops", "--runs", "20"]));
     assert!(o.status.success());
@@ -183,4 +199,5 @@ fn ops_flag_breaks_the_time_down_by_operator() {
             .any(|l| l.starts_with("operators") && l.contains("µs")),
         "{table}"
     );
+    assert!(table.lines().any(|l| l.starts_with("slowest nodes")), "{table}");
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use edgeinfer::config::Config;
-use edgeinfer::model::ModelFile;
+use edgeinfer::model::{ConvLayout, ModelFile};
 use edgeinfer::pipeline::{self, RunOptions};
 
 #[derive(Parser)]
@@ -95,6 +95,10 @@ struct InferArgs {
     /// Print every output as JSON (with --image: one line per image).
     #[arg(long)]
     json: bool,
+    /// Layout tract runs 2-D convolutions in: auto (time both at load),
+    /// nchw or nhwc.
+    #[arg(long, default_value = "auto")]
+    conv_layout: ConvLayout,
 }
 
 #[derive(clap::Args)]
@@ -129,9 +133,14 @@ struct ProfileArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also time each operator (tract's optimized ops) over the runs.
+    /// Also time each operator (tract's optimized ops) over the runs, and
+    /// list the slowest nodes with the kernel each runs.
     #[arg(long)]
     ops: bool,
+    /// Layout tract runs 2-D convolutions in: auto (time both at load),
+    /// nchw or nhwc (default: the config's `conv_layout`, else auto).
+    #[arg(long)]
+    conv_layout: Option<ConvLayout>,
 }
 
 #[derive(clap::Args)]
@@ -264,7 +273,12 @@ fn infer(a: InferArgs) -> Result<(), Failure> {
     if !a.images.is_empty() {
         return infer_images(a);
     }
-    let out = edgeinfer::infer::infer_command(&a.model, &a.inputs, a.output.as_deref())
+    let out = edgeinfer::infer::infer_command(
+        &a.model,
+        &a.inputs,
+        a.output.as_deref(),
+        a.conv_layout,
+    )
         .map_err(|e| Failure(if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
     if a.json || a.output.is_none() {
         println!("{}", out.to_json());
@@ -335,6 +349,7 @@ fn profile(a: ProfileArgs) -> Result<(), Failure> {
         model_only: a.model.is_some(),
         threads: a.threads,
         ops: a.ops,
+        conv_layout: a.conv_layout,
     };
     let report =
         edgeinfer::profile::profile_command(a.model.as_deref(), a.config.as_deref(), &options)

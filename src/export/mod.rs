@@ -5,6 +5,7 @@
 //! ONNX runtime. The shipped models, the tests' CNNs and the host trainer all go
 //! through [`GraphBuilder`].
 
+pub mod cnn2d;
 pub mod reference;
 pub mod zoo;
 
@@ -283,6 +284,33 @@ impl GraphBuilder {
         weights: Vec<f32>,
         bias: Vec<f32>,
     ) -> Result<String, ExportError> {
+        let rank = kernel.len();
+        self.conv_with(
+            x,
+            (in_channels, out_channels, groups),
+            kernel,
+            &vec![stride; rank],
+            &vec![pad; 2 * rank],
+            weights,
+            bias,
+        )
+    }
+
+    /// [`conv`](Self::conv) with a stride per axis and ONNX `pads`
+    /// (`[begin..., end...]`), for layers such as keyword spotting's
+    /// 10×4 stride-2 "same" stem. `channels` is (in, out, groups).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_with(
+        &mut self,
+        x: &str,
+        channels: (usize, usize, usize),
+        kernel: &[usize],
+        strides: &[usize],
+        pads: &[usize],
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Result<String, ExportError> {
+        let (in_channels, out_channels, groups) = channels;
         let per_filter = in_channels / groups * kernel.iter().product::<usize>();
         check_len("Conv weights", out_channels * per_filter, weights.len())?;
         check_len("Conv bias", out_channels, bias.len())?;
@@ -290,20 +318,22 @@ impl GraphBuilder {
         dims.extend_from_slice(kernel);
         let w = self.constant("W", &dims, weights);
         let b = self.constant("B", &[out_channels], bias);
-        let rank = kernel.len();
+        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&k| k as i64).collect());
         Ok(self.node(
             "Conv",
             &[x, &w, &b],
             &[
-                (
-                    "kernel_shape",
-                    Attr::Ints(kernel.iter().map(|&k| k as i64).collect()),
-                ),
-                ("strides", Attr::Ints(vec![stride as i64; rank])),
-                ("pads", Attr::Ints(vec![pad as i64; 2 * rank])),
+                ("kernel_shape", ints(kernel)),
+                ("strides", ints(strides)),
+                ("pads", ints(pads)),
                 ("group", Attr::Int(groups as i64)),
             ],
         ))
+    }
+
+    /// Concatenation along `axis` (SqueezeNet's fire modules).
+    pub fn concat(&mut self, parts: &[&str], axis: i64) -> String {
+        self.node("Concat", parts, &[("axis", Attr::Int(axis))])
     }
 
     /// ReLU.

@@ -54,7 +54,7 @@ pub fn simulated_windows(mode: SimMode, seed: u64, n: usize) -> Vec<Vec<f32>> {
     out
 }
 
-fn he(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
+pub(super) fn he(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
     rng.normal_vec(n, (2.0 / fan_in as f64).sqrt())
 }
 

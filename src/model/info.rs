@@ -37,6 +37,9 @@ pub struct ModelInfo {
     pub flops: u64,
     /// The file's `metadata_props`.
     pub metadata: BTreeMap<String, String>,
+    /// The layout the plan runs 2-D convolutions in (`nchw` when it has
+    /// none).
+    pub conv_layout: super::ConvLayout,
 }
 
 impl std::fmt::Display for ModelInfo {
@@ -53,6 +56,7 @@ impl std::fmt::Display for ModelInfo {
             self.params
         )?;
         writeln!(f, "  MACs per inference: {}", self.macs)?;
+        writeln!(f, "  2-D convolutions run: {}", self.conv_layout)?;
         writeln!(f, "  FLOPs per inference: {}", self.flops)?;
         for (title, tensors) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
             writeln!(f, "  {title}:")?;

@@ -31,6 +31,28 @@ pub struct ModelConfig {
     /// need a build with the `threads` feature.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Memory layout tract runs 2-D convolutions in (the model's input
+    /// keeps its own). `auto` (the default) builds both plans when the
+    /// model has 2-D convolutions, times each on a few zero inputs at load
+    /// and keeps the faster: depending on the network either can be up to
+    /// twice as fast (BENCHMARKS.md). Both give the same results.
+    #[serde(default)]
+    pub conv_layout: ConvLayout,
+}
+
+/// `[model] conv_layout`: how tract lays out 2-D convolutions.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvLayout {
+    /// Time both at load and keep the faster.
+    #[default]
+    Auto,
+    /// Channels first, as ONNX stores them.
+    Nchw,
+    /// Channels last: tract moves the channels to the innermost axis
+    /// around the convolutions, which vectorizes depthwise ones over
+    /// channels at any stride.
+    Nhwc,
 }
 
 fn default_threads() -> usize {
@@ -43,6 +65,7 @@ impl ModelConfig {
         ModelConfig {
             path: path.to_path_buf(),
             threads: default_threads(),
+            conv_layout: ConvLayout::default(),
         }
     }
 
@@ -58,6 +81,29 @@ impl ModelConfig {
                     self.threads
                 ),
             );
+        }
+    }
+}
+
+impl std::fmt::Display for ConvLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvLayout::Auto => "auto",
+            ConvLayout::Nchw => "nchw",
+            ConvLayout::Nhwc => "nhwc",
+        })
+    }
+}
+
+impl std::str::FromStr for ConvLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ConvLayout::Auto),
+            "nchw" => Ok(ConvLayout::Nchw),
+            "nhwc" => Ok(ConvLayout::Nhwc),
+            _ => Err(format!("expected auto, nchw or nhwc, found {s:?}")),
         }
     }
 }
@@ -213,16 +259,17 @@ impl ModelFile {
     /// each input; `None` takes the declared shapes with symbolic dimensions
     /// (batch) set to 1.
     pub fn load(&self, pins: Option<&[InputPin]>) -> Result<Model, ModelError> {
-        self.load_threaded(pins, 1)
+        self.load_with(pins, 1, ConvLayout::default())
     }
 
     /// [`ModelFile::load`] with `threads` worker threads for tract's matrix
-    /// products (1: everything on the calling thread). More than one needs
-    /// the `threads` feature.
-    pub fn load_threaded(
+    /// products (1: everything on the calling thread; more needs the
+    /// `threads` feature) and 2-D convolutions in `layout`.
+    pub fn load_with(
         &self,
         pins: Option<&[InputPin]>,
         threads: usize,
+        layout: ConvLayout,
     ) -> Result<Model, ModelError> {
         let origin = self.origin.as_str();
         let pins: Vec<InputPin> = match pins {
@@ -290,11 +337,25 @@ impl ModelFile {
             executor: executor(origin, threads)?,
             ..Default::default()
         };
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable_with_options(&options))
-            .map_err(load_err)?;
-        let state = plan.spawn().map_err(load_err)?;
+        let plan = |m: TypedModel| {
+            m.into_optimized()
+                .and_then(|m| m.into_runnable_with_options(&options))
+        };
+        let (plan, conv_layout) = match layout {
+            ConvLayout::Nchw => (plan(typed), ConvLayout::Nchw),
+            ConvLayout::Nhwc => (to_nhwc(typed).and_then(plan), ConvLayout::Nhwc),
+            ConvLayout::Auto if has_2d_conv(&typed) => {
+                let nhwc = to_nhwc(typed.clone()).and_then(plan).map_err(load_err)?;
+                let nchw = plan(typed).map_err(load_err)?;
+                let pick = faster(&nchw, &nhwc, &pins).map_err(load_err)?;
+                match pick {
+                    ConvLayout::Nhwc => (Ok(nhwc), pick),
+                    _ => (Ok(nchw), pick),
+                }
+            }
+            ConvLayout::Auto => (plan(typed), ConvLayout::Nchw),
+        };
+        let state = plan.and_then(|p| p.spawn()).map_err(load_err)?;
         let info = ModelInfo {
             origin: origin.into(),
             file_size: self.bytes.len() as u64,
@@ -308,6 +369,7 @@ impl ModelFile {
                 .sum(),
             macs,
             flops: 2 * macs + divs,
+            conv_layout,
             metadata: self
                 .proto
                 .metadata_props
@@ -345,6 +407,31 @@ pub struct Output {
     pub values: Vec<f32>,
 }
 
+/// Wall time one node of the optimized plan took, summed over passes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeTime {
+    /// Its name in tract's optimized graph: the ONNX node it came from,
+    /// with a suffix for each rewrite.
+    pub name: String,
+    /// tract's name of the optimized operator (`OptMatMul`, `DepthWise`, ...).
+    pub op: String,
+    /// What tract says about the node (the kernel a matrix product runs,
+    /// its geometry) and the shape it outputs.
+    pub detail: String,
+    /// Seconds spent in it.
+    pub secs: f64,
+    /// Times it ran.
+    pub evals: u64,
+}
+
+fn node_detail(node: &tract_onnx::tract_core::model::TypedNode) -> String {
+    let mut parts = node.op.info().unwrap_or_default();
+    if let Some(o) = node.outputs.first() {
+        parts.push(format!("out {:?}", o.fact.shape));
+    }
+    parts.join("; ")
+}
+
 /// A concrete input to pin: element type and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputPin {
@@ -373,22 +460,26 @@ impl Model {
     }
 
     /// One forward pass like [`run_f32`](Self::run_f32), timing each
-    /// node: adds each operator's wall time, by operator name (tract's
-    /// optimized ops: `OptMatMul`, `DepthWise`, ...), into `per_op` as
-    /// (seconds, nodes evaluated).
-    pub fn run_f32_per_op(
+    /// node of the optimized plan: adds its wall time into `per_node`,
+    /// keyed by node id.
+    pub fn run_f32_per_node(
         &mut self,
         input: &[f32],
-        per_op: &mut std::collections::BTreeMap<String, (f64, u64)>,
+        per_node: &mut std::collections::BTreeMap<usize, NodeTime>,
     ) -> Result<(), ModelError> {
         let tensor = self.f32_input(input)?;
         self.state
             .run_plan_with_eval(tvec!(tensor.into()), |ctx, state, node, inputs| {
                 let t = std::time::Instant::now();
                 let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
-                let e = per_op.entry(node.op.name().to_string()).or_default();
-                e.0 += t.elapsed().as_secs_f64();
-                e.1 += 1;
+                let e = per_node.entry(node.id).or_insert_with(|| NodeTime {
+                    name: node.name.clone(),
+                    op: node.op.name().to_string(),
+                    detail: node_detail(node),
+                    ..Default::default()
+                });
+                e.secs += t.elapsed().as_secs_f64();
+                e.evals += 1;
                 out
             })
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
@@ -437,7 +528,7 @@ impl Model {
                     .map_err(|e| ModelError::Run(format!("output {i}: {e:#}")))?;
                 Ok(Output {
                     shape: view.shape().to_vec(),
-                    values: view.iter().copied().collect(),
+                    values: flat(&view),
                 })
             })
             .collect()
@@ -454,7 +545,7 @@ impl Model {
         let view = first
             .to_plain_array_view::<f32>()
             .map_err(|e| ModelError::Run(format!("first output: {e:#}")))?;
-        Ok(view.iter().copied().collect())
+        Ok(flat(&view))
     }
 }
 
@@ -617,6 +708,70 @@ fn cost(model: &TypedModel) -> TractResult<(u64, u64)> {
         }
     }
     Ok((macs, divs))
+}
+
+/// The values of `view`, row-major: a copy of the buffer when it is
+/// contiguous (an element walk takes milliseconds for a feature map of a
+/// million values).
+fn flat(view: &tract_ndarray::ArrayViewD<f32>) -> Vec<f32> {
+    match view.as_slice() {
+        Some(values) => values.to_vec(),
+        None => view.iter().copied().collect(),
+    }
+}
+
+/// Whether `model` has a float 2-D convolution, the ones whose speed
+/// depends on the layout.
+fn has_2d_conv(model: &TypedModel) -> bool {
+    use tract_onnx::tract_core::ops::cnn::Conv;
+    model.nodes().iter().any(|n| {
+        n.op_as::<Conv>()
+            .is_some_and(|c| c.q_params.is_none() && c.pool_spec.kernel_shape.len() == 2)
+    })
+}
+
+/// `model` with its convolutions channels-last (tract's `conv_nhwc`
+/// rewrite), decluttered again so the axis moves between consecutive
+/// convolutions cancel out.
+fn to_nhwc(mut model: TypedModel) -> TractResult<TypedModel> {
+    let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+        .ok_or_else(|| TractError::msg("tract has no conv_nhwc transform"))?;
+    nhwc.transform(&mut model)?;
+    model.into_decluttered()
+}
+
+/// Which of two plans of one model runs faster on zero inputs: the best
+/// of a few runs each, after one warm-up, within about a quarter second.
+fn faster(
+    nchw: &Arc<TypedRunnableModel>,
+    nhwc: &Arc<TypedRunnableModel>,
+    pins: &[InputPin],
+) -> TractResult<ConvLayout> {
+    let inputs: TVec<TValue> = pins
+        .iter()
+        .map(|p| Tensor::zero_dt(p.dtype, &p.shape).map(TValue::from))
+        .collect::<TractResult<_>>()?;
+    let best = |plan: &Arc<TypedRunnableModel>| -> TractResult<std::time::Duration> {
+        let mut state = plan.spawn()?;
+        state.run(inputs.clone())?;
+        let start = std::time::Instant::now();
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            state.run(inputs.clone())?;
+            best = best.min(t.elapsed());
+            if start.elapsed().as_millis() > 125 {
+                break;
+            }
+        }
+        Ok(best)
+    };
+    let (a, b) = (best(nchw)?, best(nhwc)?);
+    Ok(if b < a {
+        ConvLayout::Nhwc
+    } else {
+        ConvLayout::Nchw
+    })
 }
 
 /// Lower-case hex of `bytes`.

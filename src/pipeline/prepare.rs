@@ -156,7 +156,7 @@ pub fn prepare_for(
         },
     };
     let model = file
-        .load_threaded(Some(&[pin]), config.model.threads)
+        .load_with(Some(&[pin]), config.model.threads, config.model.conv_layout)
         .map_err(|e| vec![model_problem(e.to_string())])?;
     let info = model.info().clone();
     let preprocess = Preprocess::build(&config.preprocess, window.channels(), &info, &mut p);
