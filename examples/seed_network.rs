@@ -75,6 +75,8 @@ fn main() -> Result<()> {
         kfold: None,
         out: out.join("model"),
         progress: false,
+        quantize: false,
+        weight_scales: Default::default(),
     };
     let summary = train_command(&opts, &mut |e| {
         if e.epoch % 100 == 0 {

@@ -47,6 +47,8 @@ pub struct Report {
     pub file_bytes: u64,
     /// Bytes of the weights as stored (initializer element sizes).
     pub weights_bytes: u64,
+    /// `int8` for a quantized model (`edgeinfer-host quantize`), else `f32`.
+    pub precision: &'static str,
     /// Resident memory before loading the model.
     pub rss_before_load_bytes: u64,
     /// Peak resident memory of the process after loading and optimizing.
@@ -55,8 +57,7 @@ pub struct Report {
     pub peak_rss_after_runs_bytes: u64,
     /// Peak after the runs minus resident memory before loading.
     pub rss_increase_bytes: u64,
-    /// Reading, decoding, typing, optimizing the model (with
-    /// `conv_layout = "auto"`, both plans and their timing).
+    /// Reading, decoding, typing, optimizing the model.
     pub load_us: u64,
     /// The layout the plan runs 2-D convolutions in.
     pub conv_layout: crate::model::ConvLayout,
@@ -447,6 +448,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
         flops: info.flops,
         file_bytes: info.file_size,
         weights_bytes,
+        precision: file.precision(),
         rss_before_load_bytes: rss_before,
         peak_rss_after_load_bytes: peak_load,
         peak_rss_after_runs_bytes: peak_runs,
@@ -501,7 +503,7 @@ impl Report {
             ("model", self.model.clone()),
             ("input shape", format!("{:?}", self.input_shape)),
             ("compute", format!("{} MACs, {} FLOPs per inference; {} params", self.macs, self.flops, self.params)),
-            ("storage", format!("file {} bytes; weights {} bytes", self.file_bytes, self.weights_bytes)),
+            ("storage", format!("file {} bytes; weights {} bytes; precision {}", self.file_bytes, self.weights_bytes, self.precision)),
             (
                 "memory",
                 format!(

@@ -1,6 +1,6 @@
 //! The 2-D CNN benchmark set (src/export/cnn2d.rs) through the binary:
 //! both convolution layouts give the same outputs, and the same as ONNX
-//! Runtime where it is installed; `auto` reports the layout it picked.
+//! Runtime where it is installed.
 
 mod common;
 
@@ -98,9 +98,8 @@ fn both_layouts_give_onnx_runtimes_outputs_on_the_benchmark_set() {
     }
 }
 
-/// `auto` times both plans of a model with 2-D convolutions and says which
-/// it kept; a model without any keeps NCHW without timing; a forced layout
-/// is what runs.
+/// `profile` says which layout ran: the config's or `--conv-layout`'s,
+/// NCHW by default; a layout it does not know is a usage error.
 #[test]
 fn profile_reports_the_layout_that_runs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -115,15 +114,28 @@ fn profile_reports_the_layout_that_runs() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v["conv_layout"].as_str().unwrap().to_string()
     };
-    let picked = layout(&kws, &[]);
-    assert!(picked == "nchw" || picked == "nhwc", "{picked}");
+    assert_eq!(layout(&kws, &[]), "nchw");
     assert_eq!(layout(&kws, &["--conv-layout", "nhwc"]), "nhwc");
-    assert_eq!(layout(&kws, &["--conv-layout", "nchw"]), "nchw");
+    // From the config, on the demo's 1-D CNN (tract lays out 1-D
+    // convolutions the same way): same outputs as NCHW.
     let demo = common::repo("models/demo/model.onnx");
-    assert_eq!(layout(&demo, &[]), "nchw", "a 1-D CNN");
+    let cfg = tmp.path().join("demo.toml");
+    std::fs::write(
+        &cfg,
+        format!("[model]\npath = {demo:?}\nconv_layout = \"nhwc\"\n[source]\nkind = \"stdin\"\n"),
+    )
+    .unwrap();
+    let o = run(bin().args(["profile", "--runs", "5", "--json", "--config"]).arg(&cfg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["conv_layout"], "nhwc", "{v}");
+    let input = common::repo("models/demo/input.npy");
+    let nchw = infer(&demo, &input, &tmp.path().join("a.npy"), "nchw");
+    let nhwc = infer(&demo, &input, &tmp.path().join("b.npy"), "nhwc");
+    assert!(max_abs_diff(&nchw, &nhwc) <= 1e-5);
     let o = run(bin()
         .args(["profile", "--model"])
         .arg(&kws)
         .args(["--conv-layout", "sideways"]));
-    common::assert_bad_input(&o, &["--conv-layout", "expected auto, nchw or nhwc"]);
+    common::assert_bad_input(&o, &["--conv-layout", "expected nchw or nhwc"]);
 }

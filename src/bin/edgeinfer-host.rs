@@ -29,6 +29,8 @@ enum Cmd {
     Train(Box<TrainArgs>),
     /// Check an exported model against the trainer's network on a CSV file.
     Verify(VerifyArgs),
+    /// Quantize a trained model to int8 (calibrated on its training data) and compare it with the f32 one.
+    Quantize(QuantizeArgs),
     /// Record samples from a device source into a CSV file (or images into a class folder) for training.
     Record(RecordArgs),
     /// Subscribe and print what devices publish as JSON lines.
@@ -226,6 +228,23 @@ struct VerifyArgs {
 }
 
 #[derive(clap::Args)]
+struct QuantizeArgs {
+    /// The f32 model, made by `train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// The data it was trained on: the CSV file, or the image folder.
+    #[arg(long)]
+    calibration: PathBuf,
+    /// Where to write the int8 model.
+    #[arg(long)]
+    out: PathBuf,
+    /// per-tensor (one scale per layer, rescaled inside tract's integer
+    /// kernel) or per-channel weight scales.
+    #[arg(long, default_value = "per-tensor")]
+    weight_scales: edgeinfer::export::quantize::WeightScales,
+}
+
+#[derive(clap::Args)]
 struct RecordArgs {
     /// Device config whose [source] to read.
     #[arg(long)]
@@ -290,6 +309,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Train(a) => train(*a),
         Cmd::Verify(a) => host::verify_command(&a.model, &a.data)
+            .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
+            .map_err(Failure::from),
+        Cmd::Quantize(a) => host::quantize::quantize_command(&a.model, &a.calibration, &a.out, a.weight_scales)
             .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
             .map_err(Failure::from),
         Cmd::Record(a) => run_record(a),

@@ -95,9 +95,8 @@ struct InferArgs {
     /// Print every output as JSON (with --image: one line per image).
     #[arg(long)]
     json: bool,
-    /// Layout tract runs 2-D convolutions in: auto (time both at load),
-    /// nchw or nhwc.
-    #[arg(long, default_value = "auto")]
+    /// Layout tract runs 2-D convolutions in: nchw or nhwc.
+    #[arg(long, default_value = "nchw")]
     conv_layout: ConvLayout,
 }
 
@@ -137,8 +136,8 @@ struct ProfileArgs {
     /// list the slowest nodes with the kernel each runs.
     #[arg(long)]
     ops: bool,
-    /// Layout tract runs 2-D convolutions in: auto (time both at load),
-    /// nchw or nhwc (default: the config's `conv_layout`, else auto).
+    /// Layout tract runs 2-D convolutions in: nchw or nhwc (default: the
+    /// config's `conv_layout`, else nchw).
     #[arg(long)]
     conv_layout: Option<ConvLayout>,
 }

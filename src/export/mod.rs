@@ -6,6 +6,7 @@
 //! through [`GraphBuilder`].
 
 pub mod cnn2d;
+pub mod quantize;
 pub mod reference;
 pub mod zoo;
 
@@ -91,7 +92,7 @@ pub enum Attr {
     Float(f32),
 }
 
-fn attribute(name: &str, value: &Attr) -> pb::AttributeProto {
+pub(crate) fn attribute(name: &str, value: &Attr) -> pb::AttributeProto {
     use pb::attribute_proto::AttributeType;
     let mut a = pb::AttributeProto {
         name: name.to_string(),
@@ -114,7 +115,7 @@ fn attribute(name: &str, value: &Attr) -> pb::AttributeProto {
     a
 }
 
-fn value_info(name: &str, elem: ElemType, shape: &[Dim]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, elem: ElemType, shape: &[Dim]) -> pb::ValueInfoProto {
     let dim = shape
         .iter()
         .map(|d| Dimension {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::data::{DataSpec, Task};
+use crate::export::quantize::WeightScales;
 use super::images::{parse_size, ImageSpec};
 use super::net::{Activation, Arch, Init};
 use super::train::{FitOptions, Loss, OptimizerKind};
@@ -103,6 +104,14 @@ pub struct TrainArgs {
     /// Output directory (models/NAME/).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write model-int8.onnx: the exported model quantized to int8,
+    /// calibrated on the training split and scored on the test split.
+    #[arg(long)]
+    pub quantize: bool,
+    /// With --quantize: per-tensor (one scale per layer, rescaled inside
+    /// tract's integer kernel) or per-channel weight scales.
+    #[arg(long, default_value = "per-tensor", requires = "quantize")]
+    pub weight_scales: WeightScales,
 }
 
 impl TrainArgs {
@@ -181,6 +190,8 @@ impl TrainArgs {
             test_split: a.test_split,
             kfold: a.kfold,
             out: a.out,
+            quantize: a.quantize,
+            weight_scales: a.weight_scales,
             progress: true,
         };
         opts.fit.check(opts.spec.task)?;

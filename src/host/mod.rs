@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod images;
 pub mod listen;
 pub mod net;
+pub mod quantize;
 pub mod record;
 pub mod report;
 pub mod split;
@@ -117,6 +118,10 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// Also write the int8 model (`model-int8.onnx`).
+    pub quantize: bool,
+    /// Its weight scales.
+    pub weight_scales: crate::export::quantize::WeightScales,
 }
 
 /// What `train` did, for people and for tests.
@@ -169,6 +174,10 @@ pub struct TrainSummary {
     pub history: Vec<Epoch>,
     /// The files written into the output directory.
     pub files: Vec<String>,
+    /// With `--quantize`: the int8 model against the f32 one on the test
+    /// split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantized: Option<quantize::QuantizeSummary>,
 }
 
 /// Test splits smaller than this give a rough estimate: say so.
@@ -336,6 +345,18 @@ pub fn train_command(
         }
         .as_bytes(),
     )?;
+    let quantized = if opts.quantize {
+        Some(quantize::quantize_model(
+            &model_path,
+            &opts.out.join(quantize::INT8_FILE),
+            &data,
+            &splits.train,
+            held_out,
+            opts.weight_scales,
+        )?)
+    } else {
+        None
+    };
     let summary = TrainSummary {
         examples: data.x.len(),
         dropped_rows: data.dropped_rows,
@@ -360,6 +381,7 @@ pub fn train_command(
         labels: data.labels.clone(),
         history: fitted.history.clone(),
         files: vec![],
+        quantized,
     };
     let mut summary = summary;
     summary.files = report::write(&opts.out, opts, &summary)?;
@@ -488,20 +510,8 @@ pub fn verify_against(
     )?;
     let (mean, std) = net.load(weights)?;
     let classify = matches!(data.y, Targets::Class(_));
-    let mut pin_shape = vec![data.x.len()];
-    pin_shape.extend_from_slice(&data.shape);
-    let mut model = file.load(Some(&[crate::model::InputPin {
-        dtype: f32::datum_type(),
-        shape: pin_shape.clone(),
-    }]))?;
-    let input = Tensor::from_shape(&pin_shape, &data.x.concat()).map_err(|e| bad(e.to_string()))?;
-    let out = model.run(tvec!(input.into()))?;
-    let exported: Vec<f32> = out[0]
-        .to_plain_array_view::<f32>()
-        .map_err(|e| bad(e.to_string()))?
-        .iter()
-        .copied()
-        .collect();
+    let rows = run_batch(&file, &data.x, &data.shape)?;
+    let exported: Vec<f32> = rows.concat();
     let trainer = net.outputs(&data.x, &data.shape, &mean, &std, classify)?;
     if exported.len() != trainer.len() * data.outputs() {
         return Err(HostError::Mismatch(format!(
@@ -521,10 +531,6 @@ pub fn verify_against(
              (allowed {VERIFY_TOLERANCE:e})"
         )));
     }
-    let rows: Vec<Vec<f32>> = exported
-        .chunks(data.outputs())
-        .map(|c| c.to_vec())
-        .collect();
     Ok(VerifyReport {
         examples: data.x.len(),
         max_abs_diff,
@@ -537,11 +543,23 @@ pub fn verify_against(
 /// of the CSV file `data`, or for an image model of the image folder `data`.
 pub fn verify_command(model: &Path, data: &Path) -> Result<VerifyReport, HostError> {
     let file = crate::ModelFile::read(model)?;
-    let spec = spec_from_model(&file)?;
+    let dataset = dataset_for_model(&file, data)?;
+    verify_against(
+        model,
+        &model.with_file_name("weights.safetensors"),
+        &dataset,
+    )
+}
+
+/// The examples of `data` (a CSV file, or an image folder for an image
+/// model) read the way the trainer read them for `file`, from its
+/// metadata: columns, windows, image settings, class order.
+pub fn dataset_for_model(file: &crate::ModelFile, data: &Path) -> Result<Dataset, HostError> {
+    let spec = spec_from_model(file)?;
     let mut dataset = match file.metadata(crate::image::IMAGE_META) {
         Some(json) => {
             let images = ImageSpec::from_metadata(json).map_err(|message| HostError::Input {
-                file: model.display().to_string(),
+                file: file.origin().into(),
                 message,
             })?;
             images::load_folder(data, &images, &images.prep()?)?
@@ -560,11 +578,36 @@ pub fn verify_command(model: &Path, data: &Path) -> Result<VerifyReport, HostErr
                 message,
             })?;
     }
-    verify_against(
-        model,
-        &model.with_file_name("weights.safetensors"),
-        &dataset,
-    )
+    Ok(dataset)
+}
+
+/// The model's outputs for `rows` (examples of `shape`), run as one batch
+/// through the device's model runner: one row of outputs per example.
+pub fn run_batch(
+    file: &crate::ModelFile,
+    rows: &[Vec<f32>],
+    shape: &[usize],
+) -> Result<Vec<Vec<f32>>, HostError> {
+    let bad = |message: String| HostError::Input {
+        file: file.origin().into(),
+        message,
+    };
+    let mut pin_shape = vec![rows.len()];
+    pin_shape.extend_from_slice(shape);
+    let mut model = file.load(Some(&[crate::model::InputPin {
+        dtype: f32::datum_type(),
+        shape: pin_shape.clone(),
+    }]))?;
+    let input = Tensor::from_shape(&pin_shape, &rows.concat()).map_err(|e| bad(e.to_string()))?;
+    let out = model.run(tvec!(input.into()))?;
+    let flat: Vec<f32> = out[0]
+        .to_plain_array_view::<f32>()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .copied()
+        .collect();
+    let per = flat.len() / rows.len().max(1);
+    Ok(flat.chunks(per.max(1)).map(|c| c.to_vec()).collect())
 }
 
 /// The data spec a trained model was made with, from its metadata, so

@@ -37,8 +37,7 @@ pub struct ModelInfo {
     pub flops: u64,
     /// The file's `metadata_props`.
     pub metadata: BTreeMap<String, String>,
-    /// The layout the plan runs 2-D convolutions in (`nchw` when it has
-    /// none).
+    /// The layout the plan runs 2-D convolutions in.
     pub conv_layout: super::ConvLayout,
 }
 

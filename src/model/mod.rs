@@ -32,31 +32,29 @@ pub struct ModelConfig {
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// Memory layout tract runs 2-D convolutions in (the model's input
-    /// keeps its own). `auto` (the default) builds both plans when the
-    /// model has 2-D convolutions, times each on a few zero inputs at load
-    /// and keeps the faster: depending on the network either can be up to
-    /// twice as fast (BENCHMARKS.md). Both give the same results.
+    /// keeps its own): `nchw` (the default) or `nhwc`. Which is faster
+    /// depends on the network, by up to about 10 % either way on the
+    /// benchmark set (BENCHMARKS.md); `edgeinfer profile --conv-layout`
+    /// times both. Both give the same results.
     #[serde(default)]
     pub conv_layout: ConvLayout,
+}
+
+fn default_threads() -> usize {
+    1
 }
 
 /// `[model] conv_layout`: how tract lays out 2-D convolutions.
 #[derive(Debug, Clone, Copy, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvLayout {
-    /// Time both at load and keep the faster.
-    #[default]
-    Auto,
     /// Channels first, as ONNX stores them.
+    #[default]
     Nchw,
     /// Channels last: tract moves the channels to the innermost axis
     /// around the convolutions, which vectorizes depthwise ones over
     /// channels at any stride.
     Nhwc,
-}
-
-fn default_threads() -> usize {
-    1
 }
 
 impl ModelConfig {
@@ -88,7 +86,6 @@ impl ModelConfig {
 impl std::fmt::Display for ConvLayout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ConvLayout::Auto => "auto",
             ConvLayout::Nchw => "nchw",
             ConvLayout::Nhwc => "nhwc",
         })
@@ -100,10 +97,9 @@ impl std::str::FromStr for ConvLayout {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "auto" => Ok(ConvLayout::Auto),
             "nchw" => Ok(ConvLayout::Nchw),
             "nhwc" => Ok(ConvLayout::Nhwc),
-            _ => Err(format!("expected auto, nchw or nhwc, found {s:?}")),
+            _ => Err(format!("expected nchw or nhwc, found {s:?}")),
         }
     }
 }
@@ -219,6 +215,11 @@ impl ModelFile {
         &self.declared
     }
 
+    /// The decoded ONNX model.
+    pub fn proto(&self) -> &pb::ModelProto {
+        &self.proto
+    }
+
     /// One `metadata_props` value.
     pub fn metadata(&self, key: &str) -> Option<&str> {
         self.proto
@@ -226,6 +227,24 @@ impl ModelFile {
             .iter()
             .find(|e| e.key == key)
             .map(|e| e.value.as_str())
+    }
+
+    /// `int8` for a model with quantized layers (QLinearConv,
+    /// QLinearMatMul, ConvInteger, MatMulInteger), else `f32`.
+    pub fn precision(&self) -> &'static str {
+        let quantized = self.proto.graph.as_ref().is_some_and(|g| {
+            g.node.iter().any(|n| {
+                matches!(
+                    n.op_type.as_str(),
+                    "QLinearConv" | "QLinearMatMul" | "ConvInteger" | "MatMulInteger"
+                )
+            })
+        });
+        if quantized {
+            "int8"
+        } else {
+            "f32"
+        }
     }
 
     /// Bytes of the stored weights: element count × element size of every
@@ -337,25 +356,14 @@ impl ModelFile {
             executor: executor(origin, threads)?,
             ..Default::default()
         };
-        let plan = |m: TypedModel| {
-            m.into_optimized()
-                .and_then(|m| m.into_runnable_with_options(&options))
-        };
-        let (plan, conv_layout) = match layout {
-            ConvLayout::Nchw => (plan(typed), ConvLayout::Nchw),
-            ConvLayout::Nhwc => (to_nhwc(typed).and_then(plan), ConvLayout::Nhwc),
-            ConvLayout::Auto if has_2d_conv(&typed) => {
-                let nhwc = to_nhwc(typed.clone()).and_then(plan).map_err(load_err)?;
-                let nchw = plan(typed).map_err(load_err)?;
-                let pick = faster(&nchw, &nhwc, &pins).map_err(load_err)?;
-                match pick {
-                    ConvLayout::Nhwc => (Ok(nhwc), pick),
-                    _ => (Ok(nchw), pick),
-                }
-            }
-            ConvLayout::Auto => (plan(typed), ConvLayout::Nchw),
-        };
-        let state = plan.and_then(|p| p.spawn()).map_err(load_err)?;
+        let plan = match layout {
+            ConvLayout::Nchw => Ok(typed),
+            ConvLayout::Nhwc => to_nhwc(typed),
+        }
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable_with_options(&options))
+        .map_err(load_err)?;
+        let state = plan.spawn().map_err(load_err)?;
         let info = ModelInfo {
             origin: origin.into(),
             file_size: self.bytes.len() as u64,
@@ -369,7 +377,7 @@ impl ModelFile {
                 .sum(),
             macs,
             flops: 2 * macs + divs,
-            conv_layout,
+            conv_layout: layout,
             metadata: self
                 .proto
                 .metadata_props
@@ -720,16 +728,6 @@ fn flat(view: &tract_ndarray::ArrayViewD<f32>) -> Vec<f32> {
     }
 }
 
-/// Whether `model` has a float 2-D convolution, the ones whose speed
-/// depends on the layout.
-fn has_2d_conv(model: &TypedModel) -> bool {
-    use tract_onnx::tract_core::ops::cnn::Conv;
-    model.nodes().iter().any(|n| {
-        n.op_as::<Conv>()
-            .is_some_and(|c| c.q_params.is_none() && c.pool_spec.kernel_shape.len() == 2)
-    })
-}
-
 /// `model` with its convolutions channels-last (tract's `conv_nhwc`
 /// rewrite), decluttered again so the axis moves between consecutive
 /// convolutions cancel out.
@@ -738,40 +736,6 @@ fn to_nhwc(mut model: TypedModel) -> TractResult<TypedModel> {
         .ok_or_else(|| TractError::msg("tract has no conv_nhwc transform"))?;
     nhwc.transform(&mut model)?;
     model.into_decluttered()
-}
-
-/// Which of two plans of one model runs faster on zero inputs: the best
-/// of a few runs each, after one warm-up, within about a quarter second.
-fn faster(
-    nchw: &Arc<TypedRunnableModel>,
-    nhwc: &Arc<TypedRunnableModel>,
-    pins: &[InputPin],
-) -> TractResult<ConvLayout> {
-    let inputs: TVec<TValue> = pins
-        .iter()
-        .map(|p| Tensor::zero_dt(p.dtype, &p.shape).map(TValue::from))
-        .collect::<TractResult<_>>()?;
-    let best = |plan: &Arc<TypedRunnableModel>| -> TractResult<std::time::Duration> {
-        let mut state = plan.spawn()?;
-        state.run(inputs.clone())?;
-        let start = std::time::Instant::now();
-        let mut best = std::time::Duration::MAX;
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            state.run(inputs.clone())?;
-            best = best.min(t.elapsed());
-            if start.elapsed().as_millis() > 125 {
-                break;
-            }
-        }
-        Ok(best)
-    };
-    let (a, b) = (best(nchw)?, best(nhwc)?);
-    Ok(if b < a {
-        ConvLayout::Nhwc
-    } else {
-        ConvLayout::Nchw
-    })
 }
 
 /// Lower-case hex of `bytes`.
