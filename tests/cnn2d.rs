@@ -54,8 +54,8 @@ fn onnxruntime(model: &Path, input: &Path, out: &Path) -> Option<Dense> {
 
 /// Every network of the benchmark set, at its real size and at a held-out
 /// one: channels-first and channels-last plans agree with each other and
-/// with ONNX Runtime to 1e-4 (outputs are softmax probabilities; the
-/// logits' scale is checked to keep them from saturating).
+/// with ONNX Runtime to 1e-4 (outputs are softmax probabilities, checked
+/// to be neither flat nor saturated).
 #[test]
 fn both_layouts_give_onnx_runtimes_outputs_on_the_benchmark_set() {
     let tmp = tempfile::tempdir().unwrap();
@@ -85,8 +85,10 @@ fn both_layouts_give_onnx_runtimes_outputs_on_the_benchmark_set() {
             "{name}: {:?}",
             &nchw.data[..8]
         );
+        // Neither flat nor saturated, so 1e-4 is a real tolerance.
         let top = nchw.data.iter().copied().fold(0.0, f32::max);
-        assert!(top < 0.999, "{name}: saturated softmax, top {top}");
+        eprintln!("{name}: top probability {top}");
+        assert!((0.01..0.999).contains(&top), "{name}: top probability {top}");
         let d = max_abs_diff(&nchw, &nhwc);
         assert!(d <= 1e-4, "{name}: nchw vs nhwc differ by {d}");
         if let Some(ort) = onnxruntime(&model, &input, &tmp.path().join("ort.npy")) {

@@ -48,7 +48,9 @@ fn classifier_head(
 ) -> Result<(), ExportError> {
     let p = g.global_avg_pool(x);
     let f = g.flatten(&p, 1);
-    let logits = g.gemm(&f, ch, classes, he(rng, classes * ch, ch), vec![0.0; classes])?;
+    // Unit-variance weights (not He's): logits on the features' scale.
+    let w = rng.normal_vec(classes * ch, (1.0 / ch as f64).sqrt());
+    let logits = g.gemm(&f, ch, classes, w, vec![0.0; classes])?;
     let y = g.softmax(&logits, 1);
     g.output(&y, "probs", ElemType::F32, &[1.into(), classes.into()]);
     Ok(())
@@ -121,7 +123,11 @@ pub fn resnet18(seed: u64, size: usize) -> Result<ModelProto, ExportError> {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let y = conv(&mut g, &mut rng, &h, ch, c, 3, stride, 1)?;
             let y = g.relu(&y);
-            let y = conv(&mut g, &mut rng, &y, c, c, 3, 1, 1)?;
+            // The branch's last convolution at half He's scale: without
+            // batch norm, eight full-scale residual sums would grow the
+            // activations 16-fold and saturate the softmax.
+            let w = he(&mut rng, c * c * 9, c * 9).iter().map(|v| v * 0.5).collect();
+            let y = g.conv(&y, c, c, &[3, 3], 1, 1, 1, w, rng.normal_vec(c, 0.01))?;
             let skip = if stride != 1 || ch != c {
                 conv(&mut g, &mut rng, &h, ch, c, 1, stride, 1)?
             } else {
