@@ -13,7 +13,7 @@ use edgeinfer::rng::Rng;
 use edgeinfer::ModelFile;
 use tract_onnx::pb::ModelProto;
 
-const SHIPPED: &[&str] = &["seed-mlp", "demo", "thermal-trend"];
+const SHIPPED: &[&str] = &["seed-mlp", "demo", "demo-int8", "thermal-trend"];
 
 #[test]
 fn every_shipped_model_matches_its_reference_output() {
