@@ -13,7 +13,7 @@ device binary, one thread.
     python3 benches/quantize.py [--runs 2000]
 
 Datasets: iris and red wine quality (linfa-datasets, through `cargo run
---example datasets`), a 12-feature 3-class table of 3000 rows with a
+--example datasets`), a 32-feature 3-class table of 3000 rows with a
 weight-heavy MLP, the demo's recorded vibration windows (1-D CNN), and a
 generated folder of 32x32 shapes (2-D CNN, needs Pillow).
 """
@@ -32,7 +32,7 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def blobs(path, rows=3000, features=12, classes=3):
+def blobs(path, rows=3000, features=32, classes=3):
     rng = random.Random(3)
     centers = [[rng.gauss(0, 1.2) for _ in range(features)] for _ in range(classes)]
     with open(path, "w") as f:
@@ -89,8 +89,8 @@ def main():
                           "classify", "--arch", "mlp:16", "--test-split", "0.2"]),
         ("wine quality, MLP 64-64", ["--data", f"{tmp}/winequality.csv", "--target", "quality",
                                      "--task", "regress", "--arch", "mlp:64,64"]),
-        ("12-feature table, MLP 128-128", ["--data", f"{tmp}/blobs.csv", "--target", "kind",
-                                           "--task", "classify", "--arch", "mlp:128,128"]),
+        ("32-feature table, MLP 256-256", ["--data", f"{tmp}/blobs.csv", "--target", "kind",
+                                           "--task", "classify", "--arch", "mlp:256,256"]),
         ("demo vibration, 1-D CNN 8-16", ["--data", vib, "--target", "label", "--task",
                                           "classify", "--window", "64", "--hop", "32",
                                           "--channels", "x,y,z", "--arch", "cnn1d:8,16",
