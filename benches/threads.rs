@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use edgeinfer::export::zoo;
 use edgeinfer::export::{ElemType, GraphBuilder};
-use edgeinfer::rng::Rng;
 use edgeinfer::model::ConvLayout;
+use edgeinfer::rng::Rng;
 use edgeinfer::ModelFile;
 use tract_onnx::pb::ModelProto;
 

@@ -51,9 +51,15 @@ fn main() -> Result<()> {
             write_model(&zoo::mobilenet_1d(11)?, &dir.join("mobilenet_1d.onnx"))?;
             write_model(&zoo::resnet_style(5)?, &dir.join("resnet_style.onnx"))?;
             write_model(&zoo::cnn1d_mixed(7)?, &dir.join("cnn1d_mixed.onnx"))?;
-            write_model(&cnn2d::mobilenet_v2(17, 224)?, &dir.join("mobilenet_v2_224.onnx"))?;
+            write_model(
+                &cnn2d::mobilenet_v2(17, 224)?,
+                &dir.join("mobilenet_v2_224.onnx"),
+            )?;
             write_model(&cnn2d::resnet18(19, 224)?, &dir.join("resnet18_224.onnx"))?;
-            write_model(&cnn2d::squeezenet1_1(23, 224)?, &dir.join("squeezenet1_1_224.onnx"))?;
+            write_model(
+                &cnn2d::squeezenet1_1(23, 224)?,
+                &dir.join("squeezenet1_1_224.onnx"),
+            )?;
             write_model(&cnn2d::kws_dscnn(29)?, &dir.join("kws_dscnn.onnx"))?;
             println!("wrote {}", dir.display());
             return Ok(());

@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{bin, max_abs_diff, read_f32, run, stderr, write_f32};
+use common::{bin, max_abs_diff, onnxruntime, read_f32, run, stderr, write_f32};
 use edgeinfer::export::reference::Dense;
 use edgeinfer::export::{cnn2d, write_model};
 use edgeinfer::rng::Rng;
@@ -25,33 +24,6 @@ fn infer(model: &Path, input: &Path, out: &Path, layout: &str) -> Dense {
     read_f32(out)
 }
 
-/// ONNX Runtime's first output for `input`, or None where python3 has no
-/// onnxruntime (CI sets EDGEINFER_TEST_ORT=1, which makes that a failure).
-fn onnxruntime(model: &Path, input: &Path, out: &Path) -> Option<Dense> {
-    let script = "import sys, numpy as np, onnxruntime as ort\n\
-                  s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
-                  x = np.load(sys.argv[2])\n\
-                  np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: x})[0])\n";
-    let o = Command::new("python3")
-        .args(["-c", script])
-        .arg(model)
-        .arg(input)
-        .arg(out)
-        .output();
-    match o {
-        Ok(o) if o.status.success() => Some(read_f32(out)),
-        _ => {
-            assert!(
-                std::env::var_os("EDGEINFER_TEST_ORT").is_none(),
-                "EDGEINFER_TEST_ORT is set but onnxruntime did not run {}",
-                model.display()
-            );
-            common::skip("python3 with onnxruntime and numpy not found");
-            None
-        }
-    }
-}
-
 /// Every network of the benchmark set, at its real size and at a held-out
 /// one: channels-first and channels-last plans agree with each other and
 /// with ONNX Runtime to 1e-4 (outputs are softmax probabilities, checked
@@ -60,11 +32,19 @@ fn onnxruntime(model: &Path, input: &Path, out: &Path) -> Option<Dense> {
 fn both_layouts_give_onnx_runtimes_outputs_on_the_benchmark_set() {
     let tmp = tempfile::tempdir().unwrap();
     let models = [
-        ("mobilenet_v2_224", cnn2d::mobilenet_v2(17, 224).unwrap(), 224),
+        (
+            "mobilenet_v2_224",
+            cnn2d::mobilenet_v2(17, 224).unwrap(),
+            224,
+        ),
         ("mobilenet_v2_96", cnn2d::mobilenet_v2(3, 96).unwrap(), 96),
         ("resnet18_224", cnn2d::resnet18(19, 224).unwrap(), 224),
         ("resnet18_64", cnn2d::resnet18(5, 64).unwrap(), 64),
-        ("squeezenet1_1_224", cnn2d::squeezenet1_1(23, 224).unwrap(), 224),
+        (
+            "squeezenet1_1_224",
+            cnn2d::squeezenet1_1(23, 224).unwrap(),
+            224,
+        ),
         ("kws_dscnn", cnn2d::kws_dscnn(29).unwrap(), 0),
     ];
     for (name, proto, size) in models {
@@ -88,7 +68,10 @@ fn both_layouts_give_onnx_runtimes_outputs_on_the_benchmark_set() {
         // Neither flat nor saturated, so 1e-4 is a real tolerance.
         let top = nchw.data.iter().copied().fold(0.0, f32::max);
         eprintln!("{name}: top probability {top}");
-        assert!((0.01..0.999).contains(&top), "{name}: top probability {top}");
+        assert!(
+            (0.01..0.999).contains(&top),
+            "{name}: top probability {top}"
+        );
         let d = max_abs_diff(&nchw, &nhwc);
         assert!(d <= 1e-4, "{name}: nchw vs nhwc differ by {d}");
         if let Some(ort) = onnxruntime(&model, &input, &tmp.path().join("ort.npy")) {
@@ -127,7 +110,9 @@ fn profile_reports_the_layout_that_runs() {
         format!("[model]\npath = {demo:?}\nconv_layout = \"nhwc\"\n[source]\nkind = \"stdin\"\n"),
     )
     .unwrap();
-    let o = run(bin().args(["profile", "--runs", "5", "--json", "--config"]).arg(&cfg));
+    let o = run(bin()
+        .args(["profile", "--runs", "5", "--json", "--config"])
+        .arg(&cfg));
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["conv_layout"], "nhwc", "{v}");

@@ -199,5 +199,8 @@ fn ops_flag_breaks_the_time_down_by_operator() {
             .any(|l| l.starts_with("operators") && l.contains("µs")),
         "{table}"
     );
-    assert!(table.lines().any(|l| l.starts_with("slowest nodes")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("slowest nodes")),
+        "{table}"
+    );
 }

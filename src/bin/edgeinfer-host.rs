@@ -311,9 +311,11 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => host::verify_command(&a.model, &a.data)
             .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
             .map_err(Failure::from),
-        Cmd::Quantize(a) => host::quantize::quantize_command(&a.model, &a.calibration, &a.out, a.weight_scales)
-            .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
-            .map_err(Failure::from),
+        Cmd::Quantize(a) => {
+            host::quantize::quantize_command(&a.model, &a.calibration, &a.out, a.weight_scales)
+                .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
+                .map_err(Failure::from)
+        }
         Cmd::Record(a) => run_record(a),
         Cmd::Listen(a) => run_listen(a),
         Cmd::Decode(a) => decode_command(a.file.as_deref(), &a.labels)

@@ -272,13 +272,9 @@ fn infer(a: InferArgs) -> Result<(), Failure> {
     if !a.images.is_empty() {
         return infer_images(a);
     }
-    let out = edgeinfer::infer::infer_command(
-        &a.model,
-        &a.inputs,
-        a.output.as_deref(),
-        a.conv_layout,
-    )
-        .map_err(|e| Failure(if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
+    let out =
+        edgeinfer::infer::infer_command(&a.model, &a.inputs, a.output.as_deref(), a.conv_layout)
+            .map_err(|e| Failure(if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
     if a.json || a.output.is_none() {
         println!("{}", out.to_json());
     }

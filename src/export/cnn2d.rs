@@ -126,7 +126,10 @@ pub fn resnet18(seed: u64, size: usize) -> Result<ModelProto, ExportError> {
             // The branch's last convolution at half He's scale: without
             // batch norm, eight full-scale residual sums would grow the
             // activations 16-fold and saturate the softmax.
-            let w = he(&mut rng, c * c * 9, c * 9).iter().map(|v| v * 0.5).collect();
+            let w = he(&mut rng, c * c * 9, c * 9)
+                .iter()
+                .map(|v| v * 0.5)
+                .collect();
             let y = g.conv(&y, c, c, &[3, 3], 1, 1, 1, w, rng.normal_vec(c, 0.01))?;
             let skip = if stride != 1 || ch != c {
                 conv(&mut g, &mut rng, &h, ch, c, 1, stride, 1)?
@@ -245,7 +248,10 @@ mod tests {
         // 25×5 positions × (64×40 stem + 4 × (64×9 + 64×64)) + 64×12.
         let macs = 125 * (64 * 40 + 4 * (64 * 9 + 64 * 64)) + 64 * 12;
         let got = kws.info().macs as f64;
-        assert!((got / macs as f64 - 1.0).abs() < 0.02, "{got} vs {macs} MACs");
+        assert!(
+            (got / macs as f64 - 1.0).abs() < 0.02,
+            "{got} vs {macs} MACs"
+        );
         for (proto, lo, hi) in [
             (mobilenet_v2(1, 224).unwrap(), 290e6, 320e6),
             (resnet18(1, 224).unwrap(), 1.7e9, 1.9e9),
@@ -254,7 +260,11 @@ mod tests {
             let m = load(&proto);
             assert_eq!(m.info().outputs[0].shape, vec![1, 1000]);
             let macs = m.info().macs as f64;
-            assert!((lo..hi).contains(&macs), "{}: {macs} MACs", proto.graph.as_ref().unwrap().name);
+            assert!(
+                (lo..hi).contains(&macs),
+                "{}: {macs} MACs",
+                proto.graph.as_ref().unwrap().name
+            );
         }
     }
 }

@@ -97,7 +97,10 @@ fn calibrate(
     batch: &Tensor,
 ) -> Result<HashMap<String, (f32, f32)>, QuantizeError> {
     let mut probe = model.clone();
-    let graph = probe.graph.as_mut().ok_or_else(|| unsupported("no graph"))?;
+    let graph = probe
+        .graph
+        .as_mut()
+        .ok_or_else(|| unsupported("no graph"))?;
     let input = match graph.input.as_slice() {
         [i] => i.name.clone(),
         _ => return Err(unsupported("expected a model with one input")),
@@ -144,9 +147,10 @@ fn calibrate(
     };
     let mut m = file.load(Some(&[pin]))?;
     let outs = m.run(tvec!(batch.clone().into_tvalue()))?;
+    let originals: Vec<String> = graph_outputs(model);
     let mut ranges = HashMap::new();
-    for (i, name) in names.iter().enumerate() {
-        let Some(t) = outs.get(first_declared + i) else {
+    for (i, name) in originals.iter().chain(&names).enumerate() {
+        let Some(t) = outs.get(i) else {
             continue;
         };
         let Ok(v) = t.to_plain_array_view::<f32>() else {
@@ -157,14 +161,25 @@ fn calibrate(
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
                 (lo.min(x), hi.max(x))
             });
-        let key = if i == 0 {
-            model.graph.as_ref().unwrap().input[0].name.clone()
+        let key = if i == first_declared {
+            model
+                .graph
+                .as_ref()
+                .map_or(String::new(), |g| g.input[0].name.clone())
         } else {
             name.clone()
         };
         ranges.insert(key, (lo, hi));
     }
     Ok(ranges)
+}
+
+fn graph_outputs(model: &pb::ModelProto) -> Vec<String> {
+    model
+        .graph
+        .iter()
+        .flat_map(|g| g.output.iter().map(|o| o.name.clone()))
+        .collect()
 }
 
 fn unsupported(what: &str) -> QuantizeError {
@@ -360,7 +375,10 @@ fn rewrite(
     ranges: &HashMap<String, (f32, f32)>,
     scales: WeightScales,
 ) -> Result<(pb::ModelProto, QuantizeReport), QuantizeError> {
-    let graph = model.graph.as_ref().ok_or_else(|| unsupported("no graph"))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| unsupported("no graph"))?;
     let init: HashMap<&str, &pb::TensorProto> = graph
         .initializer
         .iter()
@@ -400,11 +418,13 @@ fn rewrite(
         // for 9 products).
         // The layer making the logits stays f32 too: a quantization step
         // there moves every probability the softmax computes from them.
-        let logits = graph.output.iter().any(|o| o.name == node.output[0])
-            || graph
-                .node
-                .iter()
-                .any(|n| n.op_type == "Softmax" && n.input.first() == node.output.first());
+        let is_output = |name: &str| graph.output.iter().any(|o| o.name == name);
+        let logits = is_output(&node.output[0])
+            || graph.node.iter().any(|n| {
+                n.input.first() == node.output.first()
+                    && (n.op_type == "Softmax"
+                        || (n.op_type == "Identity" && is_output(&n.output[0])))
+            });
         let Some(l) = layer(node, &init).filter(|l| {
             !logits
                 && l.weights.len() / l.outputs >= MIN_DEPTH
@@ -420,7 +440,9 @@ fn rewrite(
         let out = &node.output[0];
         // A Relu that alone consumes the output is folded into its range.
         let relu = graph.node.iter().enumerate().find(|(_, n)| {
-            n.op_type == "Relu" && n.input.first() == Some(out) && consumers.get(out.as_str()) == Some(&1)
+            n.op_type == "Relu"
+                && n.input.first() == Some(out)
+                && consumers.get(out.as_str()) == Some(&1)
         });
         let y = match relu {
             Some((j, n)) => {
@@ -443,13 +465,18 @@ fn rewrite(
         let scale_of = |m: f32| if m > 0.0 { m / 127.0 } else { 1.0 };
         let w_scales: Vec<f32> = match scales {
             WeightScales::PerTensor => vec![scale_of(absmax(&l.weights)); l.outputs],
-            WeightScales::PerChannel => l.weights.chunks(per).map(|r| scale_of(absmax(r))).collect(),
+            WeightScales::PerChannel => {
+                l.weights.chunks(per).map(|r| scale_of(absmax(r))).collect()
+            }
         };
         let wq: Vec<i8> = l
             .weights
             .chunks(per)
             .zip(&w_scales)
-            .flat_map(|(row, s)| row.iter().map(move |v| (v / s).round().clamp(-127.0, 127.0) as i8))
+            .flat_map(|(row, s)| {
+                row.iter()
+                    .map(move |v| (v / s).round().clamp(-127.0, 127.0) as i8)
+            })
             .collect();
         let bq: Vec<i32> = l
             .bias
@@ -519,8 +546,7 @@ fn rewrite(
         .initializer
         .iter()
         .filter(|t| {
-            !replaced.contains(t.name.as_str())
-                || r.nodes.iter().any(|n| n.input.contains(&t.name))
+            !replaced.contains(t.name.as_str()) || r.nodes.iter().any(|n| n.input.contains(&t.name))
         })
         .cloned()
         .collect();

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use super::data::{DataSpec, Task};
-use crate::export::quantize::WeightScales;
 use super::images::{parse_size, ImageSpec};
 use super::net::{Activation, Arch, Init};
 use super::train::{FitOptions, Loss, OptimizerKind};
 use super::{HostError, TrainOptions};
+use crate::export::quantize::WeightScales;
 
 /// `edgeinfer-host train`'s arguments, as the command line gives them.
 #[derive(Debug, Clone, clap::Args)]

@@ -101,7 +101,9 @@ pub fn quantize_model(
     };
     let calib = calibration_subset(calibrate);
     if calib.is_empty() || score.is_empty() {
-        return Err(bad("expected examples to calibrate and score on, found none".into()));
+        return Err(bad(
+            "expected examples to calibrate and score on, found none".into(),
+        ));
     }
     let (cx, _) = data.select(&calib);
     let mut shape = vec![cx.len()];

@@ -188,3 +188,30 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// ONNX Runtime's first output for `input`, or None where python3 has no
+/// onnxruntime (CI sets EDGEINFER_TEST_ORT=1, which makes that a failure).
+pub fn onnxruntime(model: &Path, input: &Path, out: &Path) -> Option<Dense> {
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+                  s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+                  x = np.load(sys.argv[2])\n\
+                  np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: x})[0])\n";
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(model)
+        .arg(input)
+        .arg(out)
+        .output();
+    match o {
+        Ok(o) if o.status.success() => Some(read_f32(out)),
+        _ => {
+            assert!(
+                std::env::var_os("EDGEINFER_TEST_ORT").is_none(),
+                "EDGEINFER_TEST_ORT is set but onnxruntime did not run {}",
+                model.display()
+            );
+            skip("python3 with onnxruntime and numpy not found");
+            None
+        }
+    }
+}
