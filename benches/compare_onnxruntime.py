@@ -7,6 +7,7 @@ the ratio per model.
     cargo build --release
     cargo run --release --example make_models -- --zoo /tmp/zoo
     python3 benches/compare_onnxruntime.py [MODEL.onnx ...]
+    python3 benches/compare_onnxruntime.py --layers /tmp/zoo/mobilenet_v2_224.onnx
 
 Optional and outside the test suite. Default models: the 2-D CNN
 benchmark set (MobileNetV2-1.0, ResNet-18, SqueezeNet 1.1 at 224x224 and a
@@ -19,6 +20,11 @@ from Python: its per-call overhead (a one-element Identity model's p50) is
 measured in the same run and printed, with the ratio against ORT's time
 minus that overhead ("vs ORT compute"), which is what a C caller of ORT
 would see.
+
+--layers puts the two runtimes side by side per ONNX node instead: the
+nodes `edgeinfer profile --ops` lists as slowest (tract's pack steps added
+to the node they pack for) next to ORT's own profiler's median time for
+the node of the same name (ORT's fused `_nchwc` nodes keep the name).
 """
 import argparse
 import glob
@@ -93,6 +99,83 @@ def edgeinfer_p50_us(binary, path, runs):
     return json.loads(out)["latency_p50_us"]
 
 
+def base_name(node):
+    """The ONNX node a runtime's node came from: tract suffixes `.matmatmul`,
+    `.einsum.pack_a`, ...; ORT suffixes `_nchwc`."""
+    node = node.split(".")[0]
+    return node[: -len("_nchwc")] if node.endswith("_nchwc") else node
+
+
+def ort_node_us(path, runs, tmp):
+    """Median kernel time of each ONNX node in ORT's profiler, by base name."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(tmp, "ort")
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feeds = feeds_for(sess)
+    for _ in range(runs):
+        sess.run(None, feeds)
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    times = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            times.setdefault(e["name"][: -len("_kernel_time")], []).append(e["dur"])
+    per_node = {}
+    for node, ts in times.items():
+        per_node[base_name(node)] = per_node.get(base_name(node), 0.0) + statistics.median(ts)
+    return per_node
+
+
+def fused_names(path):
+    """Conv/Gemm node -> the Relu/Clip it alone feeds: ORT names a fused
+    node after the activation, tract after either."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    consumers = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    alias = {}
+    for node in graph.node:
+        users = consumers.get(node.output[0], [])
+        if node.op_type in ("Conv", "Gemm") and len(users) == 1 \
+                and users[0].op_type in ("Relu", "Clip"):
+            alias[node.name] = users[0].name
+    return alias
+
+
+def layers(binary, path, runs, tmp):
+    ours = json.loads(subprocess.run(
+        [binary, "profile", "--model", path, "--runs", str(runs), "--ops", "--json"],
+        check=True, capture_output=True, text=True,
+    ).stdout)
+    alias = fused_names(path)
+    theirs = {}
+    for node, us in ort_node_us(path, runs, tmp).items():
+        theirs[alias.get(node, node)] = theirs.get(alias.get(node, node), 0.0) + us
+    total_ort = sum(theirs.values())
+    print(f"{os.path.basename(path)}: edgeinfer p50 {ours['latency_p50_us']:.0f} µs, "
+          f"ORT sum of node medians {total_ort:.0f} µs")
+    grouped, kinds = {}, {}
+    for n in ours["slowest_nodes"]:
+        base = base_name(n["name"])
+        base = alias.get(base, base)
+        grouped[base] = grouped.get(base, 0.0) + n["us_per_inference"]
+        if n["op"] != "OptMatMulPack" or base not in kinds:
+            kinds[base] = n["op"] + " " + n["detail"].split(";")[0][:60] if n["op"] == "DepthWiseConv" \
+                else n["op"] + " " + (n["detail"].split("Mult: ")[-1].split(" with")[0][:40])
+    print(f"  {'ONNX node':<14} {'edgeinfer µs':>12} {'ORT µs':>8} {'ratio':>6}  tract op")
+    for base, us in sorted(grouped.items(), key=lambda kv: -kv[1]):
+        o = theirs.get(base)
+        ort_us, ratio = (f"{o:8.0f}", f"{us / o:6.1f}") if o else ("       -", "     -")
+        print(f"  {base:<14} {us:>12.0f} {ort_us} {ratio}  {kinds[base]}")
+
+
 def max_rel_diff(binary, path, sess, feeds, tmp):
     """Largest |edgeinfer - ORT| / max(1, |ORT|) over the first output."""
     name, x = next(iter(feeds.items()))
@@ -112,12 +195,19 @@ def main():
     ap.add_argument("--zoo", default="/tmp/zoo")
     ap.add_argument("--binary", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "edgeinfer"))
+    ap.add_argument("--layers", action="store_true",
+                    help="per-node times side by side instead of whole-model p50s")
     args = ap.parse_args()
     models = args.models or (
         [os.path.join(args.zoo, m) for m in BENCHMARK_SET]
         + sorted(set(glob.glob(os.path.join(args.zoo, "*.onnx")))
                  - {os.path.join(args.zoo, m) for m in BENCHMARK_SET})
         + sorted(glob.glob("models/*/model.onnx")))
+    if args.layers:
+        with tempfile.TemporaryDirectory() as tmp:
+            for m in (args.models or [os.path.join(args.zoo, m) for m in BENCHMARK_SET]):
+                layers(args.binary, m, min(args.runs, 50), tmp)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         overhead = ort_overhead_us(args.runs, tmp)
         print(f"onnxruntime {ort.__version__}, one thread, {args.runs} runs; "

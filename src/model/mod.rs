@@ -13,6 +13,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
+mod depthwise;
 mod info;
 pub mod meta;
 
@@ -317,7 +318,7 @@ impl ModelFile {
                 .with_input_fact(i, InferenceFact::dt_shape(pin.dtype, pin.shape.clone()))
                 .map_err(load_err)?;
         }
-        let typed = inference
+        let mut typed = inference
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(load_err)?;
@@ -357,7 +358,7 @@ impl ModelFile {
             ..Default::default()
         };
         let plan = match layout {
-            ConvLayout::Nchw => Ok(typed),
+            ConvLayout::Nchw => depthwise::direct_depthwise(&mut typed).map(|_| typed),
             ConvLayout::Nhwc => to_nhwc(typed),
         }
         .and_then(|m| m.into_optimized())
