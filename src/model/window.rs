@@ -1,37 +1,50 @@
-//! A direct depthwise 2-D convolution that the loader swaps in for tract's
-//! on x86_64, between declutter and optimize.
+//! Direct sliding-window ops the loader swaps in for tract's on x86_64,
+//! between declutter and optimize: depthwise 2-D convolution and 2-D max
+//! pooling.
 //!
 //! Why: `profile --ops` next to ONNX Runtime's profiler
 //! (`benches/compare_onnxruntime.py --layers`) put tract's `DepthWiseConv`
 //! at 2.7–5.7× ORT on MobileNetV2's layers and 7× on the keyword-spotting
-//! CNN's 25×5 planes: tract walks each plane in zones and its stride-2 path
-//! is scalar. Here each channel plane is copied once into a zero-padded
-//! buffer split into `stride` column phases, after which every kernel tap is
-//! one multiply-add over a contiguous run of the buffer: a stride-1 tap runs
-//! over many output rows at once, a stride-2 tap over one output row. Those
-//! loops are plain Rust that the compiler vectorises (AVX2 when the CPU has
-//! it). Only x86_64 gets it, because that is where it was measured faster;
-//! ARM keeps tract's NEON kernels.
+//! CNN's 25×5 planes (tract walks each plane in zones and its stride-2 path
+//! is scalar), and its max pools at 8–13× on SqueezeNet's (one scalar
+//! compare per tap). Here each channel plane is copied once into a padded
+//! buffer split into stride phases, after which every kernel tap reads one
+//! contiguous run of the buffer for a whole block of output rows, and a
+//! block of outputs stays in vector registers while all taps fold into it.
+//! Those loops are plain Rust that the compiler vectorises (AVX2 when the
+//! CPU has it). Only x86_64 gets them, because that is where they were
+//! measured faster; ARM keeps tract's NEON kernels.
 
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Output elements one stride-1 pass accumulates: enough rows to keep the
 /// vector loops long, few enough to stay in L1 with the taps it reads.
 const GROUP_ELEMENTS: usize = 2048;
 
-/// A depthwise convolution (one input and one output channel per group) of
-/// f32 NCHW data with constant weights, on a concrete input shape.
+/// How a window's taps fold into one output.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct DirectDepthwise {
-    /// `[C, kh * kw]`, one row of taps per channel.
-    kernel: Arc<Tensor>,
-    /// `[C]`.
-    bias: Arc<Tensor>,
+enum Fold {
+    /// Depthwise convolution (one input and one output channel per group):
+    /// bias plus the weighted sum of the taps.
+    Depthwise {
+        /// `[C, kh * kw]`, one row of taps per channel.
+        kernel: Arc<Tensor>,
+        /// `[C]`.
+        bias: Arc<Tensor>,
+    },
+    /// Max pooling: the largest tap, padding never chosen over data.
+    Max,
+}
+
+/// A 2-D window op on f32 NCHW (or CHW) data of a concrete shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DirectWindow {
+    fold: Fold,
     /// `[N, C, H, W]`; N is 1 when the data has no batch axis.
     input: [usize; 4],
     /// Whether the data has an N axis (NCHW) or not (CHW, as tract's
@@ -45,9 +58,12 @@ pub(crate) struct DirectDepthwise {
     pad_after: [usize; 2],
 }
 
-impl Op for DirectDepthwise {
+impl Op for DirectWindow {
     fn name(&self) -> StaticName {
-        "DirectDepthwise".into()
+        match self.fold {
+            Fold::Depthwise { .. } => "DirectDepthwise".into(),
+            Fold::Max => "DirectMaxPool".into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -60,36 +76,40 @@ impl Op for DirectDepthwise {
     op_as_typed_op!();
 }
 
-impl EvalOp for DirectDepthwise {
+impl EvalOp for DirectWindow {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let x = x.to_plain_array_view::<f32>()?;
-        let x = x
-            .as_slice()
-            .context("DirectDepthwise input is not contiguous")?;
+        let x = x.as_slice().context("window op input is not contiguous")?;
         let mut out = Tensor::zero::<f32>(&self.output_shape())?;
         self.run(x, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
-impl TypedOp for DirectDepthwise {
+impl TypedOp for DirectWindow {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(f32::fact(self.output_shape())))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let [n, c, _, _] = self.input;
-        let macs = n * c * self.output.iter().product::<usize>() * self.kernel.len() / c;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), macs.into())))
+        let taps = n
+            * c
+            * self.output.iter().product::<usize>()
+            * self.kernel_hw.iter().product::<usize>();
+        Ok(tvec!(match self.fold {
+            Fold::Depthwise { .. } => (Cost::FMA(f32::datum_type()), taps.into()),
+            Fold::Max => (Cost::Buffer(f32::datum_type()), taps.into()),
+        }))
     }
 
     as_op!();
 }
 
-impl DirectDepthwise {
+impl DirectWindow {
     fn output_shape(&self) -> TVec<usize> {
         let [n, c, _, _] = self.input;
         let [oh, ow] = self.output;
@@ -100,14 +120,10 @@ impl DirectDepthwise {
         }
     }
 
-    /// The op for `conv` on an input of `shape`, or `None` when it is not a
-    /// constant-weight f32 NCHW depthwise 2-D convolution without dilation.
+    /// The op for `conv`, or `None` when it is not a constant-weight f32
+    /// depthwise 2-D convolution without dilation.
     fn for_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
         let spec = &conv.pool_spec;
-        let x = model.outlet_fact(node.inputs[0])?;
-        let Some(shape) = x.shape.as_concrete() else {
-            return Ok(None);
-        };
         let (Some(kernel), Some(bias)) = (
             model.outlet_fact(node.inputs[1])?.konst.clone(),
             model.outlet_fact(node.inputs[2])?.konst.clone(),
@@ -116,21 +132,64 @@ impl DirectDepthwise {
         };
         let channels = spec.input_channels;
         if conv.q_params.is_some()
-            || x.datum_type != f32::datum_type()
             || kernel.datum_type() != f32::datum_type()
             || bias.datum_type() != f32::datum_type()
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
             || conv.kernel_fmt != KernelFormat::OIHW
-            || spec.rank() != 2
-            || shape.len() != if spec.data_format.has_n() { 4 } else { 3 }
             || conv.group != channels
             || spec.output_channels != channels
+            || kernel.shape() != [channels, 1, spec.kernel_shape[0], spec.kernel_shape[1]]
+            || !(bias.len() == channels || bias.len() == 1)
+        {
+            return Ok(None);
+        }
+        let taps = spec.kernel_shape[0] * spec.kernel_shape[1];
+        let bias = if bias.len() == channels {
+            (*bias).clone().into_shape(&[channels])?
+        } else {
+            tensor1(&vec![bias.cast_to_scalar::<f32>()?; channels])
+        };
+        let fold = Fold::Depthwise {
+            kernel: (*kernel)
+                .clone()
+                .into_shape(&[channels, taps])?
+                .into_arc_tensor(),
+            bias: bias.into_arc_tensor(),
+        };
+        Self::with_geometry(fold, spec, model.outlet_fact(node.inputs[0])?)
+    }
+
+    /// The op for `pool`, or `None` when it is not an f32 2-D max pool
+    /// without dilation or index output.
+    fn for_max_pool(
+        model: &TypedModel,
+        node: &TypedNode,
+        pool: &MaxPool,
+    ) -> TractResult<Option<Self>> {
+        if pool.with_index_outputs.is_some() {
+            return Ok(None);
+        }
+        Self::with_geometry(
+            Fold::Max,
+            &pool.pool_spec,
+            model.outlet_fact(node.inputs[0])?,
+        )
+    }
+
+    /// `fold` over the windows `spec` lays on data of fact `x`, or `None`
+    /// when the data is not f32 NCHW/CHW of a concrete shape, the window
+    /// not 2-D, or dilated.
+    fn with_geometry(fold: Fold, spec: &PoolSpec, x: &TypedFact) -> TractResult<Option<Self>> {
+        let Some(shape) = x.shape.as_concrete() else {
+            return Ok(None);
+        };
+        if x.datum_type != f32::datum_type()
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || spec.rank() != 2
+            || shape.len() != if spec.data_format.has_n() { 4 } else { 3 }
             || spec
                 .dilations
                 .as_ref()
                 .is_some_and(|d| d.iter().any(|&d| d != 1))
-            || kernel.shape() != [channels, 1, spec.kernel_shape[0], spec.kernel_shape[1]]
-            || !(bias.len() == channels || bias.len() == 1)
         {
             return Ok(None);
         }
@@ -139,22 +198,11 @@ impl DirectDepthwise {
         let geo = geo.to_concrete(shape)?;
         let patch = &geo.patch;
         let two = |v: &[usize]| [v[0], v[1]];
-        let taps = spec.kernel_shape[0] * spec.kernel_shape[1];
-        let bias = if bias.len() == channels {
-            (*bias).clone().into_shape(&[channels])?
-        } else {
-            let b = bias.cast_to_scalar::<f32>()?;
-            tensor1(&vec![b; channels])
-        };
-        Ok(Some(DirectDepthwise {
-            kernel: (*kernel)
-                .clone()
-                .into_shape(&[channels, taps])?
-                .into_arc_tensor(),
-            bias: bias.into_arc_tensor(),
-            input: match shape {
-                &[n, c, h, w] => [n, c, h, w],
-                &[c, h, w] => [1, c, h, w],
+        Ok(Some(DirectWindow {
+            fold,
+            input: match *shape {
+                [n, c, h, w] => [n, c, h, w],
+                [c, h, w] => [1, c, h, w],
                 _ => return Ok(None),
             },
             batch_axis: shape.len() == 4,
@@ -162,7 +210,14 @@ impl DirectDepthwise {
             kernel_hw: two(&spec.kernel_shape),
             strides: two(&patch.spec.strides),
             pad_before: two(&patch.pad_before),
-            pad_after: two(&patch.pad_after),
+            // Ceil mode lets the last window hang past the padding tract
+            // reports; the buffer is padded to hold it.
+            pad_after: std::array::from_fn(|i| {
+                let reach =
+                    (patch.output_shape[i] - 1) * patch.spec.strides[i] + spec.kernel_shape[i];
+                let have = shape[shape.len() - 2 + i] + patch.pad_before[i];
+                patch.pad_after[i].max(reach.saturating_sub(have))
+            }),
         }))
     }
 
@@ -181,15 +236,27 @@ impl DirectDepthwise {
             (w + pl + self.pad_after[1]).div_ceil(sw),
         );
         let phase_len = phase_h * phase_w;
-        let mut buf = vec![0f32; sh * sw * phase_len];
-        let mut padded_row = vec![0f32; phase_w * sw];
+        let (padding, max) = match self.fold {
+            Fold::Depthwise { .. } => (0.0, false),
+            Fold::Max => (f32::MIN, true),
+        };
+        let mut buf = vec![padding; sh * sw * phase_len];
+        let mut padded_row = vec![padding; phase_w * sw];
         let group_rows = (GROUP_ELEMENTS / phase_w).clamp(1, oh);
         let mut acc = vec![0f32; (group_rows - 1) * phase_w + ow];
-        let kernel = self.kernel.try_as_plain_ram()?;
-        let kernel = kernel.as_slice::<f32>()?;
-        let bias = self.bias.try_as_plain_ram()?;
-        let bias = bias.as_slice::<f32>()?;
         let taps = kh * kw;
+        // A max pool folds with weight 1 and starts, like tract, from f32::MIN.
+        let (kernel, bias) = match &self.fold {
+            Fold::Depthwise { kernel, bias } => (kernel.clone(), bias.clone()),
+            Fold::Max => (
+                tensor1(&vec![1f32; c * taps]).into_arc_tensor(),
+                tensor1(&vec![f32::MIN; c]).into_arc_tensor(),
+            ),
+        };
+        let kernel = kernel.try_as_plain_ram()?;
+        let kernel = kernel.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
         let mut offsets = vec![0usize; taps];
         let planes = x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow));
         for (plane, (input, out)) in planes.enumerate() {
@@ -230,7 +297,7 @@ impl DirectDepthwise {
                         ((ky % sh) * sw + kx % sw) * phase_len + (oy + ky / sh) * phase_w + kx / sw;
                 }
                 let acc = &mut acc[..len];
-                accumulate_taps(acc, &buf, &offsets, weights, bias[ch]);
+                fold_taps(acc, &buf, &offsets, weights, bias[ch], max);
                 for r in 0..rows {
                     out[(oy + r) * ow..][..ow].copy_from_slice(&acc[r * phase_w..][..ow]);
                 }
@@ -246,76 +313,112 @@ impl DirectDepthwise {
 /// per block instead of once per tap.
 const BLOCK: usize = 16;
 
-/// `acc[i] = bias + Σ weights[t] * buf[offsets[t] + i]`, with the widest
-/// vectors this CPU has.
-fn accumulate_taps(acc: &mut [f32], buf: &[f32], offsets: &[usize], weights: &[f32], bias: f32) {
+/// `acc[i] = init ⊕ weights[t] * buf[offsets[t] + i]` over the taps `t`
+/// in kernel order, where ⊕ is max (`max`) or +, with the widest vectors
+/// this CPU has.
+fn fold_taps(
+    acc: &mut [f32],
+    buf: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    init: f32,
+    max: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU was just checked for AVX2.
-        unsafe { accumulate_taps_avx2(acc, buf, offsets, weights, bias) };
+        unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) };
         return;
     }
-    accumulate_taps_portable(acc, buf, offsets, weights, bias);
+    fold_taps_portable(acc, buf, offsets, weights, init, max);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn accumulate_taps_avx2(
+fn fold_taps_avx2(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
     weights: &[f32],
-    bias: f32,
+    init: f32,
+    max: bool,
 ) {
-    accumulate_taps_portable(acc, buf, offsets, weights, bias);
+    fold_taps_portable(acc, buf, offsets, weights, init, max);
 }
 
-/// Separate multiply and add, not `mul_add`: the same rounding with and
-/// without FMA hardware, and taps summed in kernel order after the bias.
 #[inline(always)]
-fn accumulate_taps_portable(
+fn fold_taps_portable(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
     weights: &[f32],
-    bias: f32,
+    init: f32,
+    max: bool,
+) {
+    if max {
+        // tract's own comparison, so NaNs and ties pick the same values.
+        fold_blocks(
+            acc,
+            buf,
+            offsets,
+            weights,
+            init,
+            |a, _, v| if a < v { v } else { a },
+        );
+    } else {
+        // Separate multiply and add, not `mul_add`: the same rounding with
+        // and without FMA hardware.
+        fold_blocks(acc, buf, offsets, weights, init, |a, w, v| a + w * v);
+    }
+}
+
+#[inline(always)]
+fn fold_blocks(
+    acc: &mut [f32],
+    buf: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    init: f32,
+    fold: impl Fn(f32, f32, f32) -> f32,
 ) {
     let done = acc.len() / BLOCK * BLOCK;
     for (b, out) in acc.chunks_exact_mut(BLOCK).enumerate() {
-        let mut sums = [bias; BLOCK];
+        let mut sums = [init; BLOCK];
         for (&offset, &weight) in offsets.iter().zip(weights) {
             let start = offset + b * BLOCK;
             let src: &[f32; BLOCK] = buf[start..start + BLOCK].try_into().expect("BLOCK long");
             for (sum, &v) in sums.iter_mut().zip(src) {
-                *sum += weight * v;
+                *sum = fold(*sum, weight, v);
             }
         }
         out.copy_from_slice(&sums);
     }
     for (i, out) in acc.iter_mut().enumerate().skip(done) {
-        let mut sum = bias;
+        let mut sum = init;
         for (&offset, &weight) in offsets.iter().zip(weights) {
-            sum += weight * buf[offset + i];
+            sum = fold(sum, weight, buf[offset + i]);
         }
         *out = sum;
     }
 }
 
-/// Swaps every depthwise convolution [`DirectDepthwise`] runs into it, and
-/// returns how many.
-pub(crate) fn direct_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+/// Swaps every depthwise convolution and max pool [`DirectWindow`] runs
+/// into it, and returns how many.
+pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
     if !cfg!(target_arch = "x86_64") {
         return Ok(0);
     }
     let mut swapped = 0;
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
+        let op = if let Some(conv) = node.op_as::<Conv>() {
+            DirectWindow::for_conv(model, node, conv)?
+        } else if let Some(pool) = node.op_as::<MaxPool>() {
+            DirectWindow::for_max_pool(model, node, pool)?
+        } else {
+            None
         };
-        let Some(op) = DirectDepthwise::for_conv(model, node, conv)? else {
-            continue;
-        };
+        let Some(op) = op else { continue };
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[0])?;
         let y = patch.wire_node(&node.name, op, &[x])?;
@@ -332,7 +435,70 @@ pub(crate) fn direct_depthwise(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::cnn::PaddingSpec;
+
+    fn pool_model(shape: &[usize], spec: PoolSpec) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape)).unwrap();
+        let y = model
+            .wire_node("pool", MaxPool::new(spec, None), &[x])
+            .unwrap();
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
+
+    /// Max pools of every padding kind (ceil mode included), kernel and
+    /// stride, with and without a batch axis, on inputs full of ties and
+    /// negatives, give exactly tract's own values.
+    #[test]
+    fn direct_max_pool_matches_tract_bit_for_bit() {
+        let paddings = [
+            PaddingSpec::Valid,
+            PaddingSpec::SameUpper,
+            PaddingSpec::SameLower,
+            PaddingSpec::Explicit(tvec!(1, 0), tvec!(1, 2)),
+            PaddingSpec::ExplicitOnnxPool(tvec!(0, 0), tvec!(0, 0), true),
+            PaddingSpec::ExplicitOnnxPool(tvec!(1, 1), tvec!(1, 1), false),
+        ];
+        let mut checked = 0;
+        for shape in [&[2, 3, 13, 10][..], &[4, 25, 5], &[1, 2, 111, 111]] {
+            for (kernel, strides) in [
+                ([3, 3], [2, 2]),
+                ([2, 2], [2, 2]),
+                ([3, 2], [1, 2]),
+                ([2, 3], [2, 1]),
+                ([3, 3], [1, 1]),
+            ] {
+                for padding in &paddings {
+                    let spec = PoolSpec {
+                        data_format: if shape.len() == 4 {
+                            DataFormat::NCHW
+                        } else {
+                            DataFormat::CHW
+                        },
+                        kernel_shape: tvec!(kernel[0], kernel[1]),
+                        padding: padding.clone(),
+                        dilations: None,
+                        strides: Some(tvec!(strides[0], strides[1])),
+                        input_channels: shape[shape.len() - 3],
+                        output_channels: shape[shape.len() - 3],
+                    };
+                    let len = shape.iter().product();
+                    let data: Vec<f32> = (0..len)
+                        .map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.5)
+                        .collect();
+                    let x = tensor1(&data).into_shape(shape).unwrap();
+                    let untouched = pool_model(shape, spec.clone());
+                    let mut direct = untouched.clone();
+                    assert_eq!(direct_windows(&mut direct).unwrap(), 1, "{spec:?}");
+                    assert!(direct.nodes().iter().any(|n| n.op_is::<DirectWindow>()));
+                    assert_eq!(run(untouched, &x), run(direct, &x), "{shape:?} {spec:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 90);
+    }
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
@@ -421,8 +587,8 @@ mod tests {
                         let x = tensor1(&values(len, 1)).into_shape(shape).unwrap();
                         let untouched = conv_model(shape, kernel, strides, padding.clone(), bias);
                         let mut direct = untouched.clone();
-                        assert_eq!(direct_depthwise(&mut direct).unwrap(), 1);
-                        assert!(direct.nodes().iter().any(|n| n.op_is::<DirectDepthwise>()));
+                        assert_eq!(direct_windows(&mut direct).unwrap(), 1);
+                        assert!(direct.nodes().iter().any(|n| n.op_is::<DirectWindow>()));
                         let (want, got) = (run(untouched, &x), run(direct, &x));
                         assert_eq!(
                             want.len(),
@@ -443,8 +609,8 @@ mod tests {
         assert_eq!(checked, 210);
     }
 
-    /// A grouped convolution that is not depthwise, or an ordinary one, is
-    /// left to tract.
+    /// A grouped convolution that is not depthwise, a dilated pool or one
+    /// that reports the index of its maximum is left to tract.
     #[test]
     fn other_convolutions_are_left_to_tract() {
         let mut model = conv_model(
@@ -458,6 +624,29 @@ mod tests {
         let conv = model.node_mut(node).op_as_mut::<Conv>().unwrap();
         conv.pool_spec.output_channels = 8;
         conv.group = 2;
-        assert_eq!(direct_depthwise(&mut model).unwrap(), 0);
+        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+
+        let spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(3, 3),
+            padding: PaddingSpec::Valid,
+            dilations: Some(tvec!(2, 1)),
+            strides: None,
+            input_channels: 2,
+            output_channels: 2,
+        };
+        let mut model = pool_model(&[1, 2, 9, 9], spec.clone());
+        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 2, 9, 9])).unwrap();
+        let spec = PoolSpec {
+            dilations: None,
+            ..spec
+        };
+        let y = model
+            .wire_node("pool", MaxPool::new(spec, Some(DatumType::I64)), &[x])
+            .unwrap();
+        model.select_output_outlets(&y).unwrap();
+        assert_eq!(direct_windows(&mut model).unwrap(), 0);
     }
 }
