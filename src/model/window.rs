@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -56,6 +57,10 @@ pub(crate) struct DirectWindow {
     strides: [usize; 2],
     pad_before: [usize; 2],
     pad_after: [usize; 2],
+    /// Bounds (f32 bits) the outputs are clamped to: the Relu or Clip that
+    /// followed a depthwise convolution, folded in to save a pass over its
+    /// output.
+    clamp: [u32; 2],
 }
 
 impl Op for DirectWindow {
@@ -68,8 +73,13 @@ impl Op for DirectWindow {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "input: {:?} kernel: {:?} strides: {:?} pad: {:?}/{:?}",
-            self.input, self.kernel_hw, self.strides, self.pad_before, self.pad_after
+            "input: {:?} kernel: {:?} strides: {:?} pad: {:?}/{:?} clamp: {:?}",
+            self.input,
+            self.kernel_hw,
+            self.strides,
+            self.pad_before,
+            self.pad_after,
+            self.clamp.map(f32::from_bits)
         )])
     }
 
@@ -209,6 +219,7 @@ impl DirectWindow {
             output: two(&patch.output_shape),
             kernel_hw: two(&spec.kernel_shape),
             strides: two(&patch.spec.strides),
+            clamp: [f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()],
             pad_before: two(&patch.pad_before),
             // Ceil mode lets the last window hang past the padding tract
             // reports; the buffer is padded to hold it.
@@ -244,6 +255,7 @@ impl DirectWindow {
         let mut padded_row = vec![padding; phase_w * sw];
         let group_rows = (GROUP_ELEMENTS / phase_w).clamp(1, oh);
         let mut acc = vec![0f32; (group_rows - 1) * phase_w + ow];
+        let [low, high] = self.clamp.map(f32::from_bits);
         let taps = kh * kw;
         // A max pool folds with weight 1 and starts, like tract, from f32::MIN.
         let (kernel, bias) = match &self.fold {
@@ -299,7 +311,16 @@ impl DirectWindow {
                 let acc = &mut acc[..len];
                 fold_taps(acc, &buf, &offsets, weights, bias[ch], max);
                 for r in 0..rows {
-                    out[(oy + r) * ow..][..ow].copy_from_slice(&acc[r * phase_w..][..ow]);
+                    let out = out[(oy + r) * ow..][..ow].iter_mut();
+                    for (o, &a) in out.zip(&acc[r * phase_w..][..ow]) {
+                        *o = if a < low {
+                            low
+                        } else if a > high {
+                            high
+                        } else {
+                            a
+                        };
+                    }
                 }
                 oy += rows;
             }
@@ -418,11 +439,21 @@ pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
         } else {
             None
         };
-        let Some(op) = op else { continue };
+        let Some(mut op) = op else { continue };
+        let mut last = id;
+        if matches!(op.fold, Fold::Depthwise { .. }) {
+            for (bound, name) in [(0, "Max"), (1, "Min")] {
+                let Some((next, value)) = bound_after(model, last, name)? else {
+                    break;
+                };
+                op.clamp[bound] = value.to_bits();
+                last = next;
+            }
+        }
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[0])?;
         let y = patch.wire_node(&node.name, op, &[x])?;
-        patch.shunt_outside(model, id.into(), y[0])?;
+        patch.shunt_outside(model, last.into(), y[0])?;
         patch.apply(model)?;
         swapped += 1;
     }
@@ -430,6 +461,35 @@ pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
         *model = std::mem::take(model).into_compact()?;
     }
     Ok(swapped)
+}
+
+/// The node that alone consumes `node`'s output, and the constant it bounds
+/// that output with, when it is the binary `op` ("Max" for a lower bound,
+/// "Min" for an upper one: how tract declutters Relu and Clip).
+fn bound_after(model: &TypedModel, node: usize, op: &str) -> TractResult<Option<(usize, f32)>> {
+    let outlet = OutletId::new(node, 0);
+    let successors = &model.nodes()[node].outputs[0].successors;
+    if successors.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let next = &model.nodes()[successors[0].node];
+    let Some(bin) = next.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if bin.0.name() != op || bin.1.is_some() || next.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let other = next.inputs[1 - successors[0].slot];
+    let Some(bound) = model.outlet_fact(other)?.konst.clone() else {
+        return Ok(None);
+    };
+    if bound.datum_type() != f32::datum_type()
+        || !bound.is_uniform()
+        || model.outlet_fact(OutletId::new(next.id, 0))?.shape != model.outlet_fact(outlet)?.shape
+    {
+        return Ok(None);
+    }
+    Ok(Some((next.id, bound.cast_to_scalar::<f32>()?)))
 }
 
 #[cfg(test)]
@@ -607,6 +667,57 @@ mod tests {
             }
         }
         assert_eq!(checked, 210);
+    }
+
+    /// A Relu or Clip after a depthwise convolution folds into it, giving
+    /// tract's values; one whose input is also read elsewhere does not.
+    #[test]
+    fn relu_and_clip_fold_into_the_convolution() {
+        use tract_onnx::tract_core::ops::math::{max, min};
+        for strides in [[1, 1], [2, 2]] {
+            for (bounds, also_output) in [
+                (&[0f32][..], false),
+                (&[0.0, 0.5], false),
+                (&[-0.25, 6.0], true),
+            ] {
+                let shape = [1, 4, 25, 5];
+                let padding = PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1));
+                let mut model = conv_model(&shape, [3, 3], strides, padding, tensor0(0.1f32));
+                let conv = model.output_outlets().unwrap()[0];
+                let mut y = conv;
+                for (i, &b) in bounds.iter().enumerate() {
+                    let b = model
+                        .add_const(format!("b{i}"), tensor4(&[[[[b]]]]))
+                        .unwrap();
+                    let op = if i == 0 { max() } else { min() };
+                    y = model.wire_node(format!("clip{i}"), op, &[y, b]).unwrap()[0];
+                }
+                let outputs = if also_output { vec![y, conv] } else { vec![y] };
+                model.select_output_outlets(&outputs).unwrap();
+                let len = shape.iter().product();
+                let x = tensor1(&values(len, 1)).into_shape(&shape).unwrap();
+                let mut direct = model.clone();
+                assert_eq!(direct_windows(&mut direct).unwrap(), 1);
+                let bin_ops = direct
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.op_is::<TypedBinOp>())
+                    .count();
+                assert_eq!(
+                    bin_ops,
+                    if also_output { bounds.len() } else { 0 },
+                    "{bounds:?}"
+                );
+                let (want, got) = (run(model, &x), run(direct, &x));
+                assert!(want.iter().any(|&v| v == bounds[0]), "the bound is reached");
+                for (a, b) in want.iter().zip(&got) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                        "{a} vs {b}: {bounds:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// A grouped convolution that is not depthwise, a dilated pool or one
