@@ -256,6 +256,7 @@ impl DirectWindow {
         let group_rows = (GROUP_ELEMENTS / phase_w).clamp(1, oh);
         let mut acc = vec![0f32; (group_rows - 1) * phase_w + ow];
         let [low, high] = self.clamp.map(f32::from_bits);
+        let clamped = low > f32::NEG_INFINITY || high < f32::INFINITY;
         let taps = kh * kw;
         // A max pool folds with weight 1 and starts, like tract, from f32::MIN.
         let (kernel, bias) = match &self.fold {
@@ -310,17 +311,16 @@ impl DirectWindow {
                 }
                 let acc = &mut acc[..len];
                 fold_taps(acc, &buf, &offsets, weights, bias[ch], max);
-                for r in 0..rows {
-                    let out = out[(oy + r) * ow..][..ow].iter_mut();
-                    for (o, &a) in out.zip(&acc[r * phase_w..][..ow]) {
-                        *o = if a < low {
-                            low
-                        } else if a > high {
-                            high
-                        } else {
-                            a
-                        };
+                if clamped {
+                    // Two selects, not an if-else chain: they vectorise,
+                    // where branches on the sign of each output mispredict.
+                    for a in acc.iter_mut() {
+                        let v = if *a < low { low } else { *a };
+                        *a = if v > high { high } else { v };
                     }
+                }
+                for r in 0..rows {
+                    out[(oy + r) * ow..][..ow].copy_from_slice(&acc[r * phase_w..][..ow]);
                 }
                 oy += rows;
             }
