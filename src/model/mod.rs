@@ -13,9 +13,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
+mod direct;
 mod info;
 pub mod meta;
-mod window;
 
 pub use info::{DeclaredInput, ModelInfo, TensorSpec};
 pub use meta::meta_list;
@@ -358,7 +358,7 @@ impl ModelFile {
             ..Default::default()
         };
         let plan = match layout {
-            ConvLayout::Nchw => window::direct_windows(&mut typed).map(|_| typed),
+            ConvLayout::Nchw => direct::direct_windows(&mut typed).map(|_| typed),
             ConvLayout::Nhwc => to_nhwc(typed),
         }
         .and_then(|m| m.into_optimized())

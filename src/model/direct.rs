@@ -141,7 +141,9 @@ impl DirectWindow {
             return Ok(None);
         };
         let channels = spec.input_channels;
-        if conv.q_params.is_some()
+        // 1-D convolutions are tract's (and the kernel shape below needs 2).
+        if spec.rank() != 2
+            || conv.q_params.is_some()
             || kernel.datum_type() != f32::datum_type()
             || bias.datum_type() != f32::datum_type()
             || conv.kernel_fmt != KernelFormat::OIHW
@@ -423,10 +425,14 @@ fn fold_blocks(
     }
 }
 
+/// Set to anything, the loader keeps tract's own depthwise convolutions and
+/// max pools: the other side of the comparison in BENCHMARKS.md.
+pub const TRACT_WINDOWS_ENV: &str = "EDGEINFER_TRACT_WINDOWS";
+
 /// Swaps every depthwise convolution and max pool [`DirectWindow`] runs
 /// into it, and returns how many.
 pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
-    if !cfg!(target_arch = "x86_64") {
+    if !cfg!(target_arch = "x86_64") || std::env::var_os(TRACT_WINDOWS_ENV).is_some() {
         return Ok(0);
     }
     let mut swapped = 0;
@@ -720,8 +726,9 @@ mod tests {
         }
     }
 
-    /// A grouped convolution that is not depthwise, a dilated pool or one
-    /// that reports the index of its maximum is left to tract.
+    /// A grouped convolution that is not depthwise, a 1-D depthwise one, a
+    /// dilated pool or one that reports the index of its maximum is left to
+    /// tract.
     #[test]
     fn other_convolutions_are_left_to_tract() {
         let mut model = conv_model(
@@ -735,6 +742,31 @@ mod tests {
         let conv = model.node_mut(node).op_as_mut::<Conv>().unwrap();
         conv.pool_spec.output_channels = 8;
         conv.group = 2;
+        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+
+        // A 1-D depthwise convolution, as the MobileNet-style 1-D CNN has.
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 4, 20])).unwrap();
+        let k = model
+            .add_const("k", Tensor::zero::<f32>(&[4, 1, 3]).unwrap())
+            .unwrap();
+        let b = model.add_const("b", tensor0(0f32)).unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(3),
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: None,
+                input_channels: 4,
+                output_channels: 4,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 4,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
         assert_eq!(direct_windows(&mut model).unwrap(), 0);
 
         let spec = PoolSpec {
