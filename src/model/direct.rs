@@ -28,17 +28,14 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 const GROUP_ELEMENTS: usize = 2048;
 
 /// How a window's taps fold into one output.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Fold {
     /// Depthwise convolution (one input and one output channel per group):
     /// bias plus the weighted sum of the taps.
-    Depthwise {
-        /// `[C, kh * kw]`, one row of taps per channel.
-        kernel: Arc<Tensor>,
-        /// `[C]`.
-        bias: Arc<Tensor>,
-    },
-    /// Max pooling: the largest tap, padding never chosen over data.
+    Depthwise,
+    /// Max pooling: the largest tap, starting like tract from `f32::MIN`
+    /// (the bias) with every weight 1; padding is `f32::MIN` too, so it is
+    /// never chosen over data.
     Max,
 }
 
@@ -46,6 +43,10 @@ enum Fold {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct DirectWindow {
     fold: Fold,
+    /// `[C, kh * kw]`, one row of taps per channel.
+    kernel: Arc<Tensor>,
+    /// `[C]`: where each channel's fold starts.
+    bias: Arc<Tensor>,
     /// `[N, C, H, W]`; N is 1 when the data has no batch axis.
     input: [usize; 4],
     /// Whether the data has an N axis (NCHW) or not (CHW, as tract's
@@ -66,7 +67,7 @@ pub(crate) struct DirectWindow {
 impl Op for DirectWindow {
     fn name(&self) -> StaticName {
         match self.fold {
-            Fold::Depthwise { .. } => "DirectDepthwise".into(),
+            Fold::Depthwise => "DirectDepthwise".into(),
             Fold::Max => "DirectMaxPool".into(),
         }
     }
@@ -105,15 +106,15 @@ impl TypedOp for DirectWindow {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        if self.fold == Fold::Max {
+            return Ok(tvec!());
+        }
         let [n, c, _, _] = self.input;
         let taps = n
             * c
             * self.output.iter().product::<usize>()
             * self.kernel_hw.iter().product::<usize>();
-        Ok(tvec!(match self.fold {
-            Fold::Depthwise { .. } => (Cost::FMA(f32::datum_type()), taps.into()),
-            Fold::Max => (Cost::Buffer(f32::datum_type()), taps.into()),
-        }))
+        Ok(tvec!((Cost::FMA(f32::datum_type()), taps.into())))
     }
 
     as_op!();
@@ -160,14 +161,9 @@ impl DirectWindow {
         } else {
             tensor1(&vec![bias.cast_to_scalar::<f32>()?; channels])
         };
-        let fold = Fold::Depthwise {
-            kernel: (*kernel)
-                .clone()
-                .into_shape(&[channels, taps])?
-                .into_arc_tensor(),
-            bias: bias.into_arc_tensor(),
-        };
-        Self::with_geometry(fold, spec, model.outlet_fact(node.inputs[0])?)
+        let kernel = (*kernel).clone().into_shape(&[channels, taps])?;
+        let x = model.outlet_fact(node.inputs[0])?;
+        Self::with_geometry(Fold::Depthwise, kernel, bias, spec, x)
     }
 
     /// The op for `pool`, or `None` when it is not an f32 2-D max pool
@@ -177,20 +173,27 @@ impl DirectWindow {
         node: &TypedNode,
         pool: &MaxPool,
     ) -> TractResult<Option<Self>> {
+        let spec = &pool.pool_spec;
         if pool.with_index_outputs.is_some() {
             return Ok(None);
         }
-        Self::with_geometry(
-            Fold::Max,
-            &pool.pool_spec,
-            model.outlet_fact(node.inputs[0])?,
-        )
+        let (channels, taps) = (spec.input_channels, spec.kernel_shape.iter().product());
+        let kernel = tensor1(&vec![1f32; channels * taps]).into_shape(&[channels, taps])?;
+        let bias = tensor1(&vec![f32::MIN; channels]);
+        let x = model.outlet_fact(node.inputs[0])?;
+        Self::with_geometry(Fold::Max, kernel, bias, spec, x)
     }
 
-    /// `fold` over the windows `spec` lays on data of fact `x`, or `None`
-    /// when the data is not f32 NCHW/CHW of a concrete shape, the window
-    /// not 2-D, or dilated.
-    fn with_geometry(fold: Fold, spec: &PoolSpec, x: &TypedFact) -> TractResult<Option<Self>> {
+    /// `fold` with `kernel` and `bias` over the windows `spec` lays on data
+    /// of fact `x`, or `None` when the data is not f32 NCHW/CHW of a
+    /// concrete shape, the window not 2-D, or dilated.
+    fn with_geometry(
+        fold: Fold,
+        kernel: Tensor,
+        bias: Tensor,
+        spec: &PoolSpec,
+        x: &TypedFact,
+    ) -> TractResult<Option<Self>> {
         let Some(shape) = x.shape.as_concrete() else {
             return Ok(None);
         };
@@ -212,6 +215,8 @@ impl DirectWindow {
         let two = |v: &[usize]| [v[0], v[1]];
         Ok(Some(DirectWindow {
             fold,
+            kernel: kernel.into_arc_tensor(),
+            bias: bias.into_arc_tensor(),
             input: match *shape {
                 [n, c, h, w] => [n, c, h, w],
                 [c, h, w] => [1, c, h, w],
@@ -240,7 +245,7 @@ impl DirectWindow {
         let [kh, kw] = self.kernel_hw;
         let [sh, sw] = self.strides;
         let [pt, pl] = self.pad_before;
-        // The zero-padded plane, split into sh × sw phase planes: padded
+        // The padded plane, split into sh × sw phase planes: padded
         // (y, j) lives in phase (y % sh, j % sw) at row y / sh, column j / sw.
         // Every tap of a run of output rows then reads one contiguous run
         // of a phase plane, whatever the stride.
@@ -250,7 +255,7 @@ impl DirectWindow {
         );
         let phase_len = phase_h * phase_w;
         let (padding, max) = match self.fold {
-            Fold::Depthwise { .. } => (0.0, false),
+            Fold::Depthwise => (0.0, false),
             Fold::Max => (f32::MIN, true),
         };
         let mut buf = vec![padding; sh * sw * phase_len];
@@ -260,23 +265,15 @@ impl DirectWindow {
         let [low, high] = self.clamp.map(f32::from_bits);
         let clamped = low > f32::NEG_INFINITY || high < f32::INFINITY;
         let taps = kh * kw;
-        // A max pool folds with weight 1 and starts, like tract, from f32::MIN.
-        let (kernel, bias) = match &self.fold {
-            Fold::Depthwise { kernel, bias } => (kernel.clone(), bias.clone()),
-            Fold::Max => (
-                tensor1(&vec![1f32; c * taps]).into_arc_tensor(),
-                tensor1(&vec![f32::MIN; c]).into_arc_tensor(),
-            ),
-        };
-        let kernel = kernel.try_as_plain_ram()?;
+        let kernel = self.kernel.try_as_plain_ram()?;
         let kernel = kernel.as_slice::<f32>()?;
-        let bias = bias.try_as_plain_ram()?;
+        let bias = self.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let mut offsets = vec![0usize; taps];
         let planes = x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow));
         for (plane, (input, out)) in planes.enumerate() {
             let ch = plane % c;
-            // Only the interior is written, so the zero border of the
+            // Only the interior is written, so the padding border of the
             // first plane serves every later one.
             for (y, row) in input.chunks_exact(w).enumerate() {
                 let (py, qy) = ((y + pt) % sh, (y + pt) / sh);
@@ -427,7 +424,7 @@ fn fold_blocks(
 
 /// Set to anything, the loader keeps tract's own depthwise convolutions and
 /// max pools: the other side of the comparison in BENCHMARKS.md.
-pub const TRACT_WINDOWS_ENV: &str = "EDGEINFER_TRACT_WINDOWS";
+pub(crate) const TRACT_WINDOWS_ENV: &str = "EDGEINFER_TRACT_WINDOWS";
 
 /// Swaps every depthwise convolution and max pool [`DirectWindow`] runs
 /// into it, and returns how many.
@@ -447,7 +444,7 @@ pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
         };
         let Some(mut op) = op else { continue };
         let mut last = id;
-        if matches!(op.fold, Fold::Depthwise { .. }) {
+        if op.fold == Fold::Depthwise {
             for (bound, name) in [(0, "Max"), (1, "Min")] {
                 let Some((next, value)) = bound_after(model, last, name)? else {
                     break;
@@ -503,6 +500,30 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
 
+    /// A 2-D window over NCHW data (CHW when `shape` has three axes) that
+    /// keeps the channel count.
+    fn window_spec(
+        shape: &[usize],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        padding: PaddingSpec,
+    ) -> PoolSpec {
+        let channels = shape[shape.len() - 3];
+        PoolSpec {
+            data_format: if shape.len() == 4 {
+                DataFormat::NCHW
+            } else {
+                DataFormat::CHW
+            },
+            kernel_shape: tvec!(kernel[0], kernel[1]),
+            padding,
+            dilations: None,
+            strides: Some(tvec!(strides[0], strides[1])),
+            input_channels: channels,
+            output_channels: channels,
+        }
+    }
+
     fn pool_model(shape: &[usize], spec: PoolSpec) -> TypedModel {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact(shape)).unwrap();
@@ -536,19 +557,7 @@ mod tests {
                 ([3, 3], [1, 1]),
             ] {
                 for padding in &paddings {
-                    let spec = PoolSpec {
-                        data_format: if shape.len() == 4 {
-                            DataFormat::NCHW
-                        } else {
-                            DataFormat::CHW
-                        },
-                        kernel_shape: tvec!(kernel[0], kernel[1]),
-                        padding: padding.clone(),
-                        dilations: None,
-                        strides: Some(tvec!(strides[0], strides[1])),
-                        input_channels: shape[shape.len() - 3],
-                        output_channels: shape[shape.len() - 3],
-                    };
+                    let spec = window_spec(shape, kernel, strides, padding.clone());
                     let len = shape.iter().product();
                     let data: Vec<f32> = (0..len)
                         .map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.5)
@@ -588,19 +597,7 @@ mod tests {
         let k = model.add_const("k", k).unwrap();
         let b = model.add_const("b", bias).unwrap();
         let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: if shape.len() == 4 {
-                    DataFormat::NCHW
-                } else {
-                    DataFormat::CHW
-                },
-                kernel_shape: tvec!(kernel[0], kernel[1]),
-                padding,
-                dilations: None,
-                strides: Some(tvec!(strides[0], strides[1])),
-                input_channels: c,
-                output_channels: c,
-            },
+            pool_spec: window_spec(shape, kernel, strides, padding),
             kernel_fmt: KernelFormat::OIHW,
             group: c,
             q_params: None,
