@@ -23,6 +23,9 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm_conv::GemmConv;
+
 /// Output elements one stride-1 pass accumulates: enough rows to keep the
 /// vector loops long, few enough to stay in L1 with the taps it reads.
 const GROUP_ELEMENTS: usize = 2048;
@@ -47,22 +50,33 @@ pub(crate) struct DirectWindow {
     kernel: Arc<Tensor>,
     /// `[C]`: where each channel's fold starts.
     bias: Arc<Tensor>,
-    /// `[N, C, H, W]`; N is 1 when the data has no batch axis.
-    input: [usize; 4],
-    /// Whether the data has an N axis (NCHW) or not (CHW, as tract's
-    /// declutter leaves a batch of one).
-    batch_axis: bool,
-    /// `[OH, OW]`.
-    output: [usize; 2],
-    kernel_hw: [usize; 2],
-    strides: [usize; 2],
-    pad_before: [usize; 2],
-    pad_after: [usize; 2],
+    geo: Geometry,
     /// Bounds (f32 bits) the outputs are clamped to: the Relu or Clip that
     /// followed a depthwise convolution, folded in to save a pass over its
     /// output.
     clamp: [u32; 2],
 }
+
+/// Where a 2-D window lies on f32 NCHW (or CHW) data of a concrete shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Geometry {
+    /// `[N, C, H, W]`; N is 1 when the data has no batch axis.
+    pub(crate) input: [usize; 4],
+    /// Whether the data has an N axis (NCHW) or not (CHW, as tract's
+    /// declutter leaves a batch of one).
+    pub(crate) batch_axis: bool,
+    /// `[OH, OW]`.
+    pub(crate) output: [usize; 2],
+    pub(crate) kernel_hw: [usize; 2],
+    pub(crate) strides: [usize; 2],
+    pub(crate) pad_before: [usize; 2],
+    /// At least tract's padding after, and more where ceil mode lets the
+    /// last window hang past it.
+    pub(crate) pad_after: [usize; 2],
+}
+
+/// Bounds that clamp nothing.
+pub(crate) const UNCLAMPED: [u32; 2] = [f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()];
 
 impl Op for DirectWindow {
     fn name(&self) -> StaticName {
@@ -74,12 +88,8 @@ impl Op for DirectWindow {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "input: {:?} kernel: {:?} strides: {:?} pad: {:?}/{:?} clamp: {:?}",
-            self.input,
-            self.kernel_hw,
-            self.strides,
-            self.pad_before,
-            self.pad_after,
+            "{} clamp: {:?}",
+            self.geo,
             self.clamp.map(f32::from_bits)
         )])
     }
@@ -94,7 +104,7 @@ impl EvalOp for DirectWindow {
         let x = args_1!(inputs);
         let x = x.to_plain_array_view::<f32>()?;
         let x = x.as_slice().context("window op input is not contiguous")?;
-        let mut out = Tensor::zero::<f32>(&self.output_shape())?;
+        let mut out = Tensor::zero::<f32>(&self.geo.output_shape(self.geo.input[1]))?;
         self.run(x, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
         Ok(tvec!(out.into_tvalue()))
     }
@@ -102,34 +112,100 @@ impl EvalOp for DirectWindow {
 
 impl TypedOp for DirectWindow {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(self.output_shape())))
+        Ok(tvec!(f32::fact(self.geo.output_shape(self.geo.input[1]))))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         if self.fold == Fold::Max {
             return Ok(tvec!());
         }
-        let [n, c, _, _] = self.input;
-        let taps = n
-            * c
-            * self.output.iter().product::<usize>()
-            * self.kernel_hw.iter().product::<usize>();
+        let [n, c, _, _] = self.geo.input;
+        let taps = n * c * self.geo.outputs() * self.geo.taps();
         Ok(tvec!((Cost::FMA(f32::datum_type()), taps.into())))
     }
 
     as_op!();
 }
 
-impl DirectWindow {
-    fn output_shape(&self) -> TVec<usize> {
-        let [n, c, _, _] = self.input;
+impl std::fmt::Display for Geometry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "input: {:?} kernel: {:?} strides: {:?} pad: {:?}/{:?}",
+            self.input, self.kernel_hw, self.strides, self.pad_before, self.pad_after
+        )
+    }
+}
+
+impl Geometry {
+    /// The windows `spec` lays on data of fact `x`, or `None` when the data
+    /// is not f32 NCHW/CHW of a concrete shape, the window not 2-D, or
+    /// dilated.
+    pub(crate) fn of(spec: &PoolSpec, x: &TypedFact) -> TractResult<Option<Self>> {
+        let Some(shape) = x.shape.as_concrete() else {
+            return Ok(None);
+        };
+        if x.datum_type != f32::datum_type()
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || spec.rank() != 2
+            || shape.len() != if spec.data_format.has_n() { 4 } else { 3 }
+            || spec
+                .dilations
+                .as_ref()
+                .is_some_and(|d| d.iter().any(|&d| d != 1))
+        {
+            return Ok(None);
+        }
+        let shape_dims: TVec<TDim> = shape.iter().map(|&d| d.into()).collect();
+        let geo = spec.compute_geo(&shape_dims)?;
+        let geo = geo.to_concrete(shape)?;
+        let patch = &geo.patch;
+        let two = |v: &[usize]| [v[0], v[1]];
+        Ok(Some(Geometry {
+            input: match *shape {
+                [n, c, h, w] => [n, c, h, w],
+                [c, h, w] => [1, c, h, w],
+                _ => return Ok(None),
+            },
+            batch_axis: shape.len() == 4,
+            output: two(&patch.output_shape),
+            kernel_hw: two(&spec.kernel_shape),
+            strides: two(&patch.spec.strides),
+            pad_before: two(&patch.pad_before),
+            // Ceil mode lets the last window hang past the padding tract
+            // reports; the buffer is padded to hold it.
+            pad_after: std::array::from_fn(|i| {
+                let reach =
+                    (patch.output_shape[i] - 1) * patch.spec.strides[i] + spec.kernel_shape[i];
+                let have = shape[shape.len() - 2 + i] + patch.pad_before[i];
+                patch.pad_after[i].max(reach.saturating_sub(have))
+            }),
+        }))
+    }
+
+    /// The output's shape with `channels` channels.
+    pub(crate) fn output_shape(&self, channels: usize) -> TVec<usize> {
+        let [n, _, _, _] = self.input;
         let [oh, ow] = self.output;
         if self.batch_axis {
-            tvec!(n, c, oh, ow)
+            tvec!(n, channels, oh, ow)
         } else {
-            tvec!(c, oh, ow)
+            tvec!(channels, oh, ow)
         }
     }
+
+    /// Output positions in one channel plane.
+    pub(crate) fn outputs(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// Taps in one window.
+    pub(crate) fn taps(&self) -> usize {
+        self.kernel_hw[0] * self.kernel_hw[1]
+    }
+}
+
+impl DirectWindow {
 
     /// The op for `conv`, or `None` when it is not a constant-weight f32
     /// depthwise 2-D convolution without dilation.
@@ -185,8 +261,7 @@ impl DirectWindow {
     }
 
     /// `fold` with `kernel` and `bias` over the windows `spec` lays on data
-    /// of fact `x`, or `None` when the data is not f32 NCHW/CHW of a
-    /// concrete shape, the window not 2-D, or dilated.
+    /// of fact `x`, or `None` where [`Geometry::of`] has none.
     fn with_geometry(
         fold: Fold,
         kernel: Tensor,
@@ -194,64 +269,28 @@ impl DirectWindow {
         spec: &PoolSpec,
         x: &TypedFact,
     ) -> TractResult<Option<Self>> {
-        let Some(shape) = x.shape.as_concrete() else {
-            return Ok(None);
-        };
-        if x.datum_type != f32::datum_type()
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || spec.rank() != 2
-            || shape.len() != if spec.data_format.has_n() { 4 } else { 3 }
-            || spec
-                .dilations
-                .as_ref()
-                .is_some_and(|d| d.iter().any(|&d| d != 1))
-        {
-            return Ok(None);
-        }
-        let shape_dims: TVec<TDim> = shape.iter().map(|&d| d.into()).collect();
-        let geo = spec.compute_geo(&shape_dims)?;
-        let geo = geo.to_concrete(shape)?;
-        let patch = &geo.patch;
-        let two = |v: &[usize]| [v[0], v[1]];
-        Ok(Some(DirectWindow {
+        Ok(Geometry::of(spec, x)?.map(|geo| DirectWindow {
             fold,
             kernel: kernel.into_arc_tensor(),
             bias: bias.into_arc_tensor(),
-            input: match *shape {
-                [n, c, h, w] => [n, c, h, w],
-                [c, h, w] => [1, c, h, w],
-                _ => return Ok(None),
-            },
-            batch_axis: shape.len() == 4,
-            output: two(&patch.output_shape),
-            kernel_hw: two(&spec.kernel_shape),
-            strides: two(&patch.spec.strides),
-            clamp: [f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()],
-            pad_before: two(&patch.pad_before),
-            // Ceil mode lets the last window hang past the padding tract
-            // reports; the buffer is padded to hold it.
-            pad_after: std::array::from_fn(|i| {
-                let reach =
-                    (patch.output_shape[i] - 1) * patch.spec.strides[i] + spec.kernel_shape[i];
-                let have = shape[shape.len() - 2 + i] + patch.pad_before[i];
-                patch.pad_after[i].max(reach.saturating_sub(have))
-            }),
+            geo,
+            clamp: UNCLAMPED,
         }))
     }
 
     fn run(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
-        let [_, c, h, w] = self.input;
-        let [oh, ow] = self.output;
-        let [kh, kw] = self.kernel_hw;
-        let [sh, sw] = self.strides;
-        let [pt, pl] = self.pad_before;
+        let [_, c, h, w] = self.geo.input;
+        let [oh, ow] = self.geo.output;
+        let [kh, kw] = self.geo.kernel_hw;
+        let [sh, sw] = self.geo.strides;
+        let [pt, pl] = self.geo.pad_before;
         // The padded plane, split into sh × sw phase planes: padded
         // (y, j) lives in phase (y % sh, j % sw) at row y / sh, column j / sw.
         // Every tap of a run of output rows then reads one contiguous run
         // of a phase plane, whatever the stride.
         let (phase_h, phase_w) = (
-            (h + pt + self.pad_after[0]).div_ceil(sh),
-            (w + pl + self.pad_after[1]).div_ceil(sw),
+            (h + pt + self.geo.pad_after[0]).div_ceil(sh),
+            (w + pl + self.geo.pad_after[1]).div_ceil(sw),
         );
         let phase_len = phase_h * phase_w;
         let (padding, max) = match self.fold {
@@ -426,36 +465,72 @@ fn fold_blocks(
 /// max pools: the other side of the comparison in BENCHMARKS.md.
 pub(crate) const TRACT_WINDOWS_ENV: &str = "EDGEINFER_TRACT_WINDOWS";
 
-/// Swaps every depthwise convolution and max pool [`DirectWindow`] runs
-/// into it, and returns how many.
-pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
-    if !cfg!(target_arch = "x86_64") || std::env::var_os(TRACT_WINDOWS_ENV).is_some() {
+/// Set to anything, the loader keeps tract's own dense convolutions instead
+/// of [`GemmConv`]: the other side of the comparison in BENCHMARKS.md.
+pub(crate) const TRACT_CONV_ENV: &str = "EDGEINFER_TRACT_CONV";
+
+/// An op of ours that replaces one of tract's.
+enum Direct {
+    Window(DirectWindow),
+    #[cfg(target_arch = "x86_64")]
+    Conv(GemmConv),
+}
+
+impl Direct {
+    /// The clamp a following Relu or Clip folds into, if the op takes one.
+    fn clamp(&mut self) -> Option<&mut [u32; 2]> {
+        match self {
+            Direct::Window(w) if w.fold == Fold::Depthwise => Some(&mut w.clamp),
+            Direct::Window(_) => None,
+            #[cfg(target_arch = "x86_64")]
+            Direct::Conv(c) => Some(&mut c.clamp),
+        }
+    }
+}
+
+/// Swaps in our ops where they run faster than tract's, and returns how
+/// many: [`DirectWindow`] for depthwise convolutions and max pools, and,
+/// when tract runs on one thread (`threads` is 1), [`GemmConv`] for dense
+/// convolutions. With more threads those stay tract's, whose products
+/// share the work out.
+pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractResult<usize> {
+    if !cfg!(target_arch = "x86_64") {
         return Ok(0);
     }
+    let windows = std::env::var_os(TRACT_WINDOWS_ENV).is_none();
+    let convs = threads == 1 && std::env::var_os(TRACT_CONV_ENV).is_none();
     let mut swapped = 0;
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
-        let op = if let Some(conv) = node.op_as::<Conv>() {
-            DirectWindow::for_conv(model, node, conv)?
-        } else if let Some(pool) = node.op_as::<MaxPool>() {
-            DirectWindow::for_max_pool(model, node, pool)?
-        } else {
-            None
-        };
+        let mut op = None;
+        if let Some(conv) = node.op_as::<Conv>() {
+            if windows {
+                op = DirectWindow::for_conv(model, node, conv)?.map(Direct::Window);
+            }
+            if convs && op.is_none() {
+                op = gemm_conv(model, node, conv)?;
+            }
+        } else if let Some(pool) = node.op_as::<MaxPool>().filter(|_| windows) {
+            op = DirectWindow::for_max_pool(model, node, pool)?.map(Direct::Window);
+        }
         let Some(mut op) = op else { continue };
         let mut last = id;
-        if op.fold == Fold::Depthwise {
+        if let Some(clamp) = op.clamp() {
             for (bound, name) in [(0, "Max"), (1, "Min")] {
                 let Some((next, value)) = bound_after(model, last, name)? else {
                     break;
                 };
-                op.clamp[bound] = value.to_bits();
+                clamp[bound] = value.to_bits();
                 last = next;
             }
         }
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[0])?;
-        let y = patch.wire_node(&node.name, op, &[x])?;
+        let y = match op {
+            Direct::Window(op) => patch.wire_node(&node.name, op, &[x])?,
+            #[cfg(target_arch = "x86_64")]
+            Direct::Conv(op) => patch.wire_node(&node.name, op, &[x])?,
+        };
         patch.shunt_outside(model, last.into(), y[0])?;
         patch.apply(model)?;
         swapped += 1;
@@ -464,6 +539,18 @@ pub(crate) fn direct_windows(model: &mut TypedModel) -> TractResult<usize> {
         *model = std::mem::take(model).into_compact()?;
     }
     Ok(swapped)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Direct>> {
+    Ok(GemmConv::for_conv(model, node, conv)?.map(Direct::Conv))
+}
+
+/// The `gemm` crate is an x86_64 dependency only: ARM keeps tract's NEON
+/// products.
+#[cfg(not(target_arch = "x86_64"))]
+fn gemm_conv(_: &TypedModel, _: &TypedNode, _: &Conv) -> TractResult<Option<Direct>> {
+    Ok(None)
 }
 
 /// The node that alone consumes `node`'s output, and the constant it bounds
@@ -496,7 +583,7 @@ fn bound_after(model: &TypedModel, node: usize, op: &str) -> TractResult<Option<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
 
@@ -565,7 +652,7 @@ mod tests {
                     let x = tensor1(&data).into_shape(shape).unwrap();
                     let untouched = pool_model(shape, spec.clone());
                     let mut direct = untouched.clone();
-                    assert_eq!(direct_windows(&mut direct).unwrap(), 1, "{spec:?}");
+                    assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1, "{spec:?}");
                     assert!(direct.nodes().iter().any(|n| n.op_is::<DirectWindow>()));
                     assert_eq!(run(untouched, &x), run(direct, &x), "{shape:?} {spec:?}");
                     checked += 1;
@@ -575,7 +662,8 @@ mod tests {
         assert_eq!(checked, 90);
     }
 
-    fn values(len: usize, seed: usize) -> Vec<f32> {
+    /// `len` values in [-2, 2), a different sequence for each `seed`.
+    pub(in crate::model) fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| (((i + seed) * 7919 % 101) as f32 - 50.0) / 25.0)
             .collect()
@@ -607,7 +695,8 @@ mod tests {
         model
     }
 
-    fn run(model: TypedModel, x: &Tensor) -> Vec<f32> {
+    /// `model`'s one output for `x`, optimized by tract.
+    pub(in crate::model) fn run(model: TypedModel, x: &Tensor) -> Vec<f32> {
         let plan = model.into_optimized().unwrap().into_runnable().unwrap();
         let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap().remove(0);
         y.to_plain_array_view::<f32>()
@@ -650,7 +739,7 @@ mod tests {
                         let x = tensor1(&values(len, 1)).into_shape(shape).unwrap();
                         let untouched = conv_model(shape, kernel, strides, padding.clone(), bias);
                         let mut direct = untouched.clone();
-                        assert_eq!(direct_windows(&mut direct).unwrap(), 1);
+                        assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
                         assert!(direct.nodes().iter().any(|n| n.op_is::<DirectWindow>()));
                         let (want, got) = (run(untouched, &x), run(direct, &x));
                         assert_eq!(
@@ -700,7 +789,7 @@ mod tests {
                 let len = shape.iter().product();
                 let x = tensor1(&values(len, 1)).into_shape(&shape).unwrap();
                 let mut direct = model.clone();
-                assert_eq!(direct_windows(&mut direct).unwrap(), 1);
+                assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
                 let bin_ops = direct
                     .nodes()
                     .iter()
@@ -739,7 +828,7 @@ mod tests {
         let conv = model.node_mut(node).op_as_mut::<Conv>().unwrap();
         conv.pool_spec.output_channels = 8;
         conv.group = 2;
-        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
 
         // A 1-D depthwise convolution, as the MobileNet-style 1-D CNN has.
         let mut model = TypedModel::default();
@@ -764,7 +853,7 @@ mod tests {
         };
         let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
         model.select_output_outlets(&y).unwrap();
-        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
 
         let spec = PoolSpec {
             data_format: DataFormat::NCHW,
@@ -776,7 +865,7 @@ mod tests {
             output_channels: 2,
         };
         let mut model = pool_model(&[1, 2, 9, 9], spec.clone());
-        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 2, 9, 9])).unwrap();
         let spec = PoolSpec {
@@ -787,6 +876,6 @@ mod tests {
             .wire_node("pool", MaxPool::new(spec, Some(DatumType::I64)), &[x])
             .unwrap();
         model.select_output_outlets(&y).unwrap();
-        assert_eq!(direct_windows(&mut model).unwrap(), 0);
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
     }
 }

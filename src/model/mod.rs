@@ -14,6 +14,8 @@ use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod gemm_conv;
 mod info;
 pub mod meta;
 
@@ -358,7 +360,7 @@ impl ModelFile {
             ..Default::default()
         };
         let plan = match layout {
-            ConvLayout::Nchw => direct::direct_windows(&mut typed).map(|_| typed),
+            ConvLayout::Nchw => direct::direct_kernels(&mut typed, threads).map(|_| typed),
             ConvLayout::Nhwc => to_nhwc(typed),
         }
         .and_then(|m| m.into_optimized())

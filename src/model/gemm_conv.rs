@@ -1,0 +1,393 @@
+//! Dense 2-D convolution as a matrix product on the `gemm` crate, swapped
+//! in for tract's on x86_64 between declutter and optimize.
+//!
+//! Why: `benches/compare_onnxruntime.py --layers` put tract's products for
+//! the convolutions of real image networks at 2–8× ONNX Runtime's time
+//! (the stems' k = 27 im2col products 4.7–8.4×, MobileNetV2's k = 16
+//! expansion 3.7×, ResNet-18's large-k layers 2–2.6×), and tract's kernel
+//! choice, knobs and layouts could not move them (BENCHMARKS.md, "Levers
+//! tried"). The `gemm` crate's AVX2/AVX-512 products ran the same shapes at
+//! 0.6–1.4× ORT's whole-layer time. Per block of output positions the
+//! input windows are laid out as columns (none for a 1×1, stride-1
+//! convolution, whose input already is that matrix), the product writes
+//! the output block in place, and bias and a folded Relu/Clip are applied
+//! while the block is still in cache.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+
+use super::direct::{Geometry, UNCLAMPED};
+
+/// Floats of the column block one product reads: enough columns to keep
+/// the product's tiles busy, few enough to stay in L2.
+const COLUMN_FLOATS: usize = 1 << 16;
+
+/// A constant-weight f32 2-D convolution of one group, on NCHW (or CHW)
+/// data of a concrete shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct GemmConv {
+    /// `[Cout, Cin * kh * kw]`, the weights as the left matrix.
+    weights: Arc<Tensor>,
+    /// `[Cout]`.
+    bias: Arc<Tensor>,
+    geo: Geometry,
+    /// Bounds (f32 bits) the outputs are clamped to: the Relu or Clip that
+    /// followed, folded in to save a pass over the output.
+    pub(crate) clamp: [u32; 2],
+}
+
+impl Op for GemmConv {
+    fn name(&self) -> StaticName {
+        "GemmConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} output channels: {} clamp: {:?}",
+            self.geo,
+            self.out_channels(),
+            self.clamp.map(f32::from_bits)
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for GemmConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let x = x.to_plain_array_view::<f32>()?;
+        let x = x.as_slice().context("convolution input is not contiguous")?;
+        let mut out = Tensor::zero::<f32>(&self.geo.output_shape(self.out_channels()))?;
+        self.run(x, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for GemmConv {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(
+            self.geo.output_shape(self.out_channels())
+        )))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let macs = self.geo.input[0] * self.weights.len() * self.geo.outputs();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), macs.into())))
+    }
+
+    as_op!();
+}
+
+impl GemmConv {
+    /// The op for `conv`, or `None` when it is not a constant-weight f32
+    /// 2-D convolution of one group without dilation on NCHW/CHW data.
+    pub(crate) fn for_conv(
+        model: &TypedModel,
+        node: &TypedNode,
+        conv: &Conv,
+    ) -> TractResult<Option<Self>> {
+        let spec = &conv.pool_spec;
+        let (Some(kernel), Some(bias)) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            model.outlet_fact(node.inputs[2])?.konst.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let (cin, cout) = (spec.input_channels, spec.output_channels);
+        // 1-D convolutions are tract's: the 1-D models run at or under ONNX
+        // Runtime's time there (BENCHMARKS.md).
+        if spec.rank() != 2
+            || cin == 0
+            || cout == 0
+            || conv.q_params.is_some()
+            || conv.group != 1
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || kernel.datum_type() != f32::datum_type()
+            || bias.datum_type() != f32::datum_type()
+            || kernel.shape() != [cout, cin, spec.kernel_shape[0], spec.kernel_shape[1]]
+            || !(bias.len() == cout || bias.len() == 1)
+        {
+            return Ok(None);
+        }
+        let Some(geo) = Geometry::of(spec, model.outlet_fact(node.inputs[0])?)? else {
+            return Ok(None);
+        };
+        let bias = if bias.len() == cout {
+            (*bias).clone().into_shape(&[cout])?
+        } else {
+            tensor1(&vec![bias.cast_to_scalar::<f32>()?; cout])
+        };
+        let weights = (*kernel).clone().into_shape(&[cout, cin * geo.taps()])?;
+        Ok(Some(GemmConv {
+            weights: weights.into_arc_tensor(),
+            bias: bias.into_arc_tensor(),
+            geo,
+            clamp: UNCLAMPED,
+        }))
+    }
+
+    fn out_channels(&self) -> usize {
+        self.bias.len()
+    }
+
+    fn run(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        let [_, cin, h, w] = self.geo.input;
+        let cout = self.out_channels();
+        let depth = self.weights.shape()[1];
+        let positions = self.geo.outputs();
+        // A 1×1, stride-1, unpadded convolution's input already is the
+        // right matrix, `[Cin, H * W]`.
+        let direct = depth == cin
+            && self.geo.strides == [1, 1]
+            && self.geo.pad_before == [0, 0]
+            && positions == h * w;
+        let block = (COLUMN_FLOATS / depth).clamp(64, 1024).min(positions);
+        let mut columns = if direct {
+            Vec::new()
+        } else {
+            vec![0f32; depth * block]
+        };
+        let weights = self.weights.try_as_plain_ram()?;
+        let weights = weights.as_slice::<f32>()?;
+        let bias = self.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let [low, high] = self.clamp.map(f32::from_bits);
+        let images = x
+            .chunks_exact(cin * h * w)
+            .zip(out.chunks_exact_mut(cout * positions));
+        for (image, out) in images {
+            let mut start = 0;
+            while start < positions {
+                let len = block.min(positions - start);
+                let (rhs, rhs_row) = if direct {
+                    (&image[start..], positions)
+                } else {
+                    self.gather(image, start, len, &mut columns[..depth * len]);
+                    (&columns[..], len)
+                };
+                // The product reads `depth` rows of `len` columns, `rhs_row`
+                // apart, and writes `cout` rows of `len`, `positions` apart.
+                assert!(rhs.len() >= (depth - 1) * rhs_row + len);
+                assert!(out.len() >= start + (cout - 1) * positions + len);
+                assert!(weights.len() == cout * depth);
+                // SAFETY: the three matrices lie inside the slices, as just
+                // asserted, and `out` is borrowed mutably, so nothing else
+                // reads or writes the destination.
+                unsafe {
+                    gemm::gemm(
+                        cout,
+                        len,
+                        depth,
+                        out[start..].as_mut_ptr(),
+                        1,
+                        positions as isize,
+                        false,
+                        weights.as_ptr(),
+                        1,
+                        depth as isize,
+                        rhs.as_ptr(),
+                        1,
+                        rhs_row as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                    // Two selects, not an if-else chain: they vectorise.
+                    for v in &mut row[start..start + len] {
+                        let s = *v + b;
+                        let s = if s < low { low } else { s };
+                        *v = if s > high { high } else { s };
+                    }
+                }
+                start += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays the windows of output positions `start..start + len` out as
+    /// columns: row `(ci, ky, kx)` of `columns` holds, for each position,
+    /// the input value under that tap (0 in the padding).
+    fn gather(&self, image: &[f32], start: usize, len: usize, columns: &mut [f32]) {
+        let [_, _, h, w] = self.geo.input;
+        let [_, ow] = self.geo.output;
+        let [kh, kw] = self.geo.kernel_hw;
+        let [sh, sw] = self.geo.strides;
+        let [pt, pl] = self.geo.pad_before;
+        for (r, row) in columns.chunks_exact_mut(len).enumerate() {
+            let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+            let plane = &image[ci * h * w..][..h * w];
+            // Output columns whose tap lands inside the input row.
+            let first = pl.saturating_sub(kx).div_ceil(sw);
+            let end = (w + pl).saturating_sub(kx).div_ceil(sw);
+            let mut done = 0;
+            while done < len {
+                let (oy, ox) = ((start + done) / ow, (start + done) % ow);
+                let run = (ow - ox).min(len - done);
+                let dst = &mut row[done..done + run];
+                let iy = (oy * sh + ky).wrapping_sub(pt);
+                let (lo, hi) = (first.clamp(ox, ox + run), end.clamp(ox, ox + run));
+                if iy >= h || lo >= hi {
+                    dst.fill(0.0);
+                } else {
+                    dst[..lo - ox].fill(0.0);
+                    dst[hi - ox..].fill(0.0);
+                    let src = &plane[iy * w..][..w];
+                    let ix = lo * sw + kx - pl;
+                    let dst = &mut dst[lo - ox..hi - ox];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[ix..ix + dst.len()]);
+                    } else {
+                        for (d, &s) in dst.iter_mut().zip(src[ix..].iter().step_by(sw)) {
+                            *d = s;
+                        }
+                    }
+                }
+                done += run;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::direct::direct_kernels;
+    use crate::model::direct::tests::{run, values};
+    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::math::{max, min};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+
+    /// A one-group convolution from `shape`'s channels to `cout`, with
+    /// `bias`, as the only node between input and output.
+    fn conv_model(
+        shape: &[usize],
+        cout: usize,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        padding: PaddingSpec,
+        bias: Tensor,
+    ) -> TypedModel {
+        let cin = shape[shape.len() - 3];
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape)).unwrap();
+        let k = tensor1(&values(cout * cin * kernel[0] * kernel[1], 3))
+            .into_shape(&[cout, cin, kernel[0], kernel[1]])
+            .unwrap();
+        let k = model.add_const("k", k).unwrap();
+        let b = model.add_const("b", bias).unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: if shape.len() == 4 {
+                    DataFormat::NCHW
+                } else {
+                    DataFormat::CHW
+                },
+                kernel_shape: tvec!(kernel[0], kernel[1]),
+                padding,
+                dilations: None,
+                strides: Some(tvec!(strides[0], strides[1])),
+                input_channels: cin,
+                output_channels: cout,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
+
+    fn assert_close(want: &[f32], got: &[f32], what: &str) {
+        assert_eq!(want.len(), got.len(), "{what}");
+        for (a, b) in want.iter().zip(got) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}: {what}");
+        }
+    }
+
+    /// Every padding kind, stride and kernel shape (1×1 ones that read the
+    /// input as it is and strided ones that gather it), on inputs with and
+    /// without a batch axis and with more output positions than one block
+    /// holds, with per-channel and scalar bias, gives tract's own results.
+    #[test]
+    fn gemm_conv_matches_tract() {
+        let paddings = [
+            PaddingSpec::Valid,
+            PaddingSpec::SameUpper,
+            PaddingSpec::SameLower,
+            PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+            PaddingSpec::Explicit(tvec!(0, 2), tvec!(1, 0)),
+        ];
+        let mut checked = 0;
+        for shape in [&[1, 3, 40, 41][..], &[2, 5, 9, 7], &[4, 25, 5], &[1, 2, 48, 48]] {
+            for (kernel, strides) in [
+                ([1, 1], [1, 1]),
+                ([1, 1], [2, 2]),
+                ([3, 3], [1, 1]),
+                ([3, 3], [2, 2]),
+                ([5, 5], [2, 2]),
+                ([3, 1], [1, 1]),
+                ([1, 3], [2, 1]),
+            ] {
+                for padding in &paddings {
+                    for (cout, bias) in [(7, tensor1(&values(7, 5))), (1, tensor0(0.25f32))] {
+                        let what = format!("{shape:?} {cout} {kernel:?} {strides:?} {padding:?}");
+                        let len = shape.iter().product();
+                        let x = tensor1(&values(len, 1)).into_shape(shape).unwrap();
+                        let untouched =
+                            conv_model(shape, cout, kernel, strides, padding.clone(), bias);
+                        let mut direct = untouched.clone();
+                        assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1, "{what}");
+                        assert!(direct.nodes().iter().any(|n| n.op_is::<GemmConv>()));
+                        assert_close(&run(untouched, &x), &run(direct, &x), &what);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 280);
+    }
+
+    /// A Relu or Clip after the convolution folds into it, giving tract's
+    /// values; with more than one thread the convolution stays tract's.
+    #[test]
+    fn relu_and_clip_fold_and_threads_keep_tract() {
+        for bounds in [&[0f32][..], &[0.0, 0.5], &[-0.25, 6.0]] {
+            let shape = [1, 3, 20, 20];
+            let padding = PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1));
+            let mut model = conv_model(&shape, 8, [3, 3], [2, 2], padding, tensor0(0.1f32));
+            let mut y = model.output_outlets().unwrap()[0];
+            for (i, &b) in bounds.iter().enumerate() {
+                let b = model
+                    .add_const(format!("b{i}"), tensor4(&[[[[b]]]]))
+                    .unwrap();
+                let op = if i == 0 { max() } else { min() };
+                y = model.wire_node(format!("clip{i}"), op, &[y, b]).unwrap()[0];
+            }
+            model.select_output_outlets(&[y]).unwrap();
+            let x = tensor1(&values(shape.iter().product(), 1))
+                .into_shape(&shape)
+                .unwrap();
+            let mut threaded = model.clone();
+            assert_eq!(direct_kernels(&mut threaded, 2).unwrap(), 0);
+            let mut direct = model.clone();
+            assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
+            assert_eq!(direct.nodes().len(), 2, "{bounds:?}: input and GemmConv");
+            let (want, got) = (run(model, &x), run(direct, &x));
+            assert!(want.iter().any(|&v| v == bounds[0]), "the bound is reached");
+            assert_close(&want, &got, &format!("{bounds:?}"));
+        }
+    }
+}
