@@ -21,6 +21,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 #[cfg(target_arch = "x86_64")]
@@ -206,7 +207,6 @@ impl Geometry {
 }
 
 impl DirectWindow {
-
     /// The op for `conv`, or `None` when it is not a constant-weight f32
     /// depthwise 2-D convolution without dilation.
     fn for_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
@@ -510,11 +510,31 @@ pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractRes
             if convs && op.is_none() {
                 op = gemm_conv(model, node, conv)?;
             }
+        } else if let Some(einsum) = node.op_as::<EinSum>().filter(|_| convs) {
+            op = gemm_einsum(model, node, einsum)?;
         } else if let Some(pool) = node.op_as::<MaxPool>().filter(|_| windows) {
             op = DirectWindow::for_max_pool(model, node, pool)?.map(Direct::Window);
         }
         let Some(mut op) = op else { continue };
+        // Our ops take the data and hold everything else: the data is the
+        // one input without a constant value (it comes second in a product
+        // written weights first).
+        let mut data = node.inputs.iter().filter(|i| {
+            model
+                .outlet_fact(**i)
+                .is_ok_and(|fact| fact.konst.is_none())
+        });
+        let (Some(&data), None) = (data.next(), data.next()) else {
+            continue;
+        };
         let mut last = id;
+        #[cfg(target_arch = "x86_64")]
+        if let Direct::Conv(conv) = &mut op {
+            if let Some((next, bias)) = bias_after(model, last, conv.output())? {
+                conv.add_bias(&bias)?;
+                last = next;
+            }
+        }
         if let Some(clamp) = op.clamp() {
             for (bound, name) in [(0, "Max"), (1, "Min")] {
                 let Some((next, value)) = bound_after(model, last, name)? else {
@@ -525,7 +545,7 @@ pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractRes
             }
         }
         let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
+        let x = patch.tap_model(model, data)?;
         let y = match op {
             Direct::Window(op) => patch.wire_node(&node.name, op, &[x])?,
             #[cfg(target_arch = "x86_64")]
@@ -546,6 +566,15 @@ fn gemm_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
     Ok(GemmConv::for_conv(model, node, conv)?.map(Direct::Conv))
 }
 
+#[cfg(target_arch = "x86_64")]
+fn gemm_einsum(
+    model: &TypedModel,
+    node: &TypedNode,
+    einsum: &EinSum,
+) -> TractResult<Option<Direct>> {
+    Ok(GemmConv::for_einsum(model, node, einsum)?.map(Direct::Conv))
+}
+
 /// The `gemm` crate is an x86_64 dependency only: ARM keeps tract's NEON
 /// products.
 #[cfg(not(target_arch = "x86_64"))]
@@ -553,10 +582,59 @@ fn gemm_conv(_: &TypedModel, _: &TypedNode, _: &Conv) -> TractResult<Option<Dire
     Ok(None)
 }
 
+#[cfg(not(target_arch = "x86_64"))]
+fn gemm_einsum(_: &TypedModel, _: &TypedNode, _: &EinSum) -> TractResult<Option<Direct>> {
+    Ok(None)
+}
+
 /// The node that alone consumes `node`'s output, and the constant it bounds
 /// that output with, when it is the binary `op` ("Max" for a lower bound,
 /// "Min" for an upper one: how tract declutters Relu and Clip).
 fn bound_after(model: &TypedModel, node: usize, op: &str) -> TractResult<Option<(usize, f32)>> {
+    match constant_after(model, node, op)? {
+        Some((next, bound)) if bound.is_uniform() => {
+            Ok(Some((next, bound.cast_to_scalar::<f32>()?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The node that alone consumes `node`'s output, and the values it adds to
+/// it, when it adds a constant of one value or one per channel of
+/// `channel_axis` in an output of `shape`: a bias tract's declutter left
+/// as its own node.
+fn bias_after(
+    model: &TypedModel,
+    node: usize,
+    (shape, channel_axis): (&[usize], usize),
+) -> TractResult<Option<(usize, Vec<f32>)>> {
+    let Some((next, bias)) = constant_after(model, node, "Add")? else {
+        return Ok(None);
+    };
+    // Broadcasting aligns the bias's axes with the output's last ones.
+    let Some(skipped) = shape.len().checked_sub(bias.rank()) else {
+        return Ok(None);
+    };
+    let per_channel = bias
+        .shape()
+        .iter()
+        .enumerate()
+        .all(|(a, &d)| d == 1 || (a + skipped == channel_axis && d == shape[channel_axis]));
+    if !per_channel {
+        return Ok(None);
+    }
+    let values = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    Ok(Some((next, values)))
+}
+
+/// The node that alone consumes `node`'s output and applies the binary
+/// `op` to it and an f32 constant, giving an output of the same shape, and
+/// that constant.
+fn constant_after(
+    model: &TypedModel,
+    node: usize,
+    op: &str,
+) -> TractResult<Option<(usize, Arc<Tensor>)>> {
     let outlet = OutletId::new(node, 0);
     let successors = &model.nodes()[node].outputs[0].successors;
     if successors.len() != 1 || model.output_outlets()?.contains(&outlet) {
@@ -570,16 +648,15 @@ fn bound_after(model: &TypedModel, node: usize, op: &str) -> TractResult<Option<
         return Ok(None);
     }
     let other = next.inputs[1 - successors[0].slot];
-    let Some(bound) = model.outlet_fact(other)?.konst.clone() else {
+    let Some(value) = model.outlet_fact(other)?.konst.clone() else {
         return Ok(None);
     };
-    if bound.datum_type() != f32::datum_type()
-        || !bound.is_uniform()
+    if value.datum_type() != f32::datum_type()
         || model.outlet_fact(OutletId::new(next.id, 0))?.shape != model.outlet_fact(outlet)?.shape
     {
         return Ok(None);
     }
-    Ok(Some((next.id, bound.cast_to_scalar::<f32>()?)))
+    Ok(Some((next.id, value)))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::direct::{Geometry, UNCLAMPED};
 
@@ -26,7 +27,9 @@ use super::direct::{Geometry, UNCLAMPED};
 const COLUMN_FLOATS: usize = 1 << 16;
 
 /// A constant-weight f32 2-D convolution of one group, on NCHW (or CHW)
-/// data of a concrete shape.
+/// data of a concrete shape; or a product of data by a constant matrix
+/// along one axis (a 1×1 convolution or a fully connected layer once
+/// tract has decluttered it), seen as a 1×1 convolution.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct GemmConv {
     /// `[Cout, Cin * kh * kw]`, the weights as the left matrix.
@@ -34,6 +37,10 @@ pub(crate) struct GemmConv {
     /// `[Cout]`.
     bias: Arc<Tensor>,
     geo: Geometry,
+    /// The output's shape.
+    shape: TVec<usize>,
+    /// The output's channel axis.
+    channel_axis: usize,
     /// Bounds (f32 bits) the outputs are clamped to: the Relu or Clip that
     /// followed, folded in to save a pass over the output.
     pub(crate) clamp: [u32; 2],
@@ -62,8 +69,10 @@ impl EvalOp for GemmConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let x = x.to_plain_array_view::<f32>()?;
-        let x = x.as_slice().context("convolution input is not contiguous")?;
-        let mut out = Tensor::zero::<f32>(&self.geo.output_shape(self.out_channels()))?;
+        let x = x
+            .as_slice()
+            .context("convolution input is not contiguous")?;
+        let mut out = Tensor::zero::<f32>(&self.shape)?;
         self.run(x, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
         Ok(tvec!(out.into_tvalue()))
     }
@@ -71,9 +80,7 @@ impl EvalOp for GemmConv {
 
 impl TypedOp for GemmConv {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(
-            self.geo.output_shape(self.out_channels())
-        )))
+        Ok(tvec!(f32::fact(&self.shape)))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -127,9 +134,125 @@ impl GemmConv {
         Ok(Some(GemmConv {
             weights: weights.into_arc_tensor(),
             bias: bias.into_arc_tensor(),
+            shape: geo.output_shape(cout),
+            channel_axis: geo.batch_axis as usize,
             geo,
             clamp: UNCLAMPED,
         }))
+    }
+
+    /// The op for `einsum`, or `None` when it is not f32 data `x` times a
+    /// constant f32 matrix `W` along one axis, `y[.., o, ..] = Σ_i W[o, i]
+    /// x[.., i, ..]`: how tract declutters 1×1 convolutions, `Gemm` and
+    /// `MatMul` with constant weights.
+    pub(crate) fn for_einsum(
+        model: &TypedModel,
+        node: &TypedNode,
+        einsum: &EinSum,
+    ) -> TractResult<Option<Self>> {
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || node.inputs.len() != 2
+        {
+            return Ok(None);
+        }
+        let facts = [
+            model.outlet_fact(node.inputs[0])?,
+            model.outlet_fact(node.inputs[1])?,
+        ];
+        let slot = match (&facts[0].konst, &facts[1].konst) {
+            (None, Some(_)) => 1,
+            (Some(_), None) => 0,
+            _ => return Ok(None),
+        };
+        let (weights, x) = (facts[slot].konst.clone().expect("matched"), facts[1 - slot]);
+        let (inputs, outputs) = einsum.axes.to_strs();
+        let labels = |s: &str| s.chars().collect::<Vec<_>>();
+        let (xs, ws, ys) = (
+            labels(&inputs[1 - slot]),
+            labels(&inputs[slot]),
+            labels(&outputs[0]),
+        );
+        let Some(shape) = x.shape.as_concrete() else {
+            return Ok(None);
+        };
+        if x.datum_type != f32::datum_type()
+            || weights.datum_type() != f32::datum_type()
+            || ws.len() != 2
+            || ws[0] == ws[1]
+            || xs.len() != shape.len()
+            || ys.len() != xs.len()
+        {
+            return Ok(None);
+        }
+        // The summed axis is in x and W; in its place the output has W's
+        // other axis; every other axis of x passes through unchanged.
+        let Some(c) = xs.iter().position(|l| ws.contains(l)) else {
+            return Ok(None);
+        };
+        let (i, o) = (xs[c], ys[c]);
+        let passes = |p: usize| p == c || (xs[p] == ys[p] && !ws.contains(&xs[p]));
+        if ys.contains(&i)
+            || xs.contains(&o)
+            || !ws.contains(&o)
+            || !(0..xs.len()).all(passes)
+            || (1..xs.len()).any(|p| xs[..p].contains(&xs[p]))
+        {
+            return Ok(None);
+        }
+        let weights = if ws == [o, i] {
+            (*weights).clone()
+        } else {
+            (*weights).clone().permute_axes(&[1, 0])?
+        };
+        let (cout, cin) = (weights.shape()[0], weights.shape()[1]);
+        if cin != shape[c] || cin == 0 || cout == 0 {
+            return Ok(None);
+        }
+        let (lead, trail) = (shape[..c].iter().product(), shape[c + 1..].iter().product());
+        let mut y = shape.to_vec();
+        y[c] = cout;
+        Ok(Some(GemmConv {
+            // A contiguous copy: the product reads rows of W.
+            weights: tensor1(
+                &weights
+                    .to_plain_array_view::<f32>()?
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>(),
+            )
+            .into_shape(&[cout, cin])?
+            .into_arc_tensor(),
+            bias: tensor1(&vec![0f32; cout]).into_arc_tensor(),
+            geo: Geometry {
+                input: [lead, cin, trail, 1],
+                batch_axis: true,
+                output: [trail, 1],
+                kernel_hw: [1, 1],
+                strides: [1, 1],
+                pad_before: [0, 0],
+                pad_after: [0, 0],
+            },
+            shape: y.into(),
+            channel_axis: c,
+            clamp: UNCLAMPED,
+        }))
+    }
+
+    /// The output's shape and channel axis.
+    pub(crate) fn output(&self) -> (&[usize], usize) {
+        (&self.shape, self.channel_axis)
+    }
+
+    /// Adds `bias`, one value or one per output channel, to the outputs.
+    pub(crate) fn add_bias(&mut self, bias: &[f32]) -> TractResult<()> {
+        let old = self.bias.try_as_plain_ram()?;
+        let old = old.as_slice::<f32>()?;
+        let sum: Vec<f32> = (0..old.len())
+            .map(|c| old[c] + bias[if bias.len() == 1 { 0 } else { c }])
+            .collect();
+        self.bias = tensor1(&sum).into_arc_tensor();
+        Ok(())
     }
 
     fn out_channels(&self) -> usize {
@@ -313,7 +436,10 @@ mod tests {
     fn assert_close(want: &[f32], got: &[f32], what: &str) {
         assert_eq!(want.len(), got.len(), "{what}");
         for (a, b) in want.iter().zip(got) {
-            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}: {what}");
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{a} vs {b}: {what}"
+            );
         }
     }
 
@@ -331,7 +457,12 @@ mod tests {
             PaddingSpec::Explicit(tvec!(0, 2), tvec!(1, 0)),
         ];
         let mut checked = 0;
-        for shape in [&[1, 3, 40, 41][..], &[2, 5, 9, 7], &[4, 25, 5], &[1, 2, 48, 48]] {
+        for shape in [
+            &[1, 3, 40, 41][..],
+            &[2, 5, 9, 7],
+            &[4, 25, 5],
+            &[1, 2, 48, 48],
+        ] {
             for (kernel, strides) in [
                 ([1, 1], [1, 1]),
                 ([1, 1], [2, 2]),
@@ -389,5 +520,134 @@ mod tests {
             assert!(want.iter().any(|&v| v == bounds[0]), "the bound is reached");
             assert_close(&want, &got, &format!("{bounds:?}"));
         }
+    }
+
+    /// `expr` (data first or weights first, as `weights_first` says) of
+    /// data of `shape` and constant weights of `w_shape`, then a constant
+    /// `bias` added.
+    fn einsum_model(
+        expr: &str,
+        shape: &[usize],
+        w_shape: [usize; 2],
+        weights_first: bool,
+        bias: Option<Tensor>,
+    ) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(shape)).unwrap();
+        let w = tensor1(&values(w_shape[0] * w_shape[1], 3))
+            .into_shape(&w_shape)
+            .unwrap();
+        let w = model.add_const("w", w).unwrap();
+        let op = EinSum::new(expr.parse().unwrap(), f32::datum_type());
+        let inputs = if weights_first { [w, x] } else { [x, w] };
+        let mut y = model.wire_node("einsum", op, &inputs).unwrap();
+        if let Some(bias) = bias {
+            let b = model.add_const("bias", bias).unwrap();
+            y = model
+                .wire_node("add", tract_onnx::tract_core::ops::math::add(), &[y[0], b])
+                .unwrap();
+        }
+        model.select_output_outlets(&y).unwrap();
+        model
+    }
+
+    /// Products with a constant matrix along one axis, as tract declutters
+    /// 1×1 convolutions, `Gemm` and `MatMul`, run as [`GemmConv`] with
+    /// their bias folded in and give tract's values; other products stay
+    /// tract's.
+    #[test]
+    fn constant_matrix_products_match_tract() {
+        let cases: [(&str, &[usize], [usize; 2], bool, Option<Tensor>); 7] = [
+            // A fully connected layer, weights [out, in] and [in, out].
+            (
+                "ni,oi->no",
+                &[1, 40],
+                [9, 40],
+                false,
+                Some(tensor1(&values(9, 2)).into_shape(&[1, 9]).unwrap()),
+            ),
+            (
+                "ni,io->no",
+                &[3, 40],
+                [40, 9],
+                false,
+                Some(tensor2(&[[0.5f32]])),
+            ),
+            // A 1×1 convolution, with and without a batch axis.
+            ("nihw,oi->nohw", &[2, 6, 40, 30], [5, 6], false, None),
+            (
+                "oi,ihw->ohw",
+                &[6, 7, 9],
+                [5, 6],
+                true,
+                Some(tensor3(&[[[1f32]], [[2.0]], [[3.0]], [[4.0]], [[5.0]]])),
+            ),
+            // Summed axis last, leading axes kept.
+            ("abi,io->abo", &[2, 3, 16], [16, 4], false, None),
+            // A bias along the wrong axis is not a channel bias.
+            (
+                "nihw,oi->nohw",
+                &[1, 6, 4, 5],
+                [5, 6],
+                false,
+                Some(tensor1(&values(5, 2)).into_shape(&[1, 1, 1, 5]).unwrap()),
+            ),
+            ("ni,oi->no", &[1, 12], [1, 12], false, None),
+        ];
+        for (expr, shape, w_shape, weights_first, bias) in cases {
+            let what = format!("{expr} {shape:?} {w_shape:?}");
+            let has_bias = bias.is_some();
+            let model = einsum_model(expr, shape, w_shape, weights_first, bias);
+            let x = tensor1(&values(shape.iter().product(), 1))
+                .into_shape(shape)
+                .unwrap();
+            let mut direct = model.clone();
+            assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1, "{what}");
+            assert!(
+                !direct.nodes().iter().any(|n| n.op_is::<EinSum>()),
+                "{what}"
+            );
+            let folded = !direct
+                .nodes()
+                .iter()
+                .any(|n| n.op_is::<tract_onnx::tract_core::ops::binary::TypedBinOp>());
+            // The [5] bias of the sixth case broadcasts along W, not O.
+            assert_eq!(folded, !has_bias || shape != [1, 6, 4, 5], "{what}");
+            assert_close(&run(model, &x), &run(direct, &x), &what);
+        }
+        // Matrices multiplied along two axes, and two data inputs.
+        let mut model = einsum_model("nij,ij->n", &[2, 3, 4], [3, 4], false, None);
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", f32::fact([4, 5])).unwrap();
+        let b = model.add_source("b", f32::fact([5, 6])).unwrap();
+        let op = EinSum::new("ik,kj->ij".parse().unwrap(), f32::datum_type());
+        let y = model.wire_node("mm", op, &[a, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        assert_eq!(direct_kernels(&mut model, 1).unwrap(), 0);
+    }
+
+    /// A 1×1 convolution reaches the loader as tract's declutter leaves it
+    /// (a product and a bias addition) and runs as one [`GemmConv`].
+    #[test]
+    fn decluttered_pointwise_convolution_is_one_gemm_conv() {
+        let shape = [1, 16, 30, 30];
+        let model = conv_model(
+            &shape,
+            24,
+            [1, 1],
+            [1, 1],
+            PaddingSpec::Valid,
+            tensor1(&values(24, 4)),
+        );
+        let decluttered = model.clone().into_decluttered().unwrap();
+        assert!(decluttered.nodes().iter().any(|n| n.op_is::<EinSum>()));
+        let mut direct = decluttered;
+        assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
+        assert_eq!(direct.nodes().len(), 2, "input and GemmConv: {direct}");
+        let x = tensor1(&values(shape.iter().product(), 1))
+            .into_shape(&shape)
+            .unwrap();
+        assert_close(&run(model, &x), &run(direct, &x), "1x1");
     }
 }
