@@ -173,23 +173,46 @@ impl GemmConv {
             labels(&inputs[slot]),
             labels(&outputs[0]),
         );
-        let Some(shape) = x.shape.as_concrete() else {
+        let (Some(x_shape), Some(y_shape)) = (
+            x.shape.as_concrete(),
+            model.outlet_fact(node.id.into())?.shape.as_concrete(),
+        ) else {
             return Ok(None);
         };
         if x.datum_type != f32::datum_type()
             || weights.datum_type() != f32::datum_type()
             || ws.len() != 2
             || ws[0] == ws[1]
-            || xs.len() != shape.len()
-            || ys.len() != xs.len()
+            || xs.len() != x_shape.len()
+            || ys.len() != y_shape.len()
         {
             return Ok(None);
         }
+        // An axis of size 1 in the data or the output alone carries nothing
+        // (tract sums a batch of one away that way): set it aside.
+        let lone = |label: &char, dim: usize, other: &[char]| {
+            dim == 1 && !other.contains(label) && !ws.contains(label)
+        };
+        let (mut xs_kept, mut shape) = (vec![], vec![]);
+        for (l, &d) in xs.iter().zip(x_shape) {
+            if !lone(l, d, &ys) {
+                xs_kept.push(*l);
+                shape.push(d);
+            }
+        }
+        let ys_kept: Vec<char> = (ys.iter().zip(y_shape))
+            .filter(|(l, &d)| !lone(l, d, &xs))
+            .map(|(l, _)| *l)
+            .collect();
+        let (xs, ys_all, ys) = (xs_kept, ys, ys_kept);
         // The summed axis is in x and W; in its place the output has W's
         // other axis; every other axis of x passes through unchanged.
         let Some(c) = xs.iter().position(|l| ws.contains(l)) else {
             return Ok(None);
         };
+        if ys.len() != xs.len() {
+            return Ok(None);
+        }
         let (i, o) = (xs[c], ys[c]);
         let passes = |p: usize| p == c || (xs[p] == ys[p] && !ws.contains(&xs[p]));
         if ys.contains(&i)
@@ -210,8 +233,7 @@ impl GemmConv {
             return Ok(None);
         }
         let (lead, trail) = (shape[..c].iter().product(), shape[c + 1..].iter().product());
-        let mut y = shape.to_vec();
-        y[c] = cout;
+        let channel_axis = ys_all.iter().position(|&l| l == o).expect("kept from ys");
         Ok(Some(GemmConv {
             // A contiguous copy: the product reads rows of W.
             weights: tensor1(
@@ -233,8 +255,8 @@ impl GemmConv {
                 pad_before: [0, 0],
                 pad_after: [0, 0],
             },
-            shape: y.into(),
-            channel_axis: c,
+            shape: y_shape.into(),
+            channel_axis,
             clamp: UNCLAMPED,
         }))
     }
@@ -557,7 +579,7 @@ mod tests {
     /// tract's.
     #[test]
     fn constant_matrix_products_match_tract() {
-        let cases: [(&str, &[usize], [usize; 2], bool, Option<Tensor>); 7] = [
+        let cases: [(&str, &[usize], [usize; 2], bool, Option<Tensor>); 9] = [
             // A fully connected layer, weights [out, in] and [in, out].
             (
                 "ni,oi->no",
@@ -582,6 +604,10 @@ mod tests {
                 true,
                 Some(tensor3(&[[[1f32]], [[2.0]], [[3.0]], [[4.0]], [[5.0]]])),
             ),
+            // A batch of one summed away, as tract declutters some 1×1
+            // convolutions, and an output axis of one added.
+            ("nihw,oi->ohw", &[1, 6, 40, 30], [5, 6], false, None),
+            ("ihw,oi->nohw", &[6, 4, 5], [5, 6], false, None),
             // Summed axis last, leading axes kept.
             ("abi,io->abo", &[2, 3, 16], [16, 4], false, None),
             // A bias along the wrong axis is not a channel bias.
