@@ -627,7 +627,9 @@ mod tests {
     /// tract's.
     #[test]
     fn constant_matrix_products_match_tract() {
-        let cases: [(&str, &[usize], [usize; 2], bool, Option<Tensor>); 9] = [
+        // Expression, data shape, weights shape, weights first, bias.
+        type Case<'a> = (&'a str, &'a [usize], [usize; 2], bool, Option<Tensor>);
+        let cases: [Case; 9] = [
             // A fully connected layer, weights [out, in] and [in, out].
             (
                 "ni,oi->no",
