@@ -603,6 +603,7 @@ fn bound_after(model: &TypedModel, node: usize, op: &str) -> TractResult<Option<
 /// it, when it adds a constant of one value or one per channel of
 /// `channel_axis` in an output of `shape`: a bias tract's declutter left
 /// as its own node.
+#[cfg(target_arch = "x86_64")]
 fn bias_after(
     model: &TypedModel,
     node: usize,
