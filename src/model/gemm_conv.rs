@@ -493,6 +493,7 @@ mod tests {
                 ([5, 5], [2, 2]),
                 ([3, 1], [1, 1]),
                 ([1, 3], [2, 1]),
+                ([3, 3], [3, 3]),
             ] {
                 for padding in &paddings {
                     for (cout, bias) in [(7, tensor1(&values(7, 5))), (1, tensor0(0.25f32))] {
@@ -510,7 +511,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 280);
+        assert_eq!(checked, 320);
     }
 
     /// A Relu or Clip after the convolution folds into it, giving tract's
