@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::direct::{Geometry, UNCLAMPED};
+use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2.
@@ -67,14 +67,7 @@ impl EvalOp for GemmConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
-        let x = x.to_plain_array_view::<f32>()?;
-        let x = x
-            .as_slice()
-            .context("convolution input is not contiguous")?;
-        let mut out = Tensor::zero::<f32>(&self.shape)?;
-        self.run(x, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
-        Ok(tvec!(out.into_tvalue()))
+        eval_f32(inputs, &self.shape, |x, out| self.run(x, out))
     }
 }
 
@@ -100,37 +93,16 @@ impl GemmConv {
         conv: &Conv,
     ) -> TractResult<Option<Self>> {
         let spec = &conv.pool_spec;
-        let (Some(kernel), Some(bias)) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            model.outlet_fact(node.inputs[2])?.konst.clone(),
-        ) else {
-            return Ok(None);
-        };
-        let (cin, cout) = (spec.input_channels, spec.output_channels);
-        // 1-D convolutions are tract's: the 1-D models run at or under ONNX
-        // Runtime's time there (BENCHMARKS.md).
-        if spec.rank() != 2
-            || cin == 0
-            || cout == 0
-            || conv.q_params.is_some()
-            || conv.group != 1
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || kernel.datum_type() != f32::datum_type()
-            || bias.datum_type() != f32::datum_type()
-            || kernel.shape() != [cout, cin, spec.kernel_shape[0], spec.kernel_shape[1]]
-            || !(bias.len() == cout || bias.len() == 1)
-        {
+        if conv.group != 1 {
             return Ok(None);
         }
+        let Some((weights, bias)) = conv_constants(model, node, conv)? else {
+            return Ok(None);
+        };
         let Some(geo) = Geometry::of(spec, model.outlet_fact(node.inputs[0])?)? else {
             return Ok(None);
         };
-        let bias = if bias.len() == cout {
-            (*bias).clone().into_shape(&[cout])?
-        } else {
-            tensor1(&vec![bias.cast_to_scalar::<f32>()?; cout])
-        };
-        let weights = (*kernel).clone().into_shape(&[cout, cin * geo.taps()])?;
+        let cout = spec.output_channels;
         Ok(Some(GemmConv {
             weights: weights.into_arc_tensor(),
             bias: bias.into_arc_tensor(),
@@ -410,6 +382,7 @@ mod tests {
     use super::*;
     use crate::model::direct::direct_kernels;
     use crate::model::direct::tests::{run, values};
+    use tract_onnx::tract_core::ops::cnn::KernelFormat;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
     use tract_onnx::tract_core::ops::nn::DataFormat;

@@ -17,6 +17,7 @@ mod direct;
 #[cfg(target_arch = "x86_64")]
 mod gemm_conv;
 mod info;
+mod kernel;
 pub mod meta;
 
 pub use info::{DeclaredInput, ModelInfo, TensorSpec};
