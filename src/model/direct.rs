@@ -82,7 +82,7 @@ impl EvalOp for DirectWindow {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let shape = self.geo.output_shape(self.geo.input[1]);
-        eval_f32(inputs, &shape, |x, out| self.run(x, out))
+        eval_f32(inputs, &shape, |xs, out| self.run(xs[0], out))
     }
 }
 
@@ -246,12 +246,12 @@ impl DirectWindow {
 
 /// Outputs one block of the accumulator holds in vector registers while
 /// every tap is added to it: loads and stores of the accumulator happen once
-/// per block instead of once per tap.
+/// per block instead of once per tap. Two AVX2 or AVX-512 registers.
 const BLOCK: usize = 16;
 
 /// `acc[i] = init ⊕ weights[t] * buf[offsets[t] + i]` over the taps `t`
 /// in kernel order, where ⊕ is max (`max`) or +, with the widest vectors
-/// this CPU has.
+/// and fused multiply-adds when this CPU has them.
 fn fold_taps(
     acc: &mut [f32],
     buf: &[f32],
@@ -261,16 +261,39 @@ fn fold_taps(
     max: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked for AVX2.
-        unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU was just checked for AVX-512F and FMA.
+            unsafe { fold_taps_avx512(acc, buf, offsets, weights, init, max) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU was just checked for AVX2 and FMA.
+            unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) };
+            return;
+        }
     }
-    fold_taps_portable(acc, buf, offsets, weights, init, max);
+    fold_taps_portable::<false>(acc, buf, offsets, weights, init, max);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx512f,fma")]
+fn fold_taps_avx512(
+    acc: &mut [f32],
+    buf: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    init: f32,
+    max: bool,
+) {
+    fold_taps_portable::<true>(acc, buf, offsets, weights, init, max);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 fn fold_taps_avx2(
     acc: &mut [f32],
     buf: &[f32],
@@ -279,11 +302,15 @@ fn fold_taps_avx2(
     init: f32,
     max: bool,
 ) {
-    fold_taps_portable(acc, buf, offsets, weights, init, max);
+    fold_taps_portable::<true>(acc, buf, offsets, weights, init, max);
 }
 
+/// `FUSED`: the sum uses fused multiply-adds, which the caller's CPU must
+/// have in hardware (in software they are a library call per tap). Results
+/// then differ from the unfused sum in the last bits, as the gemm crate's
+/// do from tract's.
 #[inline(always)]
-fn fold_taps_portable(
+fn fold_taps_portable<const FUSED: bool>(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
@@ -301,9 +328,9 @@ fn fold_taps_portable(
             init,
             |a, _, v| if a < v { v } else { a },
         );
+    } else if FUSED {
+        fold_blocks(acc, buf, offsets, weights, init, |a, w, v| w.mul_add(v, a));
     } else {
-        // Separate multiply and add, not `mul_add`: the same rounding with
-        // and without FMA hardware.
         fold_blocks(acc, buf, offsets, weights, init, |a, w, v| a + w * v);
     }
 }
@@ -377,7 +404,12 @@ pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractRes
     let windows = std::env::var_os(TRACT_WINDOWS_ENV).is_none();
     let convs = threads == 1 && std::env::var_os(TRACT_CONV_ENV).is_none();
     let mut swapped = 0;
+    // Products merged into the op of another: nothing reads them any more.
+    let mut merged = vec![];
     for id in model.eval_order()? {
+        if merged.contains(&id) {
+            continue;
+        }
         let node = &model.nodes()[id];
         let mut op = None;
         if let Some(conv) = node.op_as::<Conv>() {
@@ -405,8 +437,14 @@ pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractRes
             continue;
         };
         let mut last = id;
+        let mut inputs = vec![data];
         #[cfg(target_arch = "x86_64")]
         if let Direct::Conv(conv) = &mut op {
+            while let Some((next, other, other_data)) = product_added(model, last, conv)? {
+                inputs.push(other_data);
+                merged.push(other);
+                last = next;
+            }
             if let Some((next, bias)) = bias_after(model, last, conv.output())? {
                 conv.add_bias(&bias)?;
                 last = next;
@@ -422,11 +460,13 @@ pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractRes
             }
         }
         let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, data)?;
+        let xs = (inputs.iter())
+            .map(|&x| patch.tap_model(model, x))
+            .collect::<TractResult<Vec<_>>>()?;
         let y = match op {
-            Direct::Window(op) => patch.wire_node(&node.name, op, &[x])?,
+            Direct::Window(op) => patch.wire_node(&node.name, op, &xs)?,
             #[cfg(target_arch = "x86_64")]
-            Direct::Conv(op) => patch.wire_node(&node.name, op, &[x])?,
+            Direct::Conv(op) => patch.wire_node(&node.name, op, &xs)?,
         };
         patch.shunt_outside(model, last.into(), y[0])?;
         patch.apply(model)?;
@@ -450,6 +490,53 @@ fn gemm_einsum(
     einsum: &EinSum,
 ) -> TractResult<Option<Direct>> {
     Ok(GemmConv::for_einsum(model, node, einsum)?.map(Direct::Conv))
+}
+
+/// When the node that alone consumes `node`'s output adds to it the output
+/// of a product that [`GemmConv`] runs and that nothing else reads: `conv`
+/// with that product added, the adding node, the product's node and its
+/// data input. That is how tract's declutter leaves a 1×1 convolution of a
+/// concatenation: one product per concatenated input, summed.
+#[cfg(target_arch = "x86_64")]
+fn product_added(
+    model: &TypedModel,
+    node: usize,
+    conv: &mut GemmConv,
+) -> TractResult<Option<(usize, usize, OutletId)>> {
+    let outlet = OutletId::new(node, 0);
+    let successors = &model.nodes()[node].outputs[0].successors;
+    if successors.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let add = &model.nodes()[successors[0].node];
+    let other = add.inputs.get(1 - successors[0].slot.min(1));
+    let (Some(bin), Some(&other)) = (add.op_as::<TypedBinOp>(), other) else {
+        return Ok(None);
+    };
+    let product = &model.nodes()[other.node];
+    let Some(einsum) = product.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let same_shape = model.outlet_fact(outlet)?.shape == model.outlet_fact(other)?.shape
+        && model.outlet_fact(outlet)?.shape == model.outlet_fact(add.id.into())?.shape;
+    if bin.0.name() != "Add"
+        || bin.1.is_some()
+        || add.inputs.len() != 2
+        || product.outputs[0].successors.len() != 1
+        || model.output_outlets()?.contains(&other)
+        || !same_shape
+    {
+        return Ok(None);
+    }
+    let Some(op) = GemmConv::for_einsum(model, product, einsum)? else {
+        return Ok(None);
+    };
+    let mut data =
+        (product.inputs.iter()).filter(|i| model.outlet_fact(**i).is_ok_and(|f| f.konst.is_none()));
+    let (Some(&data), None) = (data.next(), data.next()) else {
+        return Ok(None);
+    };
+    Ok(conv.add_product(&op)?.then_some((add.id, product.id, data)))
 }
 
 /// The `gemm` crate is an x86_64 dependency only: ARM keeps tract's NEON

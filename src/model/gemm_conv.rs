@@ -36,6 +36,10 @@ pub(crate) struct GemmConv {
     weights: Arc<Tensor>,
     /// `[Cout]`.
     bias: Arc<Tensor>,
+    /// `[Cout, Cin_i]` for each further input `i`, whose products are added
+    /// to the first: a 1×1 convolution of a concatenation, which tract's
+    /// declutter splits into one product per concatenated input.
+    more: Vec<Arc<Tensor>>,
     geo: Geometry,
     /// The output's shape.
     shape: TVec<usize>,
@@ -67,7 +71,7 @@ impl EvalOp for GemmConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_f32(inputs, &self.shape, |x, out| self.run(x, out))
+        eval_f32(inputs, &self.shape, |xs, out| self.run(xs, out))
     }
 }
 
@@ -77,7 +81,8 @@ impl TypedOp for GemmConv {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let macs = self.geo.input[0] * self.weights.len() * self.geo.outputs();
+        let weights: usize = self.more.iter().map(|w| w.len()).sum();
+        let macs = self.geo.input[0] * (self.weights.len() + weights) * self.geo.outputs();
         Ok(tvec!((Cost::FMA(f32::datum_type()), macs.into())))
     }
 
@@ -106,6 +111,7 @@ impl GemmConv {
         Ok(Some(GemmConv {
             weights: weights.into_arc_tensor(),
             bias: bias.into_arc_tensor(),
+            more: vec![],
             shape: geo.output_shape(cout),
             channel_axis: geo.batch_axis as usize,
             geo,
@@ -218,6 +224,7 @@ impl GemmConv {
             .into_shape(&[cout, cin])?
             .into_arc_tensor(),
             bias: tensor1(&vec![0f32; cout]).into_arc_tensor(),
+            more: vec![],
             geo: Geometry {
                 input: [lead, cin, trail, 1],
                 batch_axis: true,
@@ -249,21 +256,51 @@ impl GemmConv {
         Ok(())
     }
 
+    /// Adds `other`'s product, of a further input, to this one's: when
+    /// tract's declutter split a 1×1 convolution of a concatenation into a
+    /// sum of products, one op then runs them all into one output. Returns
+    /// whether it did; it does not when either op's input is not its
+    /// product's right matrix as it is, or their outputs differ.
+    pub(crate) fn add_product(&mut self, other: &GemmConv) -> TractResult<bool> {
+        let [lead, _, h, w] = self.geo.input;
+        let [o_lead, _, o_h, o_w] = other.geo.input;
+        if !self.reads_input()
+            || !other.reads_input()
+            || !other.more.is_empty()
+            || (self.clamp, other.clamp) != (UNCLAMPED, UNCLAMPED)
+            || (&self.shape, self.channel_axis) != (&other.shape, other.channel_axis)
+            || (lead, h * w) != (o_lead, o_h * o_w)
+        {
+            return Ok(false);
+        }
+        self.add_bias(other.bias.try_as_plain_ram()?.as_slice::<f32>()?)?;
+        self.more.push(other.weights.clone());
+        Ok(true)
+    }
+
     fn out_channels(&self) -> usize {
         self.bias.len()
     }
 
-    fn run(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+    /// Whether the input already is the product's right matrix, `[Cin, H *
+    /// W]`: a 1×1, stride-1, unpadded convolution's.
+    fn reads_input(&self) -> bool {
+        let [_, cin, h, w] = self.geo.input;
+        self.weights.shape()[1] == cin
+            && self.geo.strides == [1, 1]
+            && self.geo.pad_before == [0, 0]
+            && self.geo.outputs() == h * w
+    }
+
+    fn run(&self, xs: &[&[f32]], out: &mut [f32]) -> TractResult<()> {
         let [_, cin, h, w] = self.geo.input;
         let cout = self.out_channels();
         let depth = self.weights.shape()[1];
         let positions = self.geo.outputs();
-        // A 1×1, stride-1, unpadded convolution's input already is the
-        // right matrix, `[Cin, H * W]`.
-        let direct = depth == cin
-            && self.geo.strides == [1, 1]
-            && self.geo.pad_before == [0, 0]
-            && positions == h * w;
+        if xs.len() != 1 + self.more.len() {
+            bail!("{} inputs for {} products", xs.len(), 1 + self.more.len());
+        }
+        let direct = self.reads_input();
         let block = (COLUMN_FLOATS / depth).clamp(64, 1024).min(positions);
         let mut columns = if direct {
             Vec::new()
@@ -275,10 +312,16 @@ impl GemmConv {
         let bias = self.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let [low, high] = self.clamp.map(f32::from_bits);
-        let images = x
+        let more = (self.more.iter())
+            .map(|w| w.try_as_plain_ram())
+            .collect::<TractResult<Vec<_>>>()?;
+        let more = (more.iter())
+            .map(|w| w.as_slice::<f32>())
+            .collect::<TractResult<Vec<_>>>()?;
+        let images = xs[0]
             .chunks_exact(cin * h * w)
             .zip(out.chunks_exact_mut(cout * positions));
-        for (image, out) in images {
+        for (n, (image, out)) in images.enumerate() {
             let mut start = 0;
             while start < positions {
                 let len = block.min(positions - start);
@@ -288,35 +331,22 @@ impl GemmConv {
                     self.gather(image, start, len, &mut columns[..depth * len]);
                     (&columns[..], len)
                 };
-                // The product reads `depth` rows of `len` columns, `rhs_row`
-                // apart, and writes `cout` rows of `len`, `positions` apart.
-                assert!(rhs.len() >= (depth - 1) * rhs_row + len);
-                assert!(out.len() >= start + (cout - 1) * positions + len);
-                assert!(weights.len() == cout * depth);
-                // SAFETY: the three matrices lie inside the slices, as just
-                // asserted, and `out` is borrowed mutably, so nothing else
-                // reads or writes the destination.
-                unsafe {
-                    gemm::gemm(
-                        cout,
+                let out_block = &mut out[start..];
+                product(
+                    out_block, positions, weights, depth, rhs, rhs_row, len, false,
+                );
+                for (weights, x) in more.iter().zip(&xs[1..]) {
+                    let cin = weights.len() / cout;
+                    let image = &x[n * cin * positions..][..cin * positions];
+                    product(
+                        out_block,
+                        positions,
+                        weights,
+                        cin,
+                        &image[start..],
+                        positions,
                         len,
-                        depth,
-                        out[start..].as_mut_ptr(),
-                        1,
-                        positions as isize,
-                        false,
-                        weights.as_ptr(),
-                        1,
-                        depth as isize,
-                        rhs.as_ptr(),
-                        1,
-                        rhs_row as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        true,
                     );
                 }
                 for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
@@ -374,6 +404,52 @@ impl GemmConv {
                 done += run;
             }
         }
+    }
+}
+
+/// `out[o * out_row + j] (+)= Σ_k lhs[o * depth + k] * rhs[k * rhs_row + j]`
+/// for every row `o` of `lhs`, `[rows, depth]`, and `j < len`: the gemm
+/// crate's product, added to what `out` holds when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    out: &mut [f32],
+    out_row: usize,
+    lhs: &[f32],
+    depth: usize,
+    rhs: &[f32],
+    rhs_row: usize,
+    len: usize,
+    accumulate: bool,
+) {
+    let rows = lhs.len() / depth;
+    assert!(rows * depth == lhs.len() && rows > 0 && len > 0);
+    assert!(rhs.len() >= (depth - 1) * rhs_row + len);
+    assert!(out.len() >= (rows - 1) * out_row + len);
+    // SAFETY: the three matrices lie inside the slices, as just asserted,
+    // and `out` is borrowed mutably, so nothing else reads or writes the
+    // destination.
+    unsafe {
+        gemm::gemm(
+            rows,
+            len,
+            depth,
+            out.as_mut_ptr(),
+            1,
+            out_row as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            depth as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -651,5 +727,72 @@ mod tests {
             .into_shape(&shape)
             .unwrap();
         assert_close(&run(model, &x), &run(direct, &x), "1x1");
+    }
+
+    /// A 1×1 convolution of a concatenation, as SqueezeNet's classifier
+    /// has: tract's declutter splits it into a product per concatenated
+    /// input and sums them, and it runs as one [`GemmConv`] that reads both
+    /// inputs, with the bias and Relu folded in, giving tract's values.
+    #[test]
+    fn products_of_a_concatenation_run_as_one_gemm_conv() {
+        use crate::export::{to_bytes, ElemType, GraphBuilder};
+        use tract_onnx::tract_core::ops::binary::TypedBinOp;
+        let (a_shape, b_shape) = ([1, 6, 9, 7], [1, 5, 9, 7]);
+        let mut g = GraphBuilder::new("concat_pointwise");
+        let a = g.input("a", ElemType::F32, &a_shape.map(Into::into));
+        let b = g.input("b", ElemType::F32, &b_shape.map(Into::into));
+        let ab = g.concat(&[&a, &b], 1);
+        let y = g
+            .conv_with(
+                &ab,
+                (11, 8, 1),
+                &[1, 1],
+                &[1, 1],
+                &[0; 4],
+                values(88, 3),
+                values(8, 4),
+            )
+            .unwrap();
+        let y = g.relu(&y);
+        g.output(
+            &y,
+            "y",
+            ElemType::F32,
+            &[1.into(), 8.into(), 9.into(), 7.into()],
+        );
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &to_bytes(&g.finish())[..])
+            .unwrap()
+            .into_typed()
+            .unwrap()
+            .into_decluttered()
+            .unwrap();
+        let count =
+            |m: &TypedModel, f: fn(&TypedNode) -> bool| m.nodes().iter().filter(|n| f(n)).count();
+        assert_eq!(count(&model, |n| n.op_is::<EinSum>()), 2, "{model}");
+        let mut direct = model.clone();
+        assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
+        assert_eq!(count(&direct, |n| n.op_is::<GemmConv>()), 1, "{direct}");
+        assert_eq!(count(&direct, |n| n.op_is::<TypedBinOp>()), 0, "{direct}");
+        let plan = |m: TypedModel| m.into_optimized().unwrap().into_runnable().unwrap();
+        let (want, got) = (plan(model), plan(direct));
+        let xa = tensor1(&values(a_shape.iter().product(), 1))
+            .into_shape(&a_shape)
+            .unwrap();
+        let xb = tensor1(&values(b_shape.iter().product(), 2))
+            .into_shape(&b_shape)
+            .unwrap();
+        let inputs = || tvec!(xa.clone().into_tvalue(), xb.clone().into_tvalue());
+        let flat = |mut y: TVec<TValue>| {
+            let y = y.remove(0);
+            y.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let want = flat(want.run(inputs()).unwrap());
+        assert!(want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v > 0.0));
+        assert_close(&want, &flat(got.run(inputs()).unwrap()), "concat");
     }
 }
