@@ -954,7 +954,10 @@ pub(super) mod tests {
         let (want, got) = (run(untouched, &x), run(direct, &x));
         assert_eq!(want.iter().filter(|v| v.is_finite()).count(), 36);
         for (a, b) in want.iter().zip(&got) {
-            assert!(a == b || (a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+            assert!(
+                a == b || (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{a} vs {b}"
+            );
         }
     }
 
