@@ -11,8 +11,8 @@
 //! buffer split into stride phases, after which every kernel tap reads one
 //! contiguous run of the buffer for a whole block of output rows, and a
 //! block of outputs stays in vector registers while all taps fold into it.
-//! Those loops are plain Rust that the compiler vectorises (AVX2 when the
-//! CPU has it). Only x86_64 gets them, because that is where they were
+//! Those loops are plain Rust that the compiler vectorises (AVX-512 or AVX2
+//! with FMA when the CPU has them). Only x86_64 gets them, as that is where they were
 //! measured faster; ARM keeps tract's NEON kernels.
 
 use std::sync::Arc;
