@@ -31,6 +31,9 @@ use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
 /// vector loops long, few enough to stay in L1 with the taps it reads.
 const GROUP_ELEMENTS: usize = 2048;
 
+/// The widest input rows [`DirectWindow::run_flat`] takes.
+const FLAT_WIDTH: usize = 16;
+
 /// How a window's taps fold into one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Fold {
@@ -158,7 +161,11 @@ impl DirectWindow {
     fn run(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
         let [_, c, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
-        if self.fold == Fold::Depthwise && self.geo.strides == [1, 1] && ow == w {
+        // Narrow planes only: on KWS's 5-wide planes the flat fold took 40 %
+        // less time than the padded one, on MobileNetV2's 7- to 112-wide
+        // planes the two were within the machine's noise (BENCHMARKS.md).
+        if self.fold == Fold::Depthwise && self.geo.strides == [1, 1] && ow == w && w <= FLAT_WIDTH
+        {
             return self.run_flat(x, out);
         }
         let [kh, kw] = self.geo.kernel_hw;
@@ -264,13 +271,15 @@ impl DirectWindow {
         let [pt, pl] = self.geo.pad_before;
         let len = oh * ow;
         // Output i, tap (ky, kx) reads buf[i + ky * w + kx]: the plane
-        // starts pt rows and pl floats in.
-        let mut buf = vec![0f32; pl + (oh + kh - 1) * w + kw];
+        // starts pt rows and pl floats in. Both buf and the masks run past
+        // the plane to the end of its last block.
+        let blocks_len = len.div_ceil(BLOCK) * BLOCK;
+        let mut buf = vec![0f32; pl + (oh + kh - 1) * w + kw + BLOCK];
         let offsets: Vec<usize> = (0..kh * kw).map(|t| t / kw * w + t % kw).collect();
-        // masks[kx * len + i]: whether tap column kx of output i is inside
-        // the input row.
+        // masks[kx * blocks_len + i]: whether tap column kx of output i is
+        // inside the input row.
         let masks: Vec<bool> = (0..kw)
-            .flat_map(|kx| (0..len).map(move |i| (i % w + kx).wrapping_sub(pl) < w))
+            .flat_map(|kx| (0..blocks_len).map(move |i| (i % w + kx).wrapping_sub(pl) < w))
             .collect();
         let kernel = self.kernel.try_as_plain_ram()?;
         let kernel = kernel.as_slice::<f32>()?;
@@ -287,6 +296,7 @@ impl DirectWindow {
                 offsets: &offsets,
                 weights,
                 masks: &masks,
+                kw,
                 init: bias[ch],
                 clamp: self.clamp.map(f32::from_bits),
             };
@@ -297,13 +307,15 @@ impl DirectWindow {
 }
 
 /// One plane of [`DirectWindow::run_flat`]'s fold: `out[i] = clamp(init +
-/// Σ_t [masks[kx(t) * len + i]] weights[t] * buf[offsets[t] + i])`, taps in
-/// kernel order, `len = out.len()`.
+/// Σ_t [masks[kx(t) * n + i]] weights[t] * buf[offsets[t] + i])`, taps in
+/// kernel order, where `n` is `out.len()` rounded up to a whole block.
 struct Masked<'a> {
     buf: &'a [f32],
     offsets: &'a [usize],
     weights: &'a [f32],
     masks: &'a [bool],
+    /// Kernel columns: `masks` holds one run per column.
+    kw: usize,
     init: f32,
     clamp: [f32; 2],
 }
@@ -343,43 +355,52 @@ impl Masked<'_> {
     /// `FUSED` as in [`fold_taps_portable`].
     #[inline(always)]
     fn run_portable<const FUSED: bool>(&self, out: &mut [f32]) {
-        let len = out.len();
+        let full = out.len() / BLOCK;
+        let mut blocks = out.chunks_exact_mut(BLOCK);
+        for (b, out) in (&mut blocks).enumerate() {
+            out.copy_from_slice(&self.block::<FUSED>(b));
+        }
+        // The last, partial block is folded whole (buffer and masks run a
+        // block past the plane) and only its part inside the plane kept:
+        // cheaper than a scalar fold of the rest on small planes.
+        let rest = blocks.into_remainder();
+        if !rest.is_empty() {
+            let len = rest.len();
+            rest.copy_from_slice(&self.block::<FUSED>(full)[..len]);
+        }
+    }
+
+    /// Outputs `b * BLOCK..(b + 1) * BLOCK`.
+    #[inline(always)]
+    fn block<const FUSED: bool>(&self, b: usize) -> [f32; BLOCK] {
         let [low, high] = self.clamp;
-        let fma = |a: f32, w: f32, v: f32| if FUSED { w.mul_add(v, a) } else { a + w * v };
-        let kw = self.masks.len() / len;
-        let done = len / BLOCK * BLOCK;
-        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
-            let mut sums = [self.init; BLOCK];
-            for (t, (&offset, &weight)) in self.offsets.iter().zip(self.weights).enumerate() {
-                let start = offset + b * BLOCK;
-                let src: &[f32; BLOCK] = self.buf[start..start + BLOCK]
-                    .try_into()
-                    .expect("BLOCK long");
-                let mask: &[bool; BLOCK] = self.masks[t % kw * len + b * BLOCK..][..BLOCK]
-                    .try_into()
-                    .expect("BLOCK long");
-                for ((sum, &v), &m) in sums.iter_mut().zip(src).zip(mask) {
-                    // The value masked, not the weight, so that an infinite
-                    // neighbour reads as the zero padding it stands for. A
-                    // select, not a branch: it vectorises.
-                    *sum = fma(*sum, weight, if m { v } else { 0.0 });
-                }
-            }
-            for (o, &s) in out.iter_mut().zip(&sums) {
-                let s = if s < low { low } else { s };
-                *o = if s > high { high } else { s };
+        let stride = self.masks.len() / self.kw;
+        let mut sums = [self.init; BLOCK];
+        for (t, (&offset, &weight)) in self.offsets.iter().zip(self.weights).enumerate() {
+            let start = offset + b * BLOCK;
+            let src: &[f32; BLOCK] = self.buf[start..start + BLOCK]
+                .try_into()
+                .expect("BLOCK long");
+            let mask: &[bool; BLOCK] = self.masks[t % self.kw * stride + b * BLOCK..][..BLOCK]
+                .try_into()
+                .expect("BLOCK long");
+            for ((sum, &v), &m) in sums.iter_mut().zip(src).zip(mask) {
+                // The value masked, not the weight, so that an infinite
+                // neighbour reads as the zero padding it stands for. A
+                // select, not a branch: it vectorises.
+                let v = if m { v } else { 0.0 };
+                *sum = if FUSED {
+                    fold::<FMA>(*sum, weight, v)
+                } else {
+                    fold::<MUL_ADD>(*sum, weight, v)
+                };
             }
         }
-        for (i, o) in out.iter_mut().enumerate().skip(done) {
-            let mut sum = self.init;
-            for (t, (&offset, &weight)) in self.offsets.iter().zip(self.weights).enumerate() {
-                if self.masks[t % kw * len + i] {
-                    sum = fma(sum, weight, self.buf[offset + i]);
-                }
-            }
-            let s = if sum < low { low } else { sum };
-            *o = if s > high { high } else { s };
+        for s in &mut sums {
+            let v = if *s < low { low } else { *s };
+            *s = if v > high { high } else { v };
         }
+        sums
     }
 }
 
@@ -457,31 +478,46 @@ fn fold_taps_portable<const FUSED: bool>(
     init: f32,
     max: bool,
 ) {
-    if max {
-        // tract's own comparison, so NaNs and ties pick the same values.
-        fold_blocks(
-            acc,
-            buf,
-            offsets,
-            weights,
-            init,
-            |a, _, v| if a < v { v } else { a },
-        );
-    } else if FUSED {
-        fold_blocks(acc, buf, offsets, weights, init, |a, w, v| w.mul_add(v, a));
-    } else {
-        fold_blocks(acc, buf, offsets, weights, init, |a, w, v| a + w * v);
+    match (max, FUSED) {
+        (true, _) => fold_blocks::<MAX>(acc, buf, offsets, weights, init),
+        (false, true) => fold_blocks::<FMA>(acc, buf, offsets, weights, init),
+        (false, false) => fold_blocks::<MUL_ADD>(acc, buf, offsets, weights, init),
+    }
+}
+
+/// [`fold`]'s folds: the larger value (tract's own comparison, so NaNs and
+/// ties pick the same values), a fused multiply-add (which the caller's CPU
+/// must have in hardware: in software it is a library call per tap), and a
+/// multiply then an add.
+const MAX: u8 = 0;
+const FMA: u8 = 1;
+const MUL_ADD: u8 = 2;
+
+/// One tap folded into `a`: `v` weighted by `w` for the sums. A function
+/// with a constant `OP` rather than a closure, and inlined always, so that
+/// it is compiled with the vector features of the kernel it lands in.
+#[inline(always)]
+fn fold<const OP: u8>(a: f32, w: f32, v: f32) -> f32 {
+    match OP {
+        MAX => {
+            if a < v {
+                v
+            } else {
+                a
+            }
+        }
+        FMA => w.mul_add(v, a),
+        _ => a + w * v,
     }
 }
 
 #[inline(always)]
-fn fold_blocks(
+fn fold_blocks<const OP: u8>(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
     weights: &[f32],
     init: f32,
-    fold: impl Fn(f32, f32, f32) -> f32,
 ) {
     let done = acc.len() / BLOCK * BLOCK;
     for (b, out) in acc.chunks_exact_mut(BLOCK).enumerate() {
@@ -490,7 +526,7 @@ fn fold_blocks(
             let start = offset + b * BLOCK;
             let src: &[f32; BLOCK] = buf[start..start + BLOCK].try_into().expect("BLOCK long");
             for (sum, &v) in sums.iter_mut().zip(src) {
-                *sum = fold(*sum, weight, v);
+                *sum = fold::<OP>(*sum, weight, v);
             }
         }
         out.copy_from_slice(&sums);
@@ -498,7 +534,7 @@ fn fold_blocks(
     for (i, out) in acc.iter_mut().enumerate().skip(done) {
         let mut sum = init;
         for (&offset, &weight) in offsets.iter().zip(weights) {
-            sum = fold(sum, weight, buf[offset + i]);
+            sum = fold::<OP>(sum, weight, buf[offset + i]);
         }
         *out = sum;
     }
