@@ -323,21 +323,15 @@ struct Masked<'a> {
 impl Masked<'_> {
     /// With the widest vectors and fused multiply-adds this CPU has.
     fn run(&self, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("fma") {
-                // SAFETY: the CPU was just checked for AVX-512F and FMA.
-                unsafe { self.run_avx512(out) };
-                return;
-            }
-            if has!("avx2") && has!("fma") {
-                // SAFETY: the CPU was just checked for AVX2 and FMA.
-                unsafe { self.run_avx2(out) };
-                return;
-            }
+        match Vectors::of_this_cpu() {
+            // SAFETY: `of_this_cpu` checked the CPU for AVX-512F and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Vectors::Avx512 => unsafe { self.run_avx512(out) },
+            // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Vectors::Avx2 => unsafe { self.run_avx2(out) },
+            Vectors::Portable => self.run_portable::<false>(out),
         }
-        self.run_portable::<false>(out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -420,23 +414,41 @@ fn fold_taps(
     init: f32,
     max: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU was just checked for AVX-512F and FMA.
-            unsafe { fold_taps_avx512(acc, buf, offsets, weights, init, max) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU was just checked for AVX2 and FMA.
-            unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) };
-            return;
-        }
+    match Vectors::of_this_cpu() {
+        // SAFETY: `of_this_cpu` checked the CPU for AVX-512F and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Vectors::Avx512 => unsafe { fold_taps_avx512(acc, buf, offsets, weights, init, max) },
+        // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Vectors::Avx2 => unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) },
+        Vectors::Portable => fold_taps_portable::<false>(acc, buf, offsets, weights, init, max),
     }
-    fold_taps_portable::<false>(acc, buf, offsets, weights, init, max);
+}
+
+/// The widest vectors, with fused multiply-adds, that this CPU has: which
+/// build of a fold runs.
+enum Vectors {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Vectors {
+    fn of_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("fma") {
+                return Vectors::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Vectors::Avx2;
+            }
+        }
+        Vectors::Portable
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -572,6 +584,9 @@ impl Direct {
 /// when tract runs on one thread (`threads` is 1), [`GemmConv`] for dense
 /// convolutions. With more threads those stay tract's, whose products
 /// share the work out.
+// Off x86 the products this merges are never built, so nothing adds to
+// `merged` or `inputs`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 pub(crate) fn direct_kernels(model: &mut TypedModel, threads: usize) -> TractResult<usize> {
     if !cfg!(target_arch = "x86_64") {
         return Ok(0);
