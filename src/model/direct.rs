@@ -412,8 +412,9 @@ impl Masked<'_> {
 
 /// Outputs one block of the accumulator holds in vector registers while
 /// every tap is added to it: loads and stores of the accumulator happen once
-/// per block instead of once per tap. Two AVX2 or AVX-512 registers.
-const BLOCK: usize = 16;
+/// per block instead of once per tap. Two AVX-512 registers (four AVX2):
+/// two independent chains of adds, where one would wait on each add.
+const BLOCK: usize = 32;
 
 /// `acc[i] = init ⊕ weights[t] * buf[offsets[t] + i]` over the taps `t`
 /// in kernel order, where ⊕ is max (`max`) or +, with the widest vectors
