@@ -158,7 +158,39 @@ impl DirectWindow {
         }))
     }
 
+    /// With the widest vectors and fused multiply-adds this CPU has: the
+    /// whole op, copies and clamps too, not only the folds, so that one
+    /// check of the CPU serves every plane.
     fn run(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        match Vectors::of_this_cpu() {
+            // SAFETY: `of_this_cpu` checked the CPU for AVX-512F and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Vectors::Avx512 => unsafe { self.run_avx512(x, out) },
+            // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Vectors::Avx2 => unsafe { self.run_avx2(x, out) },
+            Vectors::Portable => self.run_with::<false>(x, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    fn run_avx512(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        self.run_with::<true>(x, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        self.run_with::<true>(x, out)
+    }
+
+    /// `FUSED`: sums use fused multiply-adds, which the caller's CPU must
+    /// have in hardware (in software they are a library call per tap).
+    /// Results then differ from the unfused sum in the last bits, as the
+    /// gemm crate's do from tract's.
+    #[inline(always)]
+    fn run_with<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
         let [_, c, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         // Narrow planes only: on KWS's 5-wide planes the flat fold took 40 %
@@ -166,7 +198,7 @@ impl DirectWindow {
         // planes the two were within the machine's noise (BENCHMARKS.md).
         if self.fold == Fold::Depthwise && self.geo.strides == [1, 1] && ow == w && w <= FLAT_WIDTH
         {
-            return self.run_flat(x, out);
+            return self.run_flat::<FUSED>(x, out);
         }
         let [kh, kw] = self.geo.kernel_hw;
         let [sh, sw] = self.geo.strides;
@@ -235,7 +267,7 @@ impl DirectWindow {
                         ((ky % sh) * sw + kx % sw) * phase_len + (oy + ky / sh) * phase_w + kx / sw;
                 }
                 let acc = &mut acc[..len];
-                fold_taps(acc, &buf, &offsets, weights, bias[ch], max);
+                fold_taps::<FUSED>(acc, &buf, &offsets, weights, bias[ch], max);
                 if clamped {
                     // Two selects, not an if-else chain: they vectorise,
                     // where branches on the sign of each output mispredict.
@@ -264,7 +296,8 @@ impl DirectWindow {
     /// masked out per column. Unlike the padded-plane path, nothing is
     /// copied row by row: on a spectrogram's 5-wide planes those copies
     /// took longer than the arithmetic.
-    fn run_flat(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+    #[inline(always)]
+    fn run_flat<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
         let [_, c, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         let [kh, kw] = self.geo.kernel_hw;
@@ -300,7 +333,7 @@ impl DirectWindow {
                 init: bias[ch],
                 clamp: self.clamp.map(f32::from_bits),
             };
-            fold.run(out);
+            fold.run::<FUSED>(out);
         }
         Ok(())
     }
@@ -322,34 +355,9 @@ struct Masked<'a> {
 }
 
 impl Masked<'_> {
-    /// With the widest vectors and fused multiply-adds this CPU has.
-    fn run(&self, out: &mut [f32]) {
-        match Vectors::of_this_cpu() {
-            // SAFETY: `of_this_cpu` checked the CPU for AVX-512F and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Vectors::Avx512 => unsafe { self.run_avx512(out) },
-            // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Vectors::Avx2 => unsafe { self.run_avx2(out) },
-            Vectors::Portable => self.run_portable::<false>(out),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,fma")]
-    fn run_avx512(&self, out: &mut [f32]) {
-        self.run_portable::<true>(out);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn run_avx2(&self, out: &mut [f32]) {
-        self.run_portable::<true>(out);
-    }
-
-    /// `FUSED` as in [`fold_taps_portable`].
+    /// `FUSED` as in [`DirectWindow::run_with`].
     #[inline(always)]
-    fn run_portable<const FUSED: bool>(&self, out: &mut [f32]) {
+    fn run<const FUSED: bool>(&self, out: &mut [f32]) {
         let full = out.len() / BLOCK;
         let mut blocks = out.chunks_exact_mut(BLOCK);
         for (b, out) in (&mut blocks).enumerate() {
@@ -416,28 +424,6 @@ impl Masked<'_> {
 /// two independent chains of adds, where one would wait on each add.
 const BLOCK: usize = 32;
 
-/// `acc[i] = init ⊕ weights[t] * buf[offsets[t] + i]` over the taps `t`
-/// in kernel order, where ⊕ is max (`max`) or +, with the widest vectors
-/// and fused multiply-adds when this CPU has them.
-fn fold_taps(
-    acc: &mut [f32],
-    buf: &[f32],
-    offsets: &[usize],
-    weights: &[f32],
-    init: f32,
-    max: bool,
-) {
-    match Vectors::of_this_cpu() {
-        // SAFETY: `of_this_cpu` checked the CPU for AVX-512F and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Vectors::Avx512 => unsafe { fold_taps_avx512(acc, buf, offsets, weights, init, max) },
-        // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Vectors::Avx2 => unsafe { fold_taps_avx2(acc, buf, offsets, weights, init, max) },
-        Vectors::Portable => fold_taps_portable::<false>(acc, buf, offsets, weights, init, max),
-    }
-}
-
 /// The widest vectors, with fused multiply-adds, that this CPU has: which
 /// build of a fold runs.
 enum Vectors {
@@ -464,38 +450,11 @@ impl Vectors {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn fold_taps_avx512(
-    acc: &mut [f32],
-    buf: &[f32],
-    offsets: &[usize],
-    weights: &[f32],
-    init: f32,
-    max: bool,
-) {
-    fold_taps_portable::<true>(acc, buf, offsets, weights, init, max);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fold_taps_avx2(
-    acc: &mut [f32],
-    buf: &[f32],
-    offsets: &[usize],
-    weights: &[f32],
-    init: f32,
-    max: bool,
-) {
-    fold_taps_portable::<true>(acc, buf, offsets, weights, init, max);
-}
-
-/// `FUSED`: the sum uses fused multiply-adds, which the caller's CPU must
-/// have in hardware (in software they are a library call per tap). Results
-/// then differ from the unfused sum in the last bits, as the gemm crate's
-/// do from tract's.
+/// `acc[i] = init ⊕ weights[t] * buf[offsets[t] + i]` over the taps `t`
+/// in kernel order, where ⊕ is max (`max`) or +; `FUSED` as in
+/// [`DirectWindow::run_with`].
 #[inline(always)]
-fn fold_taps_portable<const FUSED: bool>(
+fn fold_taps<const FUSED: bool>(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
