@@ -456,8 +456,8 @@ fn product(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::direct::direct_kernels;
     use crate::model::direct::tests::{run, values};
+    use crate::model::swap::direct_kernels;
     use tract_onnx::tract_core::ops::cnn::KernelFormat;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
