@@ -300,6 +300,10 @@ impl GemmConv {
         if xs.len() != 1 + self.more.len() {
             bail!("{} inputs for {} products", xs.len(), 1 + self.more.len());
         }
+        // One row is one matrix-vector product either way.
+        if positions == 1 && self.geo.input[0] > 1 && self.reads_input() {
+            return self.run_rows(xs, out);
+        }
         let direct = self.reads_input();
         let block = (COLUMN_FLOATS / depth).clamp(64, 1024).min(positions);
         let mut columns = if direct {
@@ -332,20 +336,28 @@ impl GemmConv {
                     (&columns[..], len)
                 };
                 let out_block = &mut out[start..];
+                let out_at = Strides::row_major(positions);
                 product(
-                    out_block, positions, weights, depth, rhs, rhs_row, len, false,
+                    [cout, len, depth],
+                    out_block,
+                    out_at,
+                    weights,
+                    Strides::row_major(depth),
+                    rhs,
+                    Strides::row_major(rhs_row),
+                    false,
                 );
                 for (weights, x) in more.iter().zip(&xs[1..]) {
                     let cin = weights.len() / cout;
                     let image = &x[n * cin * positions..][..cin * positions];
                     product(
+                        [cout, len, cin],
                         out_block,
-                        positions,
+                        out_at,
                         weights,
-                        cin,
+                        Strides::row_major(cin),
                         &image[start..],
-                        positions,
-                        len,
+                        Strides::row_major(positions),
                         true,
                     );
                 }
@@ -358,6 +370,47 @@ impl GemmConv {
                     }
                 }
                 start += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Data whose channels are its last axis, `[rows, Cin]` (a `MatMul` or
+    /// `Gemm` of a batch or a sequence by constant weights): one product
+    /// `[rows, Cin] · Wᵀ` for all rows, where the image-by-image path would
+    /// run one matrix-vector product per row (the gemm crate's small
+    /// kernels: a 256 × 256 `MatMul` ran at half the speed that way).
+    fn run_rows(&self, xs: &[&[f32]], out: &mut [f32]) -> TractResult<()> {
+        let rows = self.geo.input[0];
+        let cout = self.out_channels();
+        let out_at = Strides::row_major(cout);
+        let products = std::iter::once(&self.weights).chain(&self.more);
+        for (i, (weights, x)) in products.zip(xs).enumerate() {
+            let weights = weights.try_as_plain_ram()?;
+            let weights = weights.as_slice::<f32>()?;
+            let cin = weights.len() / cout;
+            // Wᵀ, `[Cin, Cout]`, read in place: W is `[Cout, Cin]`.
+            let transposed = Strides { rows: 1, cols: cin };
+            let x_at = Strides::row_major(cin);
+            product(
+                [rows, cout, cin],
+                out,
+                out_at,
+                x,
+                x_at,
+                weights,
+                transposed,
+                i > 0,
+            );
+        }
+        let bias = self.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let [low, high] = self.clamp.map(f32::from_bits);
+        for row in out.chunks_exact_mut(cout) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let s = *v + b;
+                let s = if s < low { low } else { s };
+                *v = if s > high { high } else { s };
             }
         }
         Ok(())
@@ -407,42 +460,62 @@ impl GemmConv {
     }
 }
 
-/// `out[o * out_row + j] (+)= Σ_k lhs[o * depth + k] * rhs[k * rhs_row + j]`
-/// for every row `o` of `lhs`, `[rows, depth]`, and `j < len`: the gemm
-/// crate's product, added to what `out` holds when `accumulate`.
+/// Where a matrix's elements lie in its slice: element `(r, c)` at
+/// `r * rows + c * cols`.
+#[derive(Clone, Copy)]
+struct Strides {
+    rows: usize,
+    cols: usize,
+}
+
+impl Strides {
+    /// Row after row.
+    fn row_major(row: usize) -> Self {
+        Strides { rows: row, cols: 1 }
+    }
+
+    /// Whether an `r × c` matrix with these strides lies inside `len`
+    /// elements.
+    fn fits(self, r: usize, c: usize, len: usize) -> bool {
+        r > 0 && c > 0 && (r - 1) * self.rows + (c - 1) * self.cols < len
+    }
+}
+
+/// `out[m × n] (+)= lhs[m × k] · rhs[k × n]`, each matrix laid out in its
+/// slice as its [`Strides`] say: the gemm crate's product, added to what
+/// `out` holds when `accumulate`.
 #[allow(clippy::too_many_arguments)]
 fn product(
+    [m, n, k]: [usize; 3],
     out: &mut [f32],
-    out_row: usize,
+    out_at: Strides,
     lhs: &[f32],
-    depth: usize,
+    lhs_at: Strides,
     rhs: &[f32],
-    rhs_row: usize,
-    len: usize,
+    rhs_at: Strides,
     accumulate: bool,
 ) {
-    let rows = lhs.len() / depth;
-    assert!(rows * depth == lhs.len() && rows > 0 && len > 0);
-    assert!(rhs.len() >= (depth - 1) * rhs_row + len);
-    assert!(out.len() >= (rows - 1) * out_row + len);
+    assert!(out_at.fits(m, n, out.len()));
+    assert!(lhs_at.fits(m, k, lhs.len()));
+    assert!(rhs_at.fits(k, n, rhs.len()));
     // SAFETY: the three matrices lie inside the slices, as just asserted,
     // and `out` is borrowed mutably, so nothing else reads or writes the
     // destination.
     unsafe {
         gemm::gemm(
-            rows,
-            len,
-            depth,
+            m,
+            n,
+            k,
             out.as_mut_ptr(),
-            1,
-            out_row as isize,
+            out_at.cols as isize,
+            out_at.rows as isize,
             accumulate,
             lhs.as_ptr(),
-            1,
-            depth as isize,
+            lhs_at.cols as isize,
+            lhs_at.rows as isize,
             rhs.as_ptr(),
-            1,
-            rhs_row as isize,
+            rhs_at.cols as isize,
+            rhs_at.rows as isize,
             1.0,
             1.0,
             false,
@@ -631,7 +704,7 @@ mod tests {
     fn constant_matrix_products_match_tract() {
         // Expression, data shape, weights shape, weights first, bias.
         type Case<'a> = (&'a str, &'a [usize], [usize; 2], bool, Option<Tensor>);
-        let cases: [Case; 9] = [
+        let cases: [Case; 10] = [
             // A fully connected layer, weights [out, in] and [in, out].
             (
                 "ni,oi->no",
@@ -671,6 +744,14 @@ mod tests {
                 Some(tensor1(&values(5, 2)).into_shape(&[1, 1, 1, 5]).unwrap()),
             ),
             ("ni,oi->no", &[1, 12], [1, 12], false, None),
+            // Many rows, channels last: one product for all of them.
+            (
+                "ni,oi->no",
+                &[70, 48],
+                [40, 48],
+                false,
+                Some(tensor1(&values(40, 2)).into_shape(&[1, 40]).unwrap()),
+            ),
         ];
         for (expr, shape, w_shape, weights_first, bias) in cases {
             let what = format!("{expr} {shape:?} {w_shape:?}");
@@ -737,62 +818,75 @@ mod tests {
     fn products_of_a_concatenation_run_as_one_gemm_conv() {
         use crate::export::{to_bytes, ElemType, GraphBuilder};
         use tract_onnx::tract_core::ops::binary::TypedBinOp;
-        let (a_shape, b_shape) = ([1, 6, 9, 7], [1, 5, 9, 7]);
-        let mut g = GraphBuilder::new("concat_pointwise");
-        let a = g.input("a", ElemType::F32, &a_shape.map(Into::into));
-        let b = g.input("b", ElemType::F32, &b_shape.map(Into::into));
-        let ab = g.concat(&[&a, &b], 1);
-        let y = g
-            .conv_with(
-                &ab,
-                (11, 8, 1),
-                &[1, 1],
-                &[1, 1],
-                &[0; 4],
-                values(88, 3),
-                values(8, 4),
-            )
-            .unwrap();
-        let y = g.relu(&y);
-        g.output(
-            &y,
-            "y",
-            ElemType::F32,
-            &[1.into(), 8.into(), 9.into(), 7.into()],
-        );
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &to_bytes(&g.finish())[..])
-            .unwrap()
-            .into_typed()
-            .unwrap()
-            .into_decluttered()
-            .unwrap();
-        let count =
-            |m: &TypedModel, f: fn(&TypedNode) -> bool| m.nodes().iter().filter(|n| f(n)).count();
-        assert_eq!(count(&model, |n| n.op_is::<EinSum>()), 2, "{model}");
-        let mut direct = model.clone();
-        assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
-        assert_eq!(count(&direct, |n| n.op_is::<GemmConv>()), 1, "{direct}");
-        assert_eq!(count(&direct, |n| n.op_is::<TypedBinOp>()), 0, "{direct}");
-        let plan = |m: TypedModel| m.into_optimized().unwrap().into_runnable().unwrap();
-        let (want, got) = (plan(model), plan(direct));
-        let xa = tensor1(&values(a_shape.iter().product(), 1))
-            .into_shape(&a_shape)
-            .unwrap();
-        let xb = tensor1(&values(b_shape.iter().product(), 2))
-            .into_shape(&b_shape)
-            .unwrap();
-        let inputs = || tvec!(xa.clone().into_tvalue(), xb.clone().into_tvalue());
-        let flat = |mut y: TVec<TValue>| {
-            let y = y.remove(0);
-            y.to_plain_array_view::<f32>()
+        // A 1×1 convolution of channels concatenated in NCHW, and a MatMul
+        // of features concatenated along the last axis of a batch of rows.
+        for conv in [true, false] {
+            let (a_shape, b_shape, y_shape) = if conv {
+                (vec![1, 6, 9, 7], vec![1, 5, 9, 7], vec![1, 8, 9, 7])
+            } else {
+                (vec![9, 6], vec![9, 5], vec![9, 8])
+            };
+            let dims = |s: &[usize]| s.iter().map(|&d| d.into()).collect::<Vec<_>>();
+            let mut g = GraphBuilder::new("concat_product");
+            let a = g.input("a", ElemType::F32, &dims(&a_shape));
+            let b = g.input("b", ElemType::F32, &dims(&b_shape));
+            let y = if conv {
+                let ab = g.concat(&[&a, &b], 1);
+                g.conv_with(
+                    &ab,
+                    (11, 8, 1),
+                    &[1, 1],
+                    &[1, 1],
+                    &[0; 4],
+                    values(88, 3),
+                    values(8, 4),
+                )
                 .unwrap()
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-        };
-        let want = flat(want.run(inputs()).unwrap());
-        assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
-        assert_close(&want, &flat(got.run(inputs()).unwrap()), "concat");
+            } else {
+                let ab = g.concat(&[&a, &b], 1);
+                let w = g.constant("w", &[11, 8], values(88, 3));
+                let bias = g.constant("bias", &[8], values(8, 4));
+                let y = g.node("MatMul", &[&ab, &w], &[]);
+                g.node("Add", &[&y, &bias], &[])
+            };
+            let y = g.relu(&y);
+            g.output(&y, "y", ElemType::F32, &dims(&y_shape));
+            let model = tract_onnx::onnx()
+                .model_for_read(&mut &to_bytes(&g.finish())[..])
+                .unwrap()
+                .into_typed()
+                .unwrap()
+                .into_decluttered()
+                .unwrap();
+            let count = |m: &TypedModel, f: fn(&TypedNode) -> bool| {
+                m.nodes().iter().filter(|n| f(n)).count()
+            };
+            assert_eq!(count(&model, |n| n.op_is::<EinSum>()), 2, "{model}");
+            let mut direct = model.clone();
+            assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1);
+            assert_eq!(count(&direct, |n| n.op_is::<GemmConv>()), 1, "{direct}");
+            assert_eq!(count(&direct, |n| n.op_is::<TypedBinOp>()), 0, "{direct}");
+            let plan = |m: TypedModel| m.into_optimized().unwrap().into_runnable().unwrap();
+            let (want, got) = (plan(model), plan(direct));
+            let xa = tensor1(&values(a_shape.iter().product(), 1))
+                .into_shape(&a_shape)
+                .unwrap();
+            let xb = tensor1(&values(b_shape.iter().product(), 2))
+                .into_shape(&b_shape)
+                .unwrap();
+            let inputs = || tvec!(xa.clone().into_tvalue(), xb.clone().into_tvalue());
+            let flat = |mut y: TVec<TValue>| {
+                let y = y.remove(0);
+                y.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+            };
+            let want = flat(want.run(inputs()).unwrap());
+            assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
+            let what = format!("concat, conv {conv}");
+            assert_close(&want, &flat(got.run(inputs()).unwrap()), &what);
+        }
     }
 }
