@@ -533,7 +533,7 @@ fn fold_blocks<const OP: u8>(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::swap::direct_kernels;
+    use crate::model::rewrite::direct_kernels;
     use tract_onnx::tract_core::ops::binary::TypedBinOp;
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;

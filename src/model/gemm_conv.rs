@@ -535,7 +535,7 @@ fn product(
 mod tests {
     use super::*;
     use crate::model::direct::tests::{run, values};
-    use crate::model::swap::direct_kernels;
+    use crate::model::rewrite::direct_kernels;
     use tract_onnx::tract_core::ops::cnn::KernelFormat;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};

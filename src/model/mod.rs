@@ -19,7 +19,7 @@ mod gemm_conv;
 mod info;
 mod kernel;
 pub mod meta;
-mod swap;
+mod rewrite;
 
 pub use info::{DeclaredInput, ModelInfo, TensorSpec};
 pub use meta::meta_list;
@@ -362,7 +362,7 @@ impl ModelFile {
             ..Default::default()
         };
         let plan = match layout {
-            ConvLayout::Nchw => swap::direct_kernels(&mut typed, threads).map(|_| typed),
+            ConvLayout::Nchw => rewrite::direct_kernels(&mut typed, threads).map(|_| typed),
             ConvLayout::Nhwc => to_nhwc(typed),
         }
         .and_then(|m| m.into_optimized())
