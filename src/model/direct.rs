@@ -531,8 +531,9 @@ fn fold_blocks<const OP: u8>(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
+    use crate::model::fixtures::{run, values};
     use crate::model::rewrite::direct_kernels;
     use tract_onnx::tract_core::ops::binary::TypedBinOp;
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec};
@@ -613,13 +614,6 @@ pub(super) mod tests {
         assert_eq!(checked, 90);
     }
 
-    /// `len` values in [-2, 2), a different sequence for each `seed`.
-    pub(in crate::model) fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i + seed) * 7919 % 101) as f32 - 50.0) / 25.0)
-            .collect()
-    }
-
     fn conv_model(
         shape: &[usize],
         kernel: [usize; 2],
@@ -644,17 +638,6 @@ pub(super) mod tests {
         let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
         model.select_output_outlets(&y).unwrap();
         model
-    }
-
-    /// `model`'s one output for `x`, optimized by tract.
-    pub(in crate::model) fn run(model: TypedModel, x: &Tensor) -> Vec<f32> {
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap().remove(0);
-        y.to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
     }
 
     /// Every padding kind, stride and kernel shape, on planes as wide as

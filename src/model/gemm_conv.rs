@@ -534,7 +534,7 @@ fn product(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::direct::tests::{run, values};
+    use crate::model::fixtures::{run, values};
     use crate::model::rewrite::direct_kernels;
     use tract_onnx::tract_core::ops::cnn::KernelFormat;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};

@@ -14,6 +14,8 @@ use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 mod direct;
+#[cfg(test)]
+mod fixtures;
 #[cfg(target_arch = "x86_64")]
 mod gemm_conv;
 mod info;
