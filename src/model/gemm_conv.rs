@@ -340,30 +340,25 @@ impl GemmConv {
                     self.gather(image, start, len, &mut columns[..depth * len]);
                     (&columns[..], len)
                 };
-                let out_block = &mut out[start..];
-                let out_at = Strides::row_major(positions);
-                product(
-                    [cout, len, depth],
-                    out_block,
-                    out_at,
-                    weights,
-                    Strides::row_major(depth),
-                    rhs,
-                    Strides::row_major(rhs_row),
-                    false,
-                );
-                for (weights, x) in more.iter().zip(&xs[1..]) {
+                // The first product reads the columns (or the image), any
+                // further one its own input's image as it is.
+                let first = (weights, depth, rhs, Strides::row_major(rhs_row));
+                let further = more.iter().zip(&xs[1..]).map(|(&weights, x)| {
                     let cin = weights.len() / cout;
                     let image = &x[n * cin * positions..][..cin * positions];
+                    (weights, cin, &image[start..], Strides::row_major(positions))
+                });
+                let products = std::iter::once(first).chain(further);
+                for (i, (lhs, k, rhs, rhs_at)) in products.enumerate() {
                     product(
-                        [cout, len, cin],
-                        out_block,
-                        out_at,
-                        weights,
-                        Strides::row_major(cin),
-                        &image[start..],
+                        [cout, len, k],
+                        &mut out[start..],
                         Strides::row_major(positions),
-                        true,
+                        lhs,
+                        Strides::row_major(k),
+                        rhs,
+                        rhs_at,
+                        i > 0,
                     );
                 }
                 for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
