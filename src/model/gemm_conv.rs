@@ -431,9 +431,12 @@ impl GemmConv {
             // Output columns whose tap lands inside the input row.
             let first = pl.saturating_sub(kx).div_ceil(sw);
             let end = (w + pl).saturating_sub(kx).div_ceil(sw);
+            // Stepped, not divided out of `start + done` per run: KWS's
+            // stem has 5-wide output rows, so a run per 5 values, and took
+            // 18.4–21.2 µs stepped against 20.3–24.8 µs divided.
+            let (mut oy, mut ox) = (start / ow, start % ow);
             let mut done = 0;
             while done < len {
-                let (oy, ox) = ((start + done) / ow, (start + done) % ow);
                 let run = (ow - ox).min(len - done);
                 let dst = &mut row[done..done + run];
                 let iy = (oy * sh + ky).wrapping_sub(pt);
@@ -455,6 +458,7 @@ impl GemmConv {
                     }
                 }
                 done += run;
+                (oy, ox) = (oy + 1, 0);
             }
         }
     }
