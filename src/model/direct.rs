@@ -431,7 +431,7 @@ impl Masked<'_> {
 const BLOCK: usize = 32;
 
 /// The widest vectors, with fused multiply-adds, that this CPU has: which
-/// build of a fold runs.
+/// build of [`DirectWindow::run_with`] runs.
 enum Vectors {
     #[cfg(target_arch = "x86_64")]
     Avx512,
