@@ -21,6 +21,8 @@ mod gemm_conv;
 mod info;
 mod kernel;
 pub mod meta;
+#[cfg(target_arch = "x86_64")]
+mod packed;
 mod rewrite;
 
 pub use info::{DeclaredInput, ModelInfo, TensorSpec};
