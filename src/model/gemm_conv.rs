@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
-use super::packed::{self, panel, LANES, ROWS};
+use super::packed::{self, LANES, ROWS};
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2 (1 MiB of the 2 MiB
@@ -52,10 +52,15 @@ pub(crate) struct GemmConv {
     /// followed, folded in to save a pass over the output.
     pub(crate) clamp: [u32; 2],
     /// The weights of all products packed for [`packed::product`], when
-    /// this CPU has AVX-512 and there are positions enough to fill a
-    /// vector; otherwise the gemm crate runs the products.
+    /// this CPU has AVX-512 and there are [`PACKED_POSITIONS`] or more;
+    /// otherwise the gemm crate runs the products.
     packed: Option<Arc<Tensor>>,
 }
+
+/// The fewest output positions [`packed::product`] runs: for 7×7
+/// outputs (49 positions, three vectors and one more for a single
+/// position) the gemm crate's products were 0.8–0.9× its time.
+const PACKED_POSITIONS: usize = 64;
 
 thread_local! {
     /// The columns of [`GemmConv::run_packed`]: kept from call to call, as
@@ -265,7 +270,7 @@ impl GemmConv {
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
         let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        if !avx512 || self.geo.outputs() < 16 {
+        if !avx512 || self.geo.outputs() < PACKED_POSITIONS {
             return Ok(self);
         }
         let blocks = (std::iter::once(&self.weights).chain(&self.more))
@@ -378,7 +383,7 @@ impl GemmConv {
                 let (rhs, rhs_row) = if direct {
                     (&image[start..], positions)
                 } else {
-                    self.gather(image, start, len, &mut columns[..depth * len], len);
+                    self.gather(image, start, len, &mut columns[..depth * len]);
                     (&columns[..], len)
                 };
                 // The first product reads the columns (or the image), any
@@ -425,38 +430,50 @@ impl GemmConv {
         let depth = packed.len() / cout.div_ceil(ROWS) / ROWS;
         let first = self.weights.shape()[1];
         let direct = self.reads_input();
+        // Whole panels, and no last block of a few positions: 7×7 outputs
+        // are one block of 49, not blocks of 48 and 1.
         let block = (COLUMN_FLOATS / depth / LANES).max(1) * LANES;
+        let block = positions.div_ceil((positions / block).max(1));
+        let block = block.next_multiple_of(LANES);
         let bias = self.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let clamp = self.clamp.map(f32::from_bits);
         COLUMNS.with_borrow_mut(|columns| {
-            let need = depth * block.min(positions.div_ceil(LANES) * LANES);
-            if columns.len() < need {
-                columns.resize(need, 0.0);
+            let len = block.min(positions);
+            let need = depth * len.next_multiple_of(LANES);
+            // Whole cache lines for every vector the product loads: from
+            // a line boundary, rows of whole vectors. A gathered row goes
+            // after the panels.
+            if columns.len() < need + len + 16 {
+                columns.resize(need + len + 16, 0.0);
             }
+            let line = columns.as_ptr().align_offset(64);
+            let (columns, gathered) = columns[line..].split_at_mut(need);
             let images = xs[0]
                 .chunks_exact(cin * h * w)
                 .zip(out.chunks_exact_mut(cout * positions));
             for (n, (image, out)) in images.enumerate() {
                 for start in (0..positions).step_by(block) {
                     let len = block.min(positions - start);
-                    for p in 0..len.div_ceil(LANES) {
-                        let (at, lanes, width) = panel(p, len, depth);
-                        let (panel, more) =
-                            columns[at..][..depth * width].split_at_mut(first * width);
-                        let s = start + p * LANES;
-                        if direct {
-                            copy_rows(image, positions, s, lanes, panel, width);
+                    // Row by row: one window row gathered, then dealt out
+                    // to the panels (gathering each panel's part of a row
+                    // by itself cost ResNet-18's 3×3 layers 10–20 %).
+                    for r in 0..first {
+                        let row = if direct {
+                            &image[r * positions + start..][..len]
                         } else {
-                            self.gather(image, s, lanes, panel, width);
-                        }
-                        let mut more = more;
-                        for (weights, x) in self.more.iter().zip(&xs[1..]) {
-                            let cin = weights.len() / cout;
-                            let image = &x[n * cin * positions..][..cin * positions];
-                            let (rows, rest) = more.split_at_mut(cin * width);
-                            copy_rows(image, positions, s, lanes, rows, width);
-                            more = rest;
+                            self.gather_row(image, r, start, &mut gathered[..len]);
+                            &gathered[..len]
+                        };
+                        packed::put_row(row, r, depth, columns);
+                    }
+                    let mut r = first;
+                    for (weights, x) in self.more.iter().zip(&xs[1..]) {
+                        let cin = weights.len() / cout;
+                        let image = &x[n * cin * positions..][..cin * positions];
+                        for row in image.chunks_exact(positions) {
+                            packed::put_row(&row[start..start + len], r, depth, columns);
+                            r += 1;
                         }
                     }
                     let out = &mut out[start..];
@@ -509,67 +526,57 @@ impl GemmConv {
     }
 
     /// Lays the windows of output positions `start..start + len` out as
-    /// columns: row `(ci, ky, kx)` of `columns`, `ld` floats from the last,
-    /// holds for each position the input value under that tap (0 in the
-    /// padding).
-    fn gather(&self, image: &[f32], start: usize, len: usize, columns: &mut [f32], ld: usize) {
+    /// columns: row `(ci, ky, kx)` of `columns` holds, for each position,
+    /// the input value under that tap (0 in the padding).
+    fn gather(&self, image: &[f32], start: usize, len: usize, columns: &mut [f32]) {
+        for (r, row) in columns.chunks_exact_mut(len).enumerate() {
+            self.gather_row(image, r, start, row);
+        }
+    }
+
+    /// Row `r` of [`gather`](Self::gather), for positions `start..start +
+    /// row.len()`.
+    fn gather_row(&self, image: &[f32], r: usize, start: usize, row: &mut [f32]) {
         let [_, _, h, w] = self.geo.input;
         let [_, ow] = self.geo.output;
         let [kh, kw] = self.geo.kernel_hw;
         let [sh, sw] = self.geo.strides;
         let [pt, pl] = self.geo.pad_before;
-        for (r, row) in columns.chunks_exact_mut(ld).enumerate() {
-            let row = &mut row[..len];
-            let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
-            let plane = &image[ci * h * w..][..h * w];
-            // Output columns whose tap lands inside the input row.
-            let first = pl.saturating_sub(kx).div_ceil(sw);
-            let end = (w + pl).saturating_sub(kx).div_ceil(sw);
-            // Stepped, not divided out of `start + done` per run: KWS's
-            // stem has 5-wide output rows, so a run per 5 values, and took
-            // 18.4–21.2 µs stepped against 20.3–24.8 µs divided.
-            let (mut oy, mut ox) = (start / ow, start % ow);
-            let mut done = 0;
-            while done < len {
-                let run = (ow - ox).min(len - done);
-                let dst = &mut row[done..done + run];
-                let iy = (oy * sh + ky).wrapping_sub(pt);
-                let (lo, hi) = (first.clamp(ox, ox + run), end.clamp(ox, ox + run));
-                if iy >= h || lo >= hi {
-                    dst.fill(0.0);
+        let len = row.len();
+        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        let plane = &image[ci * h * w..][..h * w];
+        // Output columns whose tap lands inside the input row.
+        let first = pl.saturating_sub(kx).div_ceil(sw);
+        let end = (w + pl).saturating_sub(kx).div_ceil(sw);
+        // Stepped, not divided out of `start + done` per run: KWS's
+        // stem has 5-wide output rows, so a run per 5 values, and took
+        // 18.4–21.2 µs stepped against 20.3–24.8 µs divided.
+        let (mut oy, mut ox) = (start / ow, start % ow);
+        let mut done = 0;
+        while done < len {
+            let run = (ow - ox).min(len - done);
+            let dst = &mut row[done..done + run];
+            let iy = (oy * sh + ky).wrapping_sub(pt);
+            let (lo, hi) = (first.clamp(ox, ox + run), end.clamp(ox, ox + run));
+            if iy >= h || lo >= hi {
+                dst.fill(0.0);
+            } else {
+                dst[..lo - ox].fill(0.0);
+                dst[hi - ox..].fill(0.0);
+                let src = &plane[iy * w..][..w];
+                let ix = lo * sw + kx - pl;
+                let dst = &mut dst[lo - ox..hi - ox];
+                if sw == 1 {
+                    dst.copy_from_slice(&src[ix..ix + dst.len()]);
                 } else {
-                    dst[..lo - ox].fill(0.0);
-                    dst[hi - ox..].fill(0.0);
-                    let src = &plane[iy * w..][..w];
-                    let ix = lo * sw + kx - pl;
-                    let dst = &mut dst[lo - ox..hi - ox];
-                    if sw == 1 {
-                        dst.copy_from_slice(&src[ix..ix + dst.len()]);
-                    } else {
-                        for (d, &s) in dst.iter_mut().zip(src[ix..].iter().step_by(sw)) {
-                            *d = s;
-                        }
+                    for (d, &s) in dst.iter_mut().zip(src[ix..].iter().step_by(sw)) {
+                        *d = s;
                     }
                 }
-                done += run;
-                (oy, ox) = (oy + 1, 0);
             }
+            done += run;
+            (oy, ox) = (oy + 1, 0);
         }
-    }
-}
-
-/// Copies positions `start..start + len` of each `positions`-long row of
-/// `image` to the rows of `rows`, `ld` floats apart.
-fn copy_rows(
-    image: &[f32],
-    positions: usize,
-    start: usize,
-    len: usize,
-    rows: &mut [f32],
-    ld: usize,
-) {
-    for (src, dst) in image.chunks_exact(positions).zip(rows.chunks_exact_mut(ld)) {
-        dst[..len].copy_from_slice(&src[start..start + len]);
     }
 }
 
@@ -746,7 +753,11 @@ mod tests {
                         // AVX-512 and outputs under a vector take.
                         let batch = if shape.len() == 4 { shape[0] } else { 1 };
                         let positions = want.len() / cout / batch;
-                        assert_eq!(unpack(&mut direct), packs && positions >= 16, "{what}");
+                        assert_eq!(
+                            unpack(&mut direct),
+                            packs && positions >= PACKED_POSITIONS,
+                            "{what}"
+                        );
                         assert_close(&want, &run(direct, &x), &what);
                         checked += 1;
                     }
