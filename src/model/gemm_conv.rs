@@ -57,9 +57,11 @@ pub(crate) struct GemmConv {
     packed: Option<Arc<Tensor>>,
 }
 
-/// The fewest output positions [`packed::product`] runs: for 7×7
-/// outputs (49 positions, three vectors and one more for a single
-/// position) the gemm crate's products were 0.8–0.9× its time.
+/// The fewest output positions [`packed::product`] runs. 7×7 outputs (49
+/// positions: three vectors, and a fourth for one position) are left to
+/// the gemm crate, whose products of ResNet-18's and MobileNetV2's 7×7
+/// layers, timed side by side with these outside the binary, took
+/// 0.8–1.0× their time.
 const PACKED_POSITIONS: usize = 64;
 
 thread_local! {
@@ -568,6 +570,13 @@ impl GemmConv {
                 let dst = &mut dst[lo - ox..hi - ox];
                 if sw == 1 {
                     dst.copy_from_slice(&src[ix..ix + dst.len()]);
+                } else if sw == 2 && ix + 2 * dst.len() <= w {
+                    // Pairs, not a stride: the compiler vectorises this
+                    // into shuffles, where `step_by` moves one value at a
+                    // time.
+                    for (d, pair) in dst.iter_mut().zip(src[ix..].chunks_exact(2)) {
+                        *d = pair[0];
+                    }
                 } else {
                     for (d, &s) in dst.iter_mut().zip(src[ix..].iter().step_by(sw)) {
                         *d = s;

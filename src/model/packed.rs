@@ -5,14 +5,16 @@
 //! AVX-512 kernel and another 25 % around it: laying the input windows out
 //! as columns, the crate copying those columns again into its own panels
 //! (and the weights, on every call), and a further pass adding the bias.
-//! Here the weights are packed once, when the op is built; the windows are
-//! laid out straight into panels; and each tile starts from its bias and
-//! is clamped in registers before it is stored.
+//! Here the weights are packed once, when the op is built; each window row
+//! is dealt out to the panels as soon as it is gathered, with no second
+//! copy; and each tile starts from its bias and is clamped in registers
+//! before it is stored.
 //!
 //! A tile is [`ROWS`] output channels by up to [`LANES`] output positions,
 //! 24 of the 32 vector registers, which hide the fused multiply-add's
-//! latency on two units. The depth is folded [`DEPTH`] at a time so a
-//! panel's part stays in L1 while every tile of channels reads it.
+//! latency on two units. The depth is folded at most [`DEPTH`] at a time:
+//! a group of channels' weights for one pass (8 KiB) stays in L1 while the
+//! block's panels stream past it from L2.
 
 use std::arch::x86_64::*;
 
@@ -23,9 +25,10 @@ pub(super) const ROWS: usize = 8;
 /// Output positions of a full panel: three 16-float vectors.
 pub(super) const LANES: usize = 48;
 
-/// The most depth folded per pass over a panel, 48 KiB of a full panel:
-/// 256 against 128 ran ResNet-18's and MobileNetV2's products 0.8–1.3×
-/// the time. Passes split the depth evenly (a stem's 147 in one pass).
+/// The most depth folded per pass: fewer passes store and reload each
+/// tile fewer times, and a pass's weights for a group of channels stay in
+/// L1. Passes split the depth evenly, so a stem's 147 is one pass, not 128
+/// and 19.
 const DEPTH: usize = 256;
 
 /// Weights `[cout, k]`, given as the row-major blocks of columns
