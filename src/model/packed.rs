@@ -1,5 +1,5 @@
-//! The matrix product of [`GemmConv`](super::gemm_conv::GemmConv) on
-//! AVX-512, with its operands in the layout its inner loop reads.
+//! The matrix product of the dense convolutions (`GemmConv`) on AVX-512,
+//! with its operands in the layout its inner loop reads.
 //!
 //! Why: under `perf`, ResNet-18 spent 57 % of its time in the gemm crate's
 //! AVX-512 kernel and another 25 % around it: laying the input windows out
