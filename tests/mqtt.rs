@@ -170,8 +170,11 @@ fn every_payload_format_and_malformed_payloads_in_between() {
         }
     }
     finish(dev);
+    // Results and errors go out on their own topics, so either may arrive
+    // last: wait for both.
     sub.wait_for(T, |m| {
-        m.iter().filter(|m| m.topic.ends_with("/result")).count() >= 4
+        let on = |end: &str| m.iter().filter(|m| m.topic.ends_with(end)).count();
+        on("/result") >= 4 && on("/error") >= 5
     });
     let recs = sub.records();
     assert_eq!(recs.len(), 4);
