@@ -64,7 +64,17 @@ pub(crate) struct GemmConv {
 /// 0.8–1.0× their time.
 const PACKED_POSITIONS: usize = 64;
 
+/// Output rows at most this wide are gathered from [`Windows::Padded`]:
+/// a run of the image per output row costs more in its bounds and padding
+/// than in the values it moves once rows are this short (KWS's stem has
+/// 5-wide output rows).
+const TABLE_WIDTH: usize = 16;
+
 thread_local! {
+    /// The padded planes and window offsets of [`Windows::Padded`], kept
+    /// from call to call like [`COLUMNS`].
+    static PADDED: std::cell::RefCell<(Vec<f32>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// The columns of [`GemmConv::run_packed`]: kept from call to call, as
     /// allocating and zeroing a fresh megabyte each time cost 2–4 % of
     /// ResNet-18 in page faults and `memset`.
@@ -379,46 +389,48 @@ impl GemmConv {
             .chunks_exact(cin * h * w)
             .zip(out.chunks_exact_mut(cout * positions));
         for (n, (image, out)) in images.enumerate() {
-            let mut start = 0;
-            while start < positions {
-                let len = block.min(positions - start);
-                let (rhs, rhs_row) = if direct {
-                    (&image[start..], positions)
-                } else {
-                    self.gather(image, start, len, &mut columns[..depth * len]);
-                    (&columns[..], len)
-                };
-                // The first product reads the columns (or the image), any
-                // further one its own input's image as it is.
-                let first = (weights, depth, rhs, Strides::row_major(rhs_row));
-                let further = more.iter().zip(&xs[1..]).map(|(&weights, x)| {
-                    let cin = weights.len() / cout;
-                    let image = &x[n * cin * positions..][..cin * positions];
-                    (weights, cin, &image[start..], Strides::row_major(positions))
-                });
-                let products = std::iter::once(first).chain(further);
-                for (i, (lhs, k, rhs, rhs_at)) in products.enumerate() {
-                    product(
-                        [cout, len, k],
-                        &mut out[start..],
-                        Strides::row_major(positions),
-                        lhs,
-                        Strides::row_major(k),
-                        rhs,
-                        rhs_at,
-                        i > 0,
-                    );
-                }
-                for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
-                    // Two selects, not an if-else chain: they vectorise.
-                    for v in &mut row[start..start + len] {
-                        let s = *v + b;
-                        let s = if s < low { low } else { s };
-                        *v = if s > high { high } else { s };
+            self.with_windows(image, |windows| {
+                let mut start = 0;
+                while start < positions {
+                    let len = block.min(positions - start);
+                    let (rhs, rhs_row) = if direct {
+                        (&image[start..], positions)
+                    } else {
+                        self.gather(windows, start, len, &mut columns[..depth * len]);
+                        (&columns[..], len)
+                    };
+                    // The first product reads the columns (or the image), any
+                    // further one its own input's image as it is.
+                    let first = (weights, depth, rhs, Strides::row_major(rhs_row));
+                    let further = more.iter().zip(&xs[1..]).map(|(&weights, x)| {
+                        let cin = weights.len() / cout;
+                        let image = &x[n * cin * positions..][..cin * positions];
+                        (weights, cin, &image[start..], Strides::row_major(positions))
+                    });
+                    let products = std::iter::once(first).chain(further);
+                    for (i, (lhs, k, rhs, rhs_at)) in products.enumerate() {
+                        product(
+                            [cout, len, k],
+                            &mut out[start..],
+                            Strides::row_major(positions),
+                            lhs,
+                            Strides::row_major(k),
+                            rhs,
+                            rhs_at,
+                            i > 0,
+                        );
                     }
+                    for (row, &b) in out.chunks_exact_mut(positions).zip(bias) {
+                        // Two selects, not an if-else chain: they vectorise.
+                        for v in &mut row[start..start + len] {
+                            let s = *v + b;
+                            let s = if s < low { low } else { s };
+                            *v = if s > high { high } else { s };
+                        }
+                    }
+                    start += len;
                 }
-                start += len;
-            }
+            });
         }
         Ok(())
     }
@@ -455,32 +467,34 @@ impl GemmConv {
                 .chunks_exact(cin * h * w)
                 .zip(out.chunks_exact_mut(cout * positions));
             for (n, (image, out)) in images.enumerate() {
-                for start in (0..positions).step_by(block) {
-                    let len = block.min(positions - start);
-                    // Row by row: one window row gathered, then dealt out
-                    // to the panels (gathering each panel's part of a row
-                    // by itself cost ResNet-18's 3×3 layers 10–20 %).
-                    for r in 0..first {
-                        let row = if direct {
-                            &image[r * positions + start..][..len]
-                        } else {
-                            self.gather_row(image, r, start, &mut gathered[..len]);
-                            &gathered[..len]
-                        };
-                        packed::put_row(row, r, depth, columns);
-                    }
-                    let mut r = first;
-                    for (weights, x) in self.more.iter().zip(&xs[1..]) {
-                        let cin = weights.len() / cout;
-                        let image = &x[n * cin * positions..][..cin * positions];
-                        for row in image.chunks_exact(positions) {
-                            packed::put_row(&row[start..start + len], r, depth, columns);
-                            r += 1;
+                self.with_windows(image, |windows| {
+                    for start in (0..positions).step_by(block) {
+                        let len = block.min(positions - start);
+                        // Row by row: one window row gathered, then dealt out
+                        // to the panels (gathering each panel's part of a row
+                        // by itself cost ResNet-18's 3×3 layers 10–20 %).
+                        for r in 0..first {
+                            let row = if direct {
+                                &image[r * positions + start..][..len]
+                            } else {
+                                self.gather_row(windows, r, start, &mut gathered[..len]);
+                                &gathered[..len]
+                            };
+                            packed::put_row(row, r, depth, columns);
                         }
+                        let mut r = first;
+                        for (weights, x) in self.more.iter().zip(&xs[1..]) {
+                            let cin = weights.len() / cout;
+                            let image = &x[n * cin * positions..][..cin * positions];
+                            for row in image.chunks_exact(positions) {
+                                packed::put_row(&row[start..start + len], r, depth, columns);
+                                r += 1;
+                            }
+                        }
+                        let out = &mut out[start..];
+                        packed::product(packed, columns, len, out, positions, bias, clamp);
                     }
-                    let out = &mut out[start..];
-                    packed::product(packed, columns, len, out, positions, bias, clamp);
-                }
+                });
             }
         });
         Ok(())
@@ -527,25 +541,77 @@ impl GemmConv {
         Ok(())
     }
 
+    /// Calls `f` with the [`Windows`] of `image`: the image itself, or for
+    /// output rows up to [`TABLE_WIDTH`] wide its padded copy.
+    fn with_windows<R>(&self, image: &[f32], f: impl FnOnce(&Windows) -> R) -> R {
+        if self.reads_input() || self.geo.output[1] > TABLE_WIDTH {
+            return f(&Windows::Image(image));
+        }
+        let [_, _, h, w] = self.geo.input;
+        let [oh, ow] = self.geo.output;
+        let [sh, sw] = self.geo.strides;
+        let [pt, pl] = self.geo.pad_before;
+        let [pb, pr] = self.geo.pad_after;
+        let (ph, pw) = (h + pt + pb, w + pl + pr);
+        PADDED.with_borrow_mut(|(planes, at)| {
+            planes.clear();
+            planes.resize(image.len() / (h * w) * ph * pw, 0.0);
+            let padded = planes.chunks_exact_mut(ph * pw);
+            for (plane, padded) in image.chunks_exact(h * w).zip(padded) {
+                let rows = padded[pt * pw + pl..].chunks_mut(pw);
+                for (row, padded) in plane.chunks_exact(w).zip(rows) {
+                    padded[..w].copy_from_slice(row);
+                }
+            }
+            at.clear();
+            for oy in 0..oh {
+                let row = oy * sh * pw;
+                at.extend((0..ow).map(|ox| (row + ox * sw) as u32));
+            }
+            f(&Windows::Padded {
+                planes,
+                at,
+                plane: ph * pw,
+                row: pw,
+            })
+        })
+    }
+
     /// Lays the windows of output positions `start..start + len` out as
     /// columns: row `(ci, ky, kx)` of `columns` holds, for each position,
     /// the input value under that tap (0 in the padding).
-    fn gather(&self, image: &[f32], start: usize, len: usize, columns: &mut [f32]) {
+    fn gather(&self, windows: &Windows, start: usize, len: usize, columns: &mut [f32]) {
         for (r, row) in columns.chunks_exact_mut(len).enumerate() {
-            self.gather_row(image, r, start, row);
+            self.gather_row(windows, r, start, row);
         }
     }
 
     /// Row `r` of [`gather`](Self::gather), for positions `start..start +
     /// row.len()`.
-    fn gather_row(&self, image: &[f32], r: usize, start: usize, row: &mut [f32]) {
+    fn gather_row(&self, windows: &Windows, r: usize, start: usize, row: &mut [f32]) {
+        let [kh, kw] = self.geo.kernel_hw;
+        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        let image = match *windows {
+            Windows::Image(image) => image,
+            Windows::Padded {
+                planes,
+                at,
+                plane,
+                row: pw,
+            } => {
+                let at = &at[start..start + row.len()];
+                let tap = &planes[ci * plane + ky * pw + kx..];
+                for (v, &a) in row.iter_mut().zip(at) {
+                    *v = tap[a as usize];
+                }
+                return;
+            }
+        };
         let [_, _, h, w] = self.geo.input;
         let [_, ow] = self.geo.output;
-        let [kh, kw] = self.geo.kernel_hw;
         let [sh, sw] = self.geo.strides;
         let [pt, pl] = self.geo.pad_before;
         let len = row.len();
-        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
         let plane = &image[ci * h * w..][..h * w];
         // Output columns whose tap lands inside the input row.
         let first = pl.saturating_sub(kx).div_ceil(sw);
@@ -587,6 +653,22 @@ impl GemmConv {
             (oy, ox) = (oy + 1, 0);
         }
     }
+}
+
+/// What [`GemmConv::gather_row`] reads one image's windows from.
+enum Windows<'a> {
+    /// The image as it is: each output row's taps are a run of an input
+    /// row, with the padding filled in around it.
+    Image(&'a [f32]),
+    /// The image's planes with their padding, `plane` floats apart and in
+    /// rows of `row`, and `at`, for each output position, where its
+    /// window's first tap lies in a plane.
+    Padded {
+        planes: &'a [f32],
+        at: &'a [u32],
+        plane: usize,
+        row: usize,
+    },
 }
 
 /// Where a matrix's elements lie in its slice: element `(r, c)` at
