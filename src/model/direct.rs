@@ -175,20 +175,20 @@ impl DirectWindow {
             // SAFETY: `of_this_cpu` checked the CPU for AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Vectors::Avx2 => unsafe { self.run_avx2(x, out) },
-            Vectors::Portable => self.run_with::<false>(x, out),
+            Vectors::Portable => self.run_with::<false, BLOCK>(x, out),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
     fn run_avx512(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
-        self.run_with::<true>(x, out)
+        self.run_with::<true, BLOCK_AVX512>(x, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn run_avx2(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
-        self.run_with::<true>(x, out)
+        self.run_with::<true, BLOCK>(x, out)
     }
 
     /// `FUSED`: sums use fused multiply-adds, which the caller's CPU must
@@ -196,7 +196,11 @@ impl DirectWindow {
     /// Results then differ from the unfused sum in the last bits, as the
     /// gemm crate's do from tract's.
     #[inline(always)]
-    fn run_with<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+    fn run_with<const FUSED: bool, const B: usize>(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> TractResult<()> {
         let [_, c, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         // Narrow planes only: on KWS's 5-wide planes the flat fold took 40 %
@@ -204,7 +208,7 @@ impl DirectWindow {
         // planes the two were within the machine's noise (BENCHMARKS.md).
         if self.fold == Fold::Depthwise && self.geo.strides == [1, 1] && ow == w && w <= FLAT_WIDTH
         {
-            return self.run_flat::<FUSED>(x, out);
+            return self.run_flat::<FUSED, B>(x, out);
         }
         let [kh, kw] = self.geo.kernel_hw;
         let [sh, sw] = self.geo.strides;
@@ -225,10 +229,10 @@ impl DirectWindow {
         // The fold runs whole blocks, reading up to a block past the
         // last phase plane: the outputs it computes past a row are never
         // copied out.
-        let mut buf = vec![padding; sh * sw * phase_len + BLOCK];
+        let mut buf = vec![padding; sh * sw * phase_len + B];
         let mut padded_row = vec![padding; phase_w * sw];
         let group_rows = (GROUP_ELEMENTS / phase_w).clamp(1, oh);
-        let mut acc = vec![0f32; ((group_rows - 1) * phase_w + ow).next_multiple_of(BLOCK)];
+        let mut acc = vec![0f32; ((group_rows - 1) * phase_w + ow).next_multiple_of(B)];
         let [low, high] = self.clamp.map(f32::from_bits);
         let clamped = low > f32::NEG_INFINITY || high < f32::INFINITY;
         let taps = kh * kw;
@@ -291,8 +295,8 @@ impl DirectWindow {
                 }
                 // Whole blocks: on 7×7 outputs (a run of 55) a scalar fold
                 // of the part past the last block took most of the time.
-                let acc = &mut acc[..len.next_multiple_of(BLOCK)];
-                fold_taps::<FUSED>(acc, &buf, &offsets, weights, bias[ch], max);
+                let acc = &mut acc[..len.next_multiple_of(B)];
+                fold_taps::<FUSED, B>(acc, &buf, &offsets, weights, bias[ch], max);
                 if clamped {
                     // Two selects, not an if-else chain: they vectorise,
                     // where branches on the sign of each output mispredict.
@@ -322,7 +326,11 @@ impl DirectWindow {
     /// copied row by row: on a spectrogram's 5-wide planes those copies
     /// took longer than the arithmetic.
     #[inline(always)]
-    fn run_flat<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+    fn run_flat<const FUSED: bool, const B: usize>(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> TractResult<()> {
         let [_, c, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         let [kh, kw] = self.geo.kernel_hw;
@@ -331,8 +339,8 @@ impl DirectWindow {
         // Output i, tap (ky, kx) reads buf[i + ky * w + kx]: the plane
         // starts pt rows and pl floats in. Both buf and the masks run past
         // the plane to the end of its last block.
-        let blocks_len = len.div_ceil(BLOCK) * BLOCK;
-        let mut buf = vec![0f32; pl + (oh + kh - 1) * w + kw + BLOCK];
+        let blocks_len = len.div_ceil(B) * B;
+        let mut buf = vec![0f32; pl + (oh + kh - 1) * w + kw + B];
         let offsets: Vec<usize> = (0..kh * kw).map(|t| t / kw * w + t % kw).collect();
         // masks[kx * blocks_len + i]: whether tap column kx of output i is
         // inside the input row.
@@ -365,7 +373,7 @@ impl DirectWindow {
                 init: bias[ch],
                 clamp: self.clamp.map(f32::from_bits),
             };
-            fold.run::<FUSED>(out);
+            fold.run::<FUSED, B>(out);
         }
         Ok(())
     }
@@ -389,11 +397,11 @@ struct Masked<'a> {
 impl Masked<'_> {
     /// `FUSED` as in [`DirectWindow::run_with`].
     #[inline(always)]
-    fn run<const FUSED: bool>(&self, out: &mut [f32]) {
-        let full = out.len() / BLOCK;
-        let mut blocks = out.chunks_exact_mut(BLOCK);
+    fn run<const FUSED: bool, const B: usize>(&self, out: &mut [f32]) {
+        let full = out.len() / B;
+        let mut blocks = out.chunks_exact_mut(B);
         for (b, out) in (&mut blocks).enumerate() {
-            out.copy_from_slice(&self.block::<FUSED>(b));
+            out.copy_from_slice(&self.block::<FUSED, B>(b));
         }
         // The last, partial block is folded whole (buffer and masks run a
         // block past the plane) and only its part inside the plane kept:
@@ -401,17 +409,17 @@ impl Masked<'_> {
         let rest = blocks.into_remainder();
         if !rest.is_empty() {
             let len = rest.len();
-            rest.copy_from_slice(&self.block::<FUSED>(full)[..len]);
+            rest.copy_from_slice(&self.block::<FUSED, B>(full)[..len]);
         }
     }
 
-    /// Outputs `b * BLOCK..(b + 1) * BLOCK`.
+    /// Outputs `b * B..(b + 1) * B`: a block of `B` (see [`BLOCK`]).
     #[inline(always)]
-    fn block<const FUSED: bool>(&self, b: usize) -> [f32; BLOCK] {
+    fn block<const FUSED: bool, const B: usize>(&self, b: usize) -> [f32; B] {
         let [low, high] = self.clamp;
         let stride = self.masks.len() / self.kw;
         let kh = self.offsets.len() / self.kw;
-        let mut sums = [self.init; BLOCK];
+        let mut sums = [self.init; B];
         // Column by column of the kernel: the taps of one column share
         // their mask, so it is applied once to their partial sum rather
         // than to every value (a division and a mask load per tap took
@@ -419,13 +427,11 @@ impl Masked<'_> {
         // product with 0: an infinite neighbour's partial sum then reads
         // as the zero padding it stands for.
         for kx in 0..self.kw {
-            let mut part = [0f32; BLOCK];
+            let mut part = [0f32; B];
             for ky in 0..kh {
                 let t = ky * self.kw + kx;
-                let start = self.offsets[t] + b * BLOCK;
-                let src: &[f32; BLOCK] = self.buf[start..start + BLOCK]
-                    .try_into()
-                    .expect("BLOCK long");
+                let start = self.offsets[t] + b * B;
+                let src: &[f32; B] = self.buf[start..start + B].try_into().expect("a block long");
                 let weight = self.weights[t];
                 for (p, &v) in part.iter_mut().zip(src) {
                     *p = if FUSED {
@@ -435,9 +441,9 @@ impl Masked<'_> {
                     };
                 }
             }
-            let mask: &[bool; BLOCK] = self.masks[kx * stride + b * BLOCK..][..BLOCK]
+            let mask: &[bool; B] = self.masks[kx * stride + b * B..][..B]
                 .try_into()
-                .expect("BLOCK long");
+                .expect("a block long");
             for ((sum, &p), &m) in sums.iter_mut().zip(&part).zip(mask) {
                 *sum += if m { p } else { 0.0 };
             }
@@ -451,10 +457,17 @@ impl Masked<'_> {
 }
 
 /// Outputs one block of the accumulator holds in vector registers while
-/// every tap is added to it: loads and stores of the accumulator happen once
-/// per block instead of once per tap. Two AVX-512 registers (four AVX2):
-/// two independent chains of adds, where one would wait on each add.
+/// every tap is added to it (the const parameter `B` of the folds):
+/// loads and stores of the accumulator happen once per block instead of
+/// once per tap, and each register is an independent chain of adds. Four
+/// AVX2 registers, and the portable build.
 const BLOCK: usize = 32;
+
+/// [`BLOCK`] on AVX-512: eight registers, the chains it takes to keep both
+/// FMA units busy through a multiply-add's four cycles of latency. With
+/// two (32 outputs) the folds waited on their own adds, and MobileNetV2's
+/// depthwise layers ran at 2–4× ONNX Runtime's time.
+const BLOCK_AVX512: usize = 128;
 
 /// The widest vectors, with fused multiply-adds, that this CPU has: which
 /// build of [`DirectWindow::run_with`] runs.
@@ -486,7 +499,7 @@ impl Vectors {
 /// in kernel order, where ⊕ is max (`max`) or +; `FUSED` as in
 /// [`DirectWindow::run_with`].
 #[inline(always)]
-fn fold_taps<const FUSED: bool>(
+fn fold_taps<const FUSED: bool, const B: usize>(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
@@ -495,9 +508,9 @@ fn fold_taps<const FUSED: bool>(
     max: bool,
 ) {
     match (max, FUSED) {
-        (true, _) => fold_blocks::<MAX>(acc, buf, offsets, weights, init),
-        (false, true) => fold_blocks::<FMA>(acc, buf, offsets, weights, init),
-        (false, false) => fold_blocks::<MUL_ADD>(acc, buf, offsets, weights, init),
+        (true, _) => fold_blocks::<MAX, B>(acc, buf, offsets, weights, init),
+        (false, true) => fold_blocks::<FMA, B>(acc, buf, offsets, weights, init),
+        (false, false) => fold_blocks::<MUL_ADD, B>(acc, buf, offsets, weights, init),
     }
 }
 
@@ -528,19 +541,19 @@ fn fold<const OP: u8>(a: f32, w: f32, v: f32) -> f32 {
 }
 
 #[inline(always)]
-fn fold_blocks<const OP: u8>(
+fn fold_blocks<const OP: u8, const B: usize>(
     acc: &mut [f32],
     buf: &[f32],
     offsets: &[usize],
     weights: &[f32],
     init: f32,
 ) {
-    let done = acc.len() / BLOCK * BLOCK;
-    for (b, out) in acc.chunks_exact_mut(BLOCK).enumerate() {
-        let mut sums = [init; BLOCK];
+    let done = acc.len() / B * B;
+    for (b, out) in acc.chunks_exact_mut(B).enumerate() {
+        let mut sums = [init; B];
         for (&offset, &weight) in offsets.iter().zip(weights) {
-            let start = offset + b * BLOCK;
-            let src: &[f32; BLOCK] = buf[start..start + BLOCK].try_into().expect("BLOCK long");
+            let start = offset + b * B;
+            let src: &[f32; B] = buf[start..start + B].try_into().expect("a block long");
             for (sum, &v) in sums.iter_mut().zip(src) {
                 *sum = fold::<OP>(*sum, weight, v);
             }
