@@ -465,8 +465,10 @@ const BLOCK: usize = 32;
 
 /// [`BLOCK`] on AVX-512: eight registers, the chains it takes to keep both
 /// FMA units busy through a multiply-add's four cycles of latency. With
-/// two (32 outputs) the folds waited on their own adds, and MobileNetV2's
-/// depthwise layers ran at 2–4× ONNX Runtime's time.
+/// two (32 outputs) the folds waited on their own adds; KWS went from
+/// 75–76 to 72–74 µs. Large planes did not move: reading their input
+/// bounds them (BENCHMARKS.md).
+#[cfg(target_arch = "x86_64")]
 const BLOCK_AVX512: usize = 128;
 
 /// The widest vectors, with fused multiply-adds, that this CPU has: which
