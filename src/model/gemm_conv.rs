@@ -52,7 +52,7 @@ pub(crate) struct GemmConv {
     /// followed, folded in to save a pass over the output.
     pub(crate) clamp: [u32; 2],
     /// The weights of all products packed for [`packed::product`], when
-    /// this CPU has AVX-512 and there are [`PACKED_POSITIONS`] or more;
+    /// this CPU has AVX-512 or AVX2 and there are [`PACKED_POSITIONS`] or more;
     /// otherwise the gemm crate runs the products.
     packed: Option<Arc<Tensor>>,
 }
@@ -281,8 +281,7 @@ impl GemmConv {
     /// will run there.
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        if !avx512 || self.geo.outputs() < PACKED_POSITIONS {
+        if packed::Isa::of_this_cpu().is_none() || self.geo.outputs() < PACKED_POSITIONS {
             return Ok(self);
         }
         let blocks = (std::iter::once(&self.weights).chain(&self.more))
@@ -811,7 +810,7 @@ mod tests {
             PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
             PaddingSpec::Explicit(tvec!(0, 2), tvec!(1, 0)),
         ];
-        let packs = std::arch::is_x86_feature_detected!("avx512f");
+        let packs = packed::Isa::of_this_cpu().is_some();
         let mut checked = 0;
         for shape in [
             &[1, 3, 40, 41][..],
@@ -841,7 +840,7 @@ mod tests {
                         let want = run(untouched, &x);
                         assert_close(&want, &run(direct.clone(), &x), &what);
                         // The gemm crate's path, which CPUs without
-                        // AVX-512 and outputs under a vector take.
+                        // AVX2 and outputs under 64 positions take.
                         let batch = if shape.len() == 4 { shape[0] } else { 1 };
                         let positions = want.len() / cout / batch;
                         assert_eq!(

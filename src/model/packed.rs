@@ -1,5 +1,5 @@
-//! The matrix product of the dense convolutions (`GemmConv`) on AVX-512,
-//! with its operands in the layout its inner loop reads.
+//! The matrix product of the dense convolutions (`GemmConv`) on AVX-512 or
+//! AVX2 with FMA, with its operands in the layout its inner loop reads.
 //!
 //! Why: under `perf`, ResNet-18 spent 57 % of its time in the gemm crate's
 //! AVX-512 kernel and another 25 % around it: laying the input windows out
@@ -12,7 +12,10 @@
 //!
 //! A tile is [`ROWS`] output channels by up to [`LANES`] output positions,
 //! 24 of the 32 vector registers, which hide the fused multiply-add's
-//! latency on two units. The depth is folded at most [`DEPTH`] at a time:
+//! latency on two units. AVX2 has 16 registers of half the width, so there
+//! a tile runs as sub-tiles of [`AVX2_ROWS`] channels by up to 24
+//! positions: 12 registers of sums, 3 of columns and one weight. The depth
+//! is folded at most [`DEPTH`] at a time:
 //! a group of channels' weights for one pass (8 KiB) stays in L1 while the
 //! block's panels stream past it from L2.
 
@@ -88,6 +91,22 @@ pub(super) fn product(
     out: &mut [f32],
     stride: usize,
     bias: &[f32],
+    clamp: [f32; 2],
+) {
+    let isa = Isa::of_this_cpu().expect("a CPU with AVX-512F or AVX2 and FMA");
+    product_on(isa, packed, columns, n, out, stride, bias, clamp);
+}
+
+/// [`product`] on the kernel `isa`, which must run on this CPU.
+#[allow(clippy::too_many_arguments)]
+fn product_on(
+    isa: Isa,
+    packed: &[f32],
+    columns: &[f32],
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+    bias: &[f32],
     [low, high]: [f32; 2],
 ) {
     let cout = bias.len();
@@ -95,7 +114,7 @@ pub(super) fn product(
     assert!(n > 0 && n <= stride && (cout - 1) * stride + n <= out.len());
     let (at, _, width) = panel(n.div_ceil(LANES) - 1, n, depth);
     assert!(columns.len() >= at + depth * width);
-    assert!(std::arch::is_x86_feature_detected!("avx512f"));
+    assert!(isa.runs_here());
     let pass = depth.div_ceil(depth.div_ceil(DEPTH));
     for k0 in (0..depth).step_by(pass) {
         let k = pass.min(depth - k0);
@@ -113,19 +132,50 @@ pub(super) fn product(
                     start: if k0 == 0 { Some(bias) } else { None },
                     clamp: (k0 + k == depth).then_some([low, high]),
                 };
-                // SAFETY: the CPU has AVX-512F, as asserted; `cols` holds
-                // `k` rows of `width` floats and `weights` `k` rows of
-                // `ROWS`; the tile's `rows` rows of `lanes` outputs,
-                // `stride` apart, lie inside `out`, as asserted above for
-                // the whole block.
+                // SAFETY: the CPU has the features `isa` names, as
+                // checked; `cols` holds `k` rows of `width` floats and
+                // `weights` `k` rows of `ROWS`; the tile's `rows` rows of
+                // `lanes` outputs, `stride` apart, lie inside `out`, as
+                // asserted above for the whole block.
                 unsafe {
-                    match width / 16 {
-                        1 => tile.run::<1>(cols, weights, out),
-                        2 => tile.run::<2>(cols, weights, out),
-                        _ => tile.run::<3>(cols, weights, out),
+                    match (isa, width / 16) {
+                        (Isa::Avx512, 1) => tile.run::<1>(cols, weights, out),
+                        (Isa::Avx512, 2) => tile.run::<2>(cols, weights, out),
+                        (Isa::Avx512, _) => tile.run::<3>(cols, weights, out),
+                        (Isa::Avx2, _) => tile.run_avx2(cols, width, weights, out),
                     }
                 }
             }
+        }
+    }
+}
+
+/// Channels one AVX2 sub-tile computes: half of [`ROWS`].
+const AVX2_ROWS: usize = 4;
+
+/// Which kernel [`product`] runs.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// The kernel for this CPU, or `None` when it has neither AVX-512F nor
+    /// AVX2 with FMA (the gemm crate then runs the products).
+    pub(super) fn of_this_cpu() -> Option<Self> {
+        Self::ALL.into_iter().find(|isa| isa.runs_here())
+    }
+
+    /// Every kernel, the fastest first.
+    const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+
+    /// Whether this CPU has the features the kernel needs.
+    fn runs_here(self) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        match self {
+            Isa::Avx512 => has!("avx512f"),
+            Isa::Avx2 => has!("avx2") && has!("fma"),
         }
     }
 }
@@ -199,6 +249,105 @@ impl Tile<'_> {
     }
 }
 
+impl Tile<'_> {
+    /// [`run`](Self::run) on AVX2: `cols` rows are `width` floats apart.
+    /// Sub-tiles of up to 24 positions, then [`AVX2_ROWS`] channels, so
+    /// that the second group of channels reads the columns the first just
+    /// brought into L1.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, cols: &[f32], width: usize, weights: &[f32], out: &mut [f32]) {
+        let mut lane = 0;
+        while lane < self.lanes {
+            let vectors = (self.lanes - lane).div_ceil(8).min(3);
+            for row in (0..self.rows).step_by(AVX2_ROWS) {
+                let sub = SubTile {
+                    row,
+                    rows: (self.rows - row).min(AVX2_ROWS),
+                    lanes: (self.lanes - lane).min(8 * vectors),
+                    width,
+                };
+                let (cols, weights) = (&cols[lane..], &weights[row..]);
+                let out = &mut out[row * self.stride + lane..];
+                match vectors {
+                    1 => sub.run::<1>(self, cols, weights, out),
+                    2 => sub.run::<2>(self, cols, weights, out),
+                    _ => sub.run::<3>(self, cols, weights, out),
+                }
+            }
+            lane += 8 * vectors;
+        }
+    }
+}
+
+/// Part of a [`Tile`] on AVX2: [`AVX2_ROWS`] channels by `8 * V` positions.
+struct SubTile {
+    /// Its first channel in the tile.
+    row: usize,
+    /// Channels stored, at most [`AVX2_ROWS`].
+    rows: usize,
+    /// Positions stored, at most `8 * V`.
+    lanes: usize,
+    /// Floats from one row of columns to the next.
+    width: usize,
+}
+
+impl SubTile {
+    /// Folds `tile.depth` rows of `cols` (`width` apart, `8 * V` read of
+    /// each) times `weights` ([`ROWS`] apart, [`AVX2_ROWS`] read of each)
+    /// into the sub-tile at the start of `out`, rows `tile.stride` apart.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run<const V: usize>(
+        &self,
+        tile: &Tile,
+        cols: &[f32],
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        let last = (self.lanes - 8 * (V - 1)) as i32;
+        let mask = |v: usize| -> __m256i {
+            let n = if v + 1 < V { 8 } else { last };
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        };
+        let out = out.as_mut_ptr();
+        let (cols, weights) = (cols.as_ptr(), weights.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); V]; AVX2_ROWS];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            if r < self.rows {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = match tile.start {
+                        Some(bias) => _mm256_set1_ps(bias[self.row + r]),
+                        None => _mm256_maskload_ps(out.add(r * tile.stride + 8 * v), mask(v)),
+                    };
+                }
+            }
+        }
+        for t in 0..tile.depth {
+            let c: [__m256; V] =
+                std::array::from_fn(|v| _mm256_loadu_ps(cols.add(t * self.width + 8 * v)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let w = _mm256_broadcast_ss(&*weights.add(t * ROWS + r));
+                for (a, &c) in acc.iter_mut().zip(&c) {
+                    *a = _mm256_fmadd_ps(c, w, *a);
+                }
+            }
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            if r < self.rows {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    if let Some([low, high]) = tile.clamp {
+                        *a = _mm256_max_ps(_mm256_set1_ps(low), *a);
+                        *a = _mm256_min_ps(_mm256_set1_ps(high), *a);
+                    }
+                    _mm256_maskstore_ps(out.add(r * tile.stride + 8 * v), mask(v), *a);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,16 +358,17 @@ mod tests {
     /// weight matrix given in two blocks match a plain triple loop.
     #[test]
     fn products_match_a_plain_loop() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return;
-        }
-        for (cout, depth, n) in [
+        let cases = [
             (1, 1, 1),
             (8, 3, 48),
             (7, 300, 50),
             (17, 513, 130),
             (16, 9, 33),
-        ] {
+            (5, 20, 41),
+            (9, 7, 20),
+        ];
+        let isas = Isa::ALL.into_iter().filter(|isa| isa.runs_here());
+        for (isa, (cout, depth, n)) in isas.flat_map(|isa| cases.map(|case| (isa, case))) {
             let split = depth / 3;
             let w = values(cout * depth, 3);
             let x = values(depth * n, 1);
@@ -238,7 +388,16 @@ mod tests {
             }
             let stride = n + 3;
             let mut out = vec![f32::NAN; cout * stride];
-            product(&packed, &columns, n, &mut out, stride, &bias, [low, high]);
+            product_on(
+                isa,
+                &packed,
+                &columns,
+                n,
+                &mut out,
+                stride,
+                &bias,
+                [low, high],
+            );
             for c in 0..cout {
                 for i in 0..n {
                     let sum: f32 = (0..depth).map(|k| w[c * depth + k] * x[k * n + i]).sum();
@@ -246,7 +405,7 @@ mod tests {
                     let got = out[c * stride + i];
                     assert!(
                         (want - got).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{cout} {depth} {n}: [{c}, {i}] {want} vs {got}"
+                        "{isa:?} {cout} {depth} {n}: [{c}, {i}] {want} vs {got}"
                     );
                 }
                 let past = &out[c * stride + n..(c + 1) * stride];
