@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
-use super::packed::{self, LANES, ROWS};
+use super::packed::{self, LANES};
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2 (1 MiB of the 2 MiB
@@ -281,7 +281,11 @@ impl GemmConv {
     /// will run there.
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
-        if packed::Isa::of_this_cpu().is_none() || self.geo.outputs() < PACKED_POSITIONS {
+        let depth = self.weights.shape()[1] + self.more.iter().map(|w| w.shape()[1]).sum::<usize>();
+        let Some(isa) = packed::Isa::for_depth(depth) else {
+            return Ok(self);
+        };
+        if self.geo.outputs() < PACKED_POSITIONS {
             return Ok(self);
         }
         let blocks = (std::iter::once(&self.weights).chain(&self.more))
@@ -290,7 +294,7 @@ impl GemmConv {
         let blocks = (blocks.iter())
             .map(|w| w.as_slice::<f32>())
             .collect::<TractResult<Vec<_>>>()?;
-        let packed = packed::pack_weights(&blocks, self.out_channels());
+        let packed = packed::pack_weights(isa, &blocks, self.out_channels());
         self.packed = Some(tensor1(&packed).into_arc_tensor());
         Ok(self)
     }
@@ -440,7 +444,7 @@ impl GemmConv {
         let [_, cin, h, w] = self.geo.input;
         let cout = self.out_channels();
         let positions = self.geo.outputs();
-        let depth = packed.len() / cout.div_ceil(ROWS) / ROWS;
+        let depth = self.weights.shape()[1] + self.more.iter().map(|w| w.shape()[1]).sum::<usize>();
         let first = self.weights.shape()[1];
         let direct = self.reads_input();
         // Whole panels, and no last block of a few positions: 7×7 outputs
@@ -810,7 +814,6 @@ mod tests {
             PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
             PaddingSpec::Explicit(tvec!(0, 2), tvec!(1, 0)),
         ];
-        let packs = packed::Isa::of_this_cpu().is_some();
         let mut checked = 0;
         for shape in [
             &[1, 3, 40, 41][..],
@@ -840,9 +843,12 @@ mod tests {
                         let want = run(untouched, &x);
                         assert_close(&want, &run(direct.clone(), &x), &what);
                         // The gemm crate's path, which CPUs without
-                        // AVX2 and outputs under 64 positions take.
+                        // AVX2, outputs under 64 positions and (on AVX2)
+                        // deep products take.
                         let batch = if shape.len() == 4 { shape[0] } else { 1 };
                         let positions = want.len() / cout / batch;
+                        let depth = shape[shape.len() - 3] * kernel[0] * kernel[1];
+                        let packs = packed::Isa::for_depth(depth).is_some();
                         assert_eq!(
                             unpack(&mut direct),
                             packs && positions >= PACKED_POSITIONS,
