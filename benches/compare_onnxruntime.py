@@ -22,9 +22,10 @@ minus that overhead ("vs ORT compute"), which is what a C caller of ORT
 would see.
 
 --layers puts the two runtimes side by side per ONNX node instead: the
-nodes `edgeinfer profile --ops` lists as slowest (tract's pack steps added
-to the node they pack for) next to ORT's own profiler's median time for
-the node of the same name (ORT's fused `_nchwc` nodes keep the name).
+--top (12) slowest of the nodes `edgeinfer profile --ops --nodes all`
+lists (tract's pack steps added to the node they pack for) next to ORT's
+own profiler's median time for the node of the same name (ORT's fused
+`_nchwc` nodes keep the name).
 """
 import argparse
 import glob
@@ -149,9 +150,10 @@ def fused_names(path):
     return alias
 
 
-def layers(binary, path, runs, tmp):
+def layers(binary, path, runs, tmp, top):
     ours = json.loads(subprocess.run(
-        [binary, "profile", "--model", path, "--runs", str(runs), "--ops", "--json"],
+        [binary, "profile", "--model", path, "--runs", str(runs), "--ops", "--nodes", "all",
+         "--json"],
         check=True, capture_output=True, text=True,
     ).stdout)
     alias = fused_names(path)
@@ -170,7 +172,7 @@ def layers(binary, path, runs, tmp):
             kinds[base] = n["op"] + " " + n["detail"].split(";")[0][:60] if n["op"] == "DepthWiseConv" \
                 else n["op"] + " " + (n["detail"].split("Mult: ")[-1].split(" with")[0][:40])
     print(f"  {'ONNX node':<14} {'edgeinfer µs':>12} {'ORT µs':>8} {'ratio':>6}  tract op")
-    for base, us in sorted(grouped.items(), key=lambda kv: -kv[1]):
+    for base, us in sorted(grouped.items(), key=lambda kv: -kv[1])[:top]:
         o = theirs.get(base)
         ort_us, ratio = (f"{o:8.0f}", f"{us / o:6.1f}") if o else ("       -", "     -")
         print(f"  {base:<14} {us:>12.0f} {ort_us} {ratio}  {kinds[base]}")
@@ -197,6 +199,8 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "edgeinfer"))
     ap.add_argument("--layers", action="store_true",
                     help="per-node times side by side instead of whole-model p50s")
+    ap.add_argument("--top", type=int, default=12,
+                    help="with --layers: how many of the slowest nodes to print")
     args = ap.parse_args()
     models = args.models or (
         [os.path.join(args.zoo, m) for m in BENCHMARK_SET]
@@ -206,7 +210,7 @@ def main():
     if args.layers:
         with tempfile.TemporaryDirectory() as tmp:
             for m in (args.models or [os.path.join(args.zoo, m) for m in BENCHMARK_SET]):
-                layers(args.binary, m, min(args.runs, 50), tmp)
+                layers(args.binary, m, min(args.runs, 50), tmp, args.top)
         return
     with tempfile.TemporaryDirectory() as tmp:
         overhead = ort_overhead_us(args.runs, tmp)

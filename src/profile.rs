@@ -122,12 +122,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<OpTime>,
     /// With `--ops`: the nodes that take the most time, most first (at
-    /// most [`SLOWEST_NODES`]).
+    /// most `--nodes`, [`SLOWEST_NODES`] unless given).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slowest_nodes: Vec<SlowNode>,
 }
 
-/// How many nodes `--ops` lists one by one.
+/// How many nodes `--ops` lists one by one unless `--nodes` says.
 pub const SLOWEST_NODES: usize = 12;
 
 /// One node of the optimized plan and its time per inference.
@@ -212,6 +212,9 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Also time each operator over `runs` more passes.
     pub ops: bool,
+    /// With `ops`: how many of the slowest nodes to list (`usize::MAX`
+    /// for all of them).
+    pub nodes: usize,
     /// Layout for 2-D convolutions, instead of the config's.
     pub conv_layout: Option<crate::model::ConvLayout>,
 }
@@ -236,6 +239,7 @@ fn op_times(
     model: &mut Model,
     input: &[f32],
     runs: usize,
+    listed: usize,
 ) -> Result<(Vec<OpTime>, Vec<SlowNode>), ProfileError> {
     let mut per_node = std::collections::BTreeMap::new();
     for _ in 0..runs {
@@ -271,7 +275,7 @@ fn op_times(
         })
         .collect();
     nodes.sort_by(|a, b| b.us_per_inference.total_cmp(&a.us_per_inference));
-    nodes.truncate(SLOWEST_NODES);
+    nodes.truncate(listed);
     Ok((ops, nodes))
 }
 
@@ -371,7 +375,7 @@ pub fn profile(config: &Config, file: &ModelFile, opts: &Options) -> Result<Repo
     }
     let (_, peak_runs) = rss();
     let (ops, slowest_nodes) = if opts.ops {
-        op_times(&mut model, &input, opts.runs)?
+        op_times(&mut model, &input, opts.runs, opts.nodes)?
     } else {
         Default::default()
     };

@@ -217,3 +217,28 @@ fn ops_flag_breaks_the_time_down_by_operator() {
         "{table}"
     );
 }
+
+/// `--nodes` sets how many of the slowest nodes `--ops` lists: a count,
+/// or `all` for every node of the optimized graph; anything else, or
+/// `--nodes` without `--ops`, is refused.
+#[test]
+fn nodes_flag_lists_as_many_nodes_as_asked() {
+    let model = repo("models/demo/model.onnx");
+    let model = model.to_str().unwrap();
+    let all = profile_json(&["--model", model, "--ops", "--nodes", "all"]);
+    let total: u64 = (all["ops"].as_array().unwrap().iter())
+        .map(|o| o["nodes"].as_u64().unwrap())
+        .sum();
+    let listed = all["slowest_nodes"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, total, "{listed:?}");
+    let mut names: Vec<&str> = listed.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len() as u64, total, "each node once: {names:?}");
+    let two = profile_json(&["--model", model, "--ops", "--nodes", "2"]);
+    assert_eq!(two["slowest_nodes"].as_array().unwrap().len(), 2);
+    let o = run(bin().args(["profile", "--model", model, "--ops", "--nodes", "many"]));
+    assert_bad_input(&o, &["--nodes", "expected a number of nodes or `all`"]);
+    let o = run(bin().args(["profile", "--model", model, "--nodes", "2"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -136,6 +136,10 @@ struct ProfileArgs {
     /// list the slowest nodes with the kernel each runs.
     #[arg(long)]
     ops: bool,
+    /// With --ops: how many of the slowest nodes to list, or `all`.
+    #[arg(long, value_name = "N|all", default_value_t = edgeinfer::profile::SLOWEST_NODES,
+        value_parser = parse_nodes, requires = "ops")]
+    nodes: usize,
     /// Layout tract runs 2-D convolutions in: nchw or nhwc (default: the
     /// config's `conv_layout`, else nchw).
     #[arg(long)]
@@ -337,6 +341,15 @@ fn check(a: CheckArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--nodes`: a count, or `all` for every node.
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    if s == "all" {
+        return Ok(usize::MAX);
+    }
+    s.parse()
+        .map_err(|_| format!("expected a number of nodes or `all`, got `{s}`"))
+}
+
 fn profile(a: ProfileArgs) -> Result<(), Failure> {
     let options = edgeinfer::profile::Options {
         rate_hz: a.rate,
@@ -344,6 +357,7 @@ fn profile(a: ProfileArgs) -> Result<(), Failure> {
         model_only: a.model.is_some(),
         threads: a.threads,
         ops: a.ops,
+        nodes: a.nodes,
         conv_layout: a.conv_layout,
     };
     let report =
