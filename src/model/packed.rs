@@ -225,9 +225,10 @@ impl Isa {
 #[derive(Clone, Copy)]
 struct Tile<'a> {
     depth: usize,
-    /// Channels stored, at most [`ROWS`].
+    /// Channels stored, at most the kernel's per tile ([`ROWS`] or
+    /// [`AVX2_ROWS`]).
     rows: usize,
-    /// Positions stored, at most `16 * V`.
+    /// Positions stored, at most `16 * V` (16 on AVX2).
     lanes: usize,
     stride: usize,
     /// The bias to start from, on the first pass; later passes start from
@@ -289,9 +290,7 @@ impl Tile<'_> {
             }
         }
     }
-}
 
-impl Tile<'_> {
     /// [`run`](Self::run) on AVX2, for [`AVX2_ROWS`] channels and up to
     /// 16 positions: `cols` rows are `width` floats apart, `weights` rows
     /// [`AVX2_ROWS`].
