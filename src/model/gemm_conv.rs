@@ -52,8 +52,9 @@ pub(crate) struct GemmConv {
     /// followed, folded in to save a pass over the output.
     pub(crate) clamp: [u32; 2],
     /// The weights of all products packed for [`packed::product`], when
-    /// this CPU has AVX-512 or AVX2 and there are [`PACKED_POSITIONS`] or more;
-    /// otherwise the gemm crate runs the products.
+    /// this CPU has AVX-512 or AVX2 (and the products are shallow enough
+    /// for it, [`packed::Isa::for_depth`]) and there are
+    /// [`PACKED_POSITIONS`] or more; otherwise the gemm crate runs them.
     packed: Option<Arc<Tensor>>,
 }
 
@@ -281,7 +282,7 @@ impl GemmConv {
     /// will run there.
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
-        let depth = self.weights.shape()[1] + self.more.iter().map(|w| w.shape()[1]).sum::<usize>();
+        let depth = self.depth();
         let Some(isa) = packed::Isa::for_depth(depth) else {
             return Ok(self);
         };
@@ -336,6 +337,12 @@ impl GemmConv {
         self.more.push(other.weights.clone());
         *self = self.clone().packed()?;
         Ok(true)
+    }
+
+    /// The depth of all products together: every input's columns.
+    fn depth(&self) -> usize {
+        let more: usize = self.more.iter().map(|w| w.shape()[1]).sum();
+        self.weights.shape()[1] + more
     }
 
     fn out_channels(&self) -> usize {
@@ -444,7 +451,7 @@ impl GemmConv {
         let [_, cin, h, w] = self.geo.input;
         let cout = self.out_channels();
         let positions = self.geo.outputs();
-        let depth = self.weights.shape()[1] + self.more.iter().map(|w| w.shape()[1]).sum::<usize>();
+        let depth = self.depth();
         let first = self.weights.shape()[1];
         let direct = self.reads_input();
         // Whole panels, and no last block of a few positions: 7×7 outputs
