@@ -14,8 +14,13 @@ benchmark set (MobileNetV2-1.0, ResNet-18, SqueezeNet 1.1 at 224x224 and a
 keyword-spotting DS-CNN on 49x10, from src/export/cnn2d.rs), then the other
 networks `make_models --zoo` writes and every models/*/model.onnx.
 
-Medians of --runs forward passes, microseconds, batch of one, each model
-timed in ONNX Runtime and edgeinfer back to back. ONNX Runtime is called
+Medians of --runs forward passes, microseconds, batch of one. Each model
+is timed in --rounds (10) alternating rounds of --runs/--rounds passes,
+ONNX Runtime and edgeinfer back to back, the first of the two switching
+every round. A shared machine's speed drifts by a third for seconds at a
+time; rounds a second apart see the same speed, so the ratio printed is
+the median of the rounds' ratios, with its lowest and highest ("spread").
+The p50 columns are the medians of the rounds' p50s. ONNX Runtime is called
 from Python: its per-call overhead (a one-element Identity model's p50) is
 measured in the same run and printed, with the ratio against ORT's time
 minus that overhead ("vs ORT compute"), which is what a C caller of ORT
@@ -64,8 +69,8 @@ def feeds_for(sess):
     return feeds
 
 
-def p50_us(sess, feeds, runs):
-    for _ in range(min(20, runs)):
+def p50_us(sess, feeds, runs, warmup=20):
+    for _ in range(min(warmup, runs)):
         sess.run(None, feeds)
     times = []
     for _ in range(runs):
@@ -98,6 +103,24 @@ def edgeinfer_p50_us(binary, path, runs):
         check=True, capture_output=True, text=True,
     ).stdout
     return json.loads(out)["latency_p50_us"]
+
+
+def rounds(binary, path, sess, feeds, runs, n):
+    """(ORT p50s, edgeinfer p50s), one of each per round, over n alternating
+    rounds of runs/n passes each."""
+    per = max(1, runs // n)
+    p50_us(sess, feeds, 20)
+    ort_p50s, ours_p50s = [], []
+    for r in range(n):
+        if r % 2:
+            e = edgeinfer_p50_us(binary, path, per)
+            o = p50_us(sess, feeds, per, warmup=1)
+        else:
+            o = p50_us(sess, feeds, per, warmup=1)
+            e = edgeinfer_p50_us(binary, path, per)
+        ort_p50s.append(o)
+        ours_p50s.append(e)
+    return ort_p50s, ours_p50s
 
 
 def base_name(node):
@@ -194,6 +217,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="alternating rounds the runs are split into")
     ap.add_argument("--zoo", default="/tmp/zoo")
     ap.add_argument("--binary", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "edgeinfer"))
@@ -214,19 +239,23 @@ def main():
         return
     with tempfile.TemporaryDirectory() as tmp:
         overhead = ort_overhead_us(args.runs, tmp)
-        print(f"onnxruntime {ort.__version__}, one thread, {args.runs} runs; "
+        print(f"onnxruntime {ort.__version__}, one thread, {args.runs} runs in "
+              f"{args.rounds} alternating rounds; "
               f"ORT Python per-call overhead {overhead:.1f} µs (Identity model p50)")
         print(f"{'model':<28} {'ORT µs':>10} {'edgeinfer µs':>13} {'edgeinfer/ORT':>14} "
-              f"{'vs ORT compute':>15} {'max rel diff':>13}")
+              f"{'spread':>11} {'vs ORT compute':>15} {'max rel diff':>13}")
         for m in models:
             sess = session(m)
             feeds = feeds_for(sess)
-            o = p50_us(sess, feeds, args.runs)
-            e = edgeinfer_p50_us(args.binary, m, args.runs)
+            os_, es = rounds(args.binary, m, sess, feeds, args.runs, args.rounds)
+            ratios = [e / o for o, e in zip(os_, es)]
+            compute = [e / max(o - overhead, 1e-9) for o, e in zip(os_, es)]
             diff = max_rel_diff(args.binary, m, sess, feeds, tmp)
             name = os.path.basename(m) if "models/" not in m else m
-            print(f"{name:<28} {o:>10.1f} {e:>13.1f} {e / o:>14.2f} "
-                  f"{e / max(o - overhead, 1e-9):>15.2f} {diff:>13.1e}")
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            print(f"{name:<28} {statistics.median(os_):>10.1f} {statistics.median(es):>13.1f} "
+                  f"{statistics.median(ratios):>14.2f} {spread:>11} "
+                  f"{statistics.median(compute):>15.2f} {diff:>13.1e}")
 
 
 if __name__ == "__main__":
