@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
-use super::packed::{self, LANES};
+use super::packed::{self, Isa};
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2 (1 MiB of the 2 MiB
@@ -52,9 +52,9 @@ pub(crate) struct GemmConv {
     /// followed, folded in to save a pass over the output.
     pub(crate) clamp: [u32; 2],
     /// The weights of all products packed for [`packed::product`], when
-    /// this CPU has AVX-512 or AVX2 (and the products are shallow enough
-    /// for it, [`packed::Isa::for_depth`]) and there are
-    /// [`PACKED_POSITIONS`] or more; otherwise the gemm crate runs them.
+    /// this CPU has AVX-512 or AVX2 with FMA ([`Isa::of_this_cpu`]) and
+    /// there are [`PACKED_POSITIONS`] or more; otherwise the gemm crate
+    /// runs them.
     packed: Option<Arc<Tensor>>,
 }
 
@@ -76,9 +76,9 @@ thread_local! {
     /// from call to call like [`COLUMNS`].
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<u32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    /// The columns of [`GemmConv::run_packed`]: kept from call to call, as
-    /// allocating and zeroing a fresh megabyte each time cost 2–4 % of
-    /// ResNet-18 in page faults and `memset`.
+    /// The columns of [`GemmConv::run_packed`] and [`GemmConv::run`]: kept
+    /// from call to call, as allocating and zeroing a fresh megabyte each
+    /// time cost 2–4 % of ResNet-18 in page faults and `memset`.
     static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -282,8 +282,7 @@ impl GemmConv {
     /// will run there.
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
-        let depth = self.depth();
-        let Some(isa) = packed::Isa::for_depth(depth) else {
+        let Some(isa) = Isa::of_this_cpu() else {
             return Ok(self);
         };
         if self.geo.outputs() < PACKED_POSITIONS {
@@ -371,19 +370,22 @@ impl GemmConv {
         if positions == 1 && self.geo.input[0] > 1 && self.reads_input() {
             return self.run_rows(xs, out);
         }
-        if let Some(packed) = &self.packed {
-            return self.run_packed(xs, out, packed.try_as_plain_ram()?.as_slice::<f32>()?);
+        if let (Some(packed), Some(isa)) = (&self.packed, Isa::of_this_cpu()) {
+            let packed = packed.try_as_plain_ram()?;
+            return self.run_packed(isa, xs, out, packed.as_slice::<f32>()?);
         }
         let direct = self.reads_input();
         let block = (COLUMN_FLOATS / depth).clamp(64, 1024).min(positions);
         // Blocks of equal size: a last block of a few positions runs the
         // product's edge kernels for little work.
         let block = positions.div_ceil(positions.div_ceil(block));
-        let mut columns = if direct {
-            Vec::new()
-        } else {
-            vec![0f32; depth * block]
-        };
+        // Every value a block's product reads is gathered first, so what an
+        // earlier call left in the columns is never read.
+        let mut columns = Vec::new();
+        if !direct {
+            columns = COLUMNS.take();
+            columns.resize(columns.len().max(depth * block), 0.0);
+        }
         let weights = self.weights.try_as_plain_ram()?;
         let weights = weights.as_slice::<f32>()?;
         let bias = self.bias.try_as_plain_ram()?;
@@ -442,12 +444,22 @@ impl GemmConv {
                 }
             });
         }
+        if !direct {
+            COLUMNS.set(columns);
+        }
         Ok(())
     }
 
-    /// [`run`](Self::run) on [`packed::product`]: each block of positions
-    /// laid out in panels, all products' rows one after the other.
-    fn run_packed(&self, xs: &[&[f32]], out: &mut [f32], packed: &[f32]) -> TractResult<()> {
+    /// [`run`](Self::run) on [`packed::product`] for `isa`, which packed
+    /// `packed`: each block of positions laid out in panels, all products'
+    /// rows one after the other.
+    fn run_packed(
+        &self,
+        isa: Isa,
+        xs: &[&[f32]],
+        out: &mut [f32],
+        packed: &[f32],
+    ) -> TractResult<()> {
         let [_, cin, h, w] = self.geo.input;
         let cout = self.out_channels();
         let positions = self.geo.outputs();
@@ -456,15 +468,16 @@ impl GemmConv {
         let direct = self.reads_input();
         // Whole panels, and no last block of a few positions: 7×7 outputs
         // are one block of 49, not blocks of 48 and 1.
-        let block = (COLUMN_FLOATS / depth / LANES).max(1) * LANES;
+        let lanes = isa.lanes();
+        let block = (COLUMN_FLOATS / depth / lanes).max(1) * lanes;
         let block = positions.div_ceil((positions / block).max(1));
-        let block = block.next_multiple_of(LANES);
+        let block = block.next_multiple_of(lanes);
         let bias = self.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let clamp = self.clamp.map(f32::from_bits);
         COLUMNS.with_borrow_mut(|columns| {
             let len = block.min(positions);
-            let need = depth * len.next_multiple_of(LANES);
+            let need = depth * len.next_multiple_of(lanes);
             // Whole cache lines for every vector the product loads: from
             // a line boundary, rows of whole vectors. A gathered row goes
             // after the panels.
@@ -490,19 +503,20 @@ impl GemmConv {
                                 self.gather_row(windows, r, start, &mut gathered[..len]);
                                 &gathered[..len]
                             };
-                            packed::put_row(row, r, depth, columns);
+                            packed::put_row(isa, row, r, depth, columns);
                         }
                         let mut r = first;
                         for (weights, x) in self.more.iter().zip(&xs[1..]) {
                             let cin = weights.len() / cout;
                             let image = &x[n * cin * positions..][..cin * positions];
                             for row in image.chunks_exact(positions) {
-                                packed::put_row(&row[start..start + len], r, depth, columns);
+                                let row = &row[start..start + len];
+                                packed::put_row(isa, row, r, depth, columns);
                                 r += 1;
                             }
                         }
                         let out = &mut out[start..];
-                        packed::product(packed, columns, len, out, positions, bias, clamp);
+                        packed::product(isa, packed, columns, len, out, positions, bias, clamp);
                     }
                 });
             }
@@ -850,12 +864,10 @@ mod tests {
                         let want = run(untouched, &x);
                         assert_close(&want, &run(direct.clone(), &x), &what);
                         // The gemm crate's path, which CPUs without
-                        // AVX2, outputs under 64 positions and (on AVX2)
-                        // deep products take.
+                        // AVX2 and outputs under 64 positions take.
                         let batch = if shape.len() == 4 { shape[0] } else { 1 };
                         let positions = want.len() / cout / batch;
-                        let depth = shape[shape.len() - 3] * kernel[0] * kernel[1];
-                        let packs = packed::Isa::for_depth(depth).is_some();
+                        let packs = Isa::of_this_cpu().is_some();
                         assert_eq!(
                             unpack(&mut direct),
                             packs && positions >= PACKED_POSITIONS,

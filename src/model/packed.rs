@@ -13,9 +13,9 @@
 //! A tile is [`ROWS`] output channels by up to [`LANES`] output positions,
 //! 24 of the 32 vector registers, which hide the fused multiply-add's
 //! latency on two units. AVX2 has 16 registers of half the width: there a
-//! tile is [`AVX2_ROWS`] channels, run 16 positions at a time (12
-//! registers of sums, 2 of columns and one weight). The depth is folded at
-//! most [`DEPTH`] at a time:
+//! tile is [`AVX2_ROWS`] channels by [`AVX2_LANES`] positions (12
+//! registers of sums, 2 of columns and one weight), and a panel is one
+//! tile wide. The depth is folded at most [`DEPTH`] at a time:
 //! a group of channels' weights for one pass (8 KiB) stays in L1 while the
 //! block's panels stream past it from L2.
 
@@ -32,15 +32,16 @@ const ROWS: usize = 8;
 /// gemm crate.
 const AVX2_ROWS: usize = 6;
 
-/// Output positions of a full panel: three 16-float vectors.
-pub(super) const LANES: usize = 48;
+/// Output positions of a full AVX-512 panel: three 16-float vectors.
+const LANES: usize = 48;
 
-/// The deepest products AVX2 runs here. Timed side by side with the gemm
-/// crate's AVX2 product on this machine's Zen 3 (outside the binary, the
-/// products alone): 0.6–0.95× its time up to MobileNetV2's k = 144 and
-/// 160, 1.0–1.2× from ResNet-18's k = 192 up, where the crate's kernel runs
-/// at the core's peak.
-const AVX2_DEPTH: usize = 160;
+/// Output positions of a full AVX2 panel: two 8-float vectors, so that a
+/// tile's columns for one pass are one contiguous run. In 48-wide panels
+/// (a tile's 64 bytes per row 192 bytes apart) products from ResNet-18's
+/// k = 192 up took 1.0–1.2× the gemm crate's time on a Zen 3; in these,
+/// 0.85–1.03×, and MobileNetV2's shallow ones 0.6–0.8× (the products alone,
+/// side by side, BENCHMARKS.md "Packed products on AVX2").
+const AVX2_LANES: usize = 16;
 
 /// The most depth folded per pass: fewer passes store and reload each
 /// tile fewer times, and a pass's weights for a group of channels stay in
@@ -71,24 +72,33 @@ pub(super) fn pack_weights(isa: Isa, blocks: &[&[f32]], cout: usize) -> Vec<f32>
 }
 
 /// Where a block of positions' columns go, and how wide its panel `p` is:
-/// panel `p` of a block of `n` positions starts at `p * LANES * depth`
-/// and holds `depth` rows of `width` floats, position `i` of the panel at
-/// offset `i` of each row.
-pub(super) fn panel(p: usize, n: usize, depth: usize) -> (usize, usize, usize) {
-    let lanes = (n - p * LANES).min(LANES);
-    (p * LANES * depth, lanes, lanes.div_ceil(16) * 16)
+/// panel `p` of a block of `n` positions starts at `p * isa.lanes() *
+/// depth` and holds `depth` rows of `width` floats, position `i` of the
+/// panel at offset `i` of each row.
+pub(super) fn panel(isa: Isa, p: usize, n: usize, depth: usize) -> (usize, usize, usize) {
+    let full = isa.lanes();
+    let lanes = (n - p * full).min(full);
+    (p * full * depth, lanes, lanes.div_ceil(16) * 16)
 }
 
 /// Deals row `r` of a block's columns, `row[i]` for its positions `i`, out
 /// to the panels of `columns`, each `depth` rows deep.
-pub(super) fn put_row(row: &[f32], r: usize, depth: usize, columns: &mut [f32]) {
+pub(super) fn put_row(isa: Isa, row: &[f32], r: usize, depth: usize, columns: &mut [f32]) {
+    match isa {
+        Isa::Avx512 => deal::<LANES>(isa, row, r, depth, columns),
+        Isa::Avx2 => deal::<AVX2_LANES>(isa, row, r, depth, columns),
+    }
+}
+
+/// [`put_row`] for panels of `L` positions.
+fn deal<const L: usize>(isa: Isa, row: &[f32], r: usize, depth: usize, columns: &mut [f32]) {
     let n = row.len();
-    for (p, part) in row.chunks(LANES).enumerate() {
-        let (at, lanes, width) = panel(p, n, depth);
+    for (p, part) in row.chunks(L).enumerate() {
+        let (at, lanes, width) = panel(isa, p, n, depth);
         let dst = &mut columns[at + r * width..][..lanes];
-        if lanes == LANES {
-            // A constant length: three vector moves, not a call.
-            dst[..LANES].copy_from_slice(&part[..LANES]);
+        if lanes == L {
+            // A constant length: vector moves, not a call.
+            dst[..L].copy_from_slice(&part[..L]);
         } else {
             dst.copy_from_slice(part);
         }
@@ -97,24 +107,10 @@ pub(super) fn put_row(row: &[f32], r: usize, depth: usize, columns: &mut [f32]) 
 
 /// `out[c, i] = clamp(bias[c] + Σ_k W[c, k] · columns[k, i])` for the
 /// `n` positions `i` of a block, channel `c`'s row at `c * stride` in
-/// `out`: `packed` from [`pack_weights`], `columns` laid out by [`panel`].
+/// `out`, on the kernel `isa`, which must run on this CPU: `packed` from
+/// [`pack_weights`], `columns` laid out by [`panel`], both for `isa`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
-    packed: &[f32],
-    columns: &[f32],
-    n: usize,
-    out: &mut [f32],
-    stride: usize,
-    bias: &[f32],
-    clamp: [f32; 2],
-) {
-    let isa = Isa::of_this_cpu().expect("a CPU with AVX-512F or AVX2 and FMA");
-    product_on(isa, packed, columns, n, out, stride, bias, clamp);
-}
-
-/// [`product`] on the kernel `isa`, which must run on this CPU.
-#[allow(clippy::too_many_arguments)]
-fn product_on(
     isa: Isa,
     packed: &[f32],
     columns: &[f32],
@@ -128,7 +124,8 @@ fn product_on(
     let cout = bias.len();
     let depth = packed.len() / (cout.div_ceil(rows) * rows);
     assert!(n > 0 && n <= stride && (cout - 1) * stride + n <= out.len());
-    let (at, _, width) = panel(n.div_ceil(LANES) - 1, n, depth);
+    let full = isa.lanes();
+    let (at, _, width) = panel(isa, n.div_ceil(full) - 1, n, depth);
     assert!(columns.len() >= at + depth * width);
     assert!(isa.runs_here());
     let pass = depth.div_ceil(depth.div_ceil(DEPTH));
@@ -136,10 +133,10 @@ fn product_on(
         let k = pass.min(depth - k0);
         for (g, bias) in bias.chunks(rows).enumerate() {
             let weights = &packed[(g * depth + k0) * rows..][..k * rows];
-            for p in 0..n.div_ceil(LANES) {
-                let (at, lanes, width) = panel(p, n, depth);
+            for p in 0..n.div_ceil(full) {
+                let (at, lanes, width) = panel(isa, p, n, depth);
                 let cols = &columns[at + k0 * width..][..k * width];
-                let out = &mut out[g * rows * stride + p * LANES..];
+                let out = &mut out[g * rows * stride + p * full..];
                 let tile = Tile {
                     depth: k,
                     rows: bias.len(),
@@ -191,15 +188,6 @@ impl Isa {
         Self::ALL.into_iter().find(|isa| isa.runs_here())
     }
 
-    /// The kernel for this CPU and products of `depth`, or `None` where
-    /// the gemm crate's is faster: on AVX2, depths over [`AVX2_DEPTH`].
-    pub(super) fn for_depth(depth: usize) -> Option<Self> {
-        Self::of_this_cpu().filter(|isa| match isa {
-            Isa::Avx512 => true,
-            Isa::Avx2 => depth <= AVX2_DEPTH,
-        })
-    }
-
     /// Every kernel, the fastest first.
     const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
 
@@ -217,6 +205,14 @@ impl Isa {
         match self {
             Isa::Avx512 => ROWS,
             Isa::Avx2 => AVX2_ROWS,
+        }
+    }
+
+    /// Output positions per full panel of columns.
+    pub(super) fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => LANES,
+            Isa::Avx2 => AVX2_LANES,
         }
     }
 }
@@ -383,18 +379,19 @@ mod tests {
             let first: Vec<f32> = w.chunks(depth).flat_map(|r| r[..split].to_vec()).collect();
             let second: Vec<f32> = w.chunks(depth).flat_map(|r| r[split..].to_vec()).collect();
             let packed = pack_weights(isa, &[&first, &second], cout);
-            let mut columns = vec![f32::NAN; depth * n.div_ceil(LANES) * LANES];
-            for p in 0..n.div_ceil(LANES) {
-                let (at, lanes, width) = panel(p, n, depth);
+            let full = isa.lanes();
+            let mut columns = vec![f32::NAN; depth * n.div_ceil(full) * full];
+            for p in 0..n.div_ceil(full) {
+                let (at, lanes, width) = panel(isa, p, n, depth);
                 for k in 0..depth {
                     for i in 0..lanes {
-                        columns[at + k * width + i] = x[k * n + p * LANES + i];
+                        columns[at + k * width + i] = x[k * n + p * full + i];
                     }
                 }
             }
             let stride = n + 3;
             let mut out = vec![f32::NAN; cout * stride];
-            product_on(
+            product(
                 isa,
                 &packed,
                 &columns,
