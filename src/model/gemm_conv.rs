@@ -812,11 +812,14 @@ mod tests {
         model
     }
 
+    /// Equal to 1e-4, relative above 1, the bound results keep against ONNX
+    /// Runtime: a sum of 576 products in another order differed from
+    /// tract's by 1.1e-5 at 0.5.
     fn assert_close(want: &[f32], got: &[f32], what: &str) {
         assert_eq!(want.len(), got.len(), "{what}");
         for (a, b) in want.iter().zip(got) {
             assert!(
-                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
                 "{a} vs {b}: {what}"
             );
         }
@@ -841,6 +844,7 @@ mod tests {
             &[2, 5, 9, 7],
             &[4, 25, 5],
             &[1, 2, 48, 48],
+            &[1, 64, 30, 30],
         ] {
             for (kernel, strides) in [
                 ([1, 1], [1, 1]),
@@ -879,7 +883,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 320);
+        assert_eq!(checked, 400);
     }
 
     /// Drops the packed weights of `model`'s one [`GemmConv`], so that it
