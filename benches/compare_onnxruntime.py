@@ -20,7 +20,9 @@ ONNX Runtime and edgeinfer back to back, the first of the two switching
 every round. A shared machine's speed drifts by a third for seconds at a
 time; rounds a second apart see the same speed, so the ratio printed is
 the median of the rounds' ratios, with its lowest and highest ("spread").
-The p50 columns are the medians of the rounds' p50s. ONNX Runtime is called
+The p50 columns are the medians of the rounds' p50s; "of minima" is the
+ratio of the two runtimes' fastest passes over all rounds, what each does
+in the machine's quietest moment. ONNX Runtime is called
 from Python: its per-call overhead (a one-element Identity model's p50) is
 measured in the same run and printed, with the ratio against ORT's time
 minus that overhead ("vs ORT compute"), which is what a C caller of ORT
@@ -70,6 +72,11 @@ def feeds_for(sess):
 
 
 def p50_us(sess, feeds, runs, warmup=20):
+    return times_us(sess, feeds, runs, warmup)[0]
+
+
+def times_us(sess, feeds, runs, warmup=20):
+    """(p50, minimum) of runs calls, in µs."""
     for _ in range(min(warmup, runs)):
         sess.run(None, feeds)
     times = []
@@ -77,7 +84,7 @@ def p50_us(sess, feeds, runs, warmup=20):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e6)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def ort_overhead_us(runs, tmp):
@@ -97,30 +104,31 @@ def ort_overhead_us(runs, tmp):
     return p50_us(sess, feeds_for(sess), max(runs, 2000))
 
 
-def edgeinfer_p50_us(binary, path, runs):
-    out = subprocess.run(
+def edgeinfer_us(binary, path, runs):
+    """(p50, minimum) of `edgeinfer profile` over runs passes, in µs."""
+    out = json.loads(subprocess.run(
         [binary, "profile", "--model", path, "--runs", str(runs), "--json"],
         check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out)["latency_p50_us"]
+    ).stdout)
+    return out["latency_p50_us"], out["latency_min_us"]
 
 
 def rounds(binary, path, sess, feeds, runs, n):
-    """(ORT p50s, edgeinfer p50s), one of each per round, over n alternating
-    rounds of runs/n passes each."""
+    """(ORT (p50, min)s, edgeinfer (p50, min)s), one of each per round, over
+    n alternating rounds of runs/n passes each."""
     per = max(1, runs // n)
     p50_us(sess, feeds, 20)
-    ort_p50s, ours_p50s = [], []
+    ort, ours = [], []
     for r in range(n):
         if r % 2:
-            e = edgeinfer_p50_us(binary, path, per)
-            o = p50_us(sess, feeds, per, warmup=1)
+            e = edgeinfer_us(binary, path, per)
+            o = times_us(sess, feeds, per, warmup=1)
         else:
-            o = p50_us(sess, feeds, per, warmup=1)
-            e = edgeinfer_p50_us(binary, path, per)
-        ort_p50s.append(o)
-        ours_p50s.append(e)
-    return ort_p50s, ours_p50s
+            o = times_us(sess, feeds, per, warmup=1)
+            e = edgeinfer_us(binary, path, per)
+        ort.append(o)
+        ours.append(e)
+    return ort, ours
 
 
 def base_name(node):
@@ -243,19 +251,21 @@ def main():
               f"{args.rounds} alternating rounds; "
               f"ORT Python per-call overhead {overhead:.1f} µs (Identity model p50)")
         print(f"{'model':<28} {'ORT µs':>10} {'edgeinfer µs':>13} {'edgeinfer/ORT':>14} "
-              f"{'spread':>11} {'vs ORT compute':>15} {'max rel diff':>13}")
+              f"{'spread':>11} {'vs ORT compute':>15} {'of minima':>10} {'max rel diff':>13}")
         for m in models:
             sess = session(m)
             feeds = feeds_for(sess)
-            os_, es = rounds(args.binary, m, sess, feeds, args.runs, args.rounds)
+            o_times, e_times = rounds(args.binary, m, sess, feeds, args.runs, args.rounds)
+            os_, es = [t[0] for t in o_times], [t[0] for t in e_times]
             ratios = [e / o for o, e in zip(os_, es)]
             compute = [e / max(o - overhead, 1e-9) for o, e in zip(os_, es)]
+            minima = min(t[1] for t in e_times) / min(t[1] for t in o_times)
             diff = max_rel_diff(args.binary, m, sess, feeds, tmp)
             name = os.path.basename(m) if "models/" not in m else m
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(f"{name:<28} {statistics.median(os_):>10.1f} {statistics.median(es):>13.1f} "
                   f"{statistics.median(ratios):>14.2f} {spread:>11} "
-                  f"{statistics.median(compute):>15.2f} {diff:>13.1e}")
+                  f"{statistics.median(compute):>15.2f} {minima:>10.2f} {diff:>13.1e}")
 
 
 if __name__ == "__main__":
