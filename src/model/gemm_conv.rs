@@ -24,10 +24,44 @@ use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
 use super::packed::{self, Isa};
 
 /// Floats of the column block one product reads: enough columns to keep
-/// the product's tiles busy, few enough to stay in L2 (1 MiB of the 2 MiB
-/// per core here; a quarter of that left ResNet-18's 3×3 layers with
-/// blocks of 113 positions, and the model 3–4 % slower).
-const COLUMN_FLOATS: usize = 1 << 18;
+/// the product's tiles busy, few enough to stay in L2, at half its size.
+/// On a Xeon with 2 MiB of L2 per core, a quarter of it left ResNet-18's
+/// 3×3 layers with blocks of 113 positions, and the model 3–4 % slower. On
+/// a Zen 3 with 512 KiB, blocks of 1 MiB spill to the L3 that other cores
+/// share: with 256 KiB ones the three image networks' p50 was lower in 35
+/// of 48 alternated runs (BENCHMARKS.md, "16-wide panels on AVX2").
+fn column_floats() -> usize {
+    static FLOATS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FLOATS.get_or_init(|| l2_bytes().unwrap_or(2 << 20) / 2 / size_of::<f32>())
+}
+
+/// The fewest positions of a packed block: each block streams all the
+/// weights past its columns again, and ResNet-18's 256 × 2304 products on
+/// 64-position blocks took 1.08–1.18× the time of 112-position ones.
+const MIN_BLOCK: usize = 96;
+
+/// The size of this CPU's level 2 cache, as Linux reports it.
+fn l2_bytes() -> Option<usize> {
+    (0..8).find_map(|i| {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let level = std::fs::read_to_string(format!("{dir}/level")).ok()?;
+        if level.trim() != "2" {
+            return None;
+        }
+        let size = std::fs::read_to_string(format!("{dir}/size")).ok()?;
+        let size = size.trim();
+        let digits = size
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(size.len());
+        let unit = match &size[digits..] {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            _ => return None,
+        };
+        Some(size[..digits].parse::<usize>().ok()? * unit)
+    })
+}
 
 /// A constant-weight f32 2-D convolution of one group, on NCHW (or CHW)
 /// data of a concrete shape; or a product of data by a constant matrix
@@ -375,7 +409,7 @@ impl GemmConv {
             return self.run_packed(isa, xs, out, packed.as_slice::<f32>()?);
         }
         let direct = self.reads_input();
-        let block = (COLUMN_FLOATS / depth).clamp(64, 1024).min(positions);
+        let block = (column_floats() / depth).clamp(64, 1024).min(positions);
         // Blocks of equal size: a last block of a few positions runs the
         // product's edge kernels for little work.
         let block = positions.div_ceil(positions.div_ceil(block));
@@ -469,7 +503,7 @@ impl GemmConv {
         // Whole panels, and no last block of a few positions: 7×7 outputs
         // are one block of 49, not blocks of 48 and 1.
         let lanes = isa.lanes();
-        let block = (COLUMN_FLOATS / depth / lanes).max(1) * lanes;
+        let block = (column_floats() / depth / lanes).max(MIN_BLOCK.div_ceil(lanes)) * lanes;
         let block = positions.div_ceil((positions / block).max(1));
         let block = block.next_multiple_of(lanes);
         let bias = self.bias.try_as_plain_ram()?;
@@ -822,6 +856,17 @@ mod tests {
                 (a - b).abs() <= 1e-4 * a.abs().max(1.0),
                 "{a} vs {b}: {what}"
             );
+        }
+    }
+
+    /// The L2 size that sizes the column blocks is read from Linux's sysfs,
+    /// and is a size an L2 has.
+    #[test]
+    fn l2_size_is_read() {
+        if std::path::Path::new("/sys/devices/system/cpu/cpu0/cache/index2").exists() {
+            let l2 = l2_bytes().expect("an L2 cache in sysfs");
+            assert!((64 << 10..=64 << 20).contains(&l2), "{l2} bytes");
+            assert_eq!(column_floats(), l2 / 8);
         }
     }
 
