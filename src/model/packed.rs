@@ -40,7 +40,7 @@ const LANES: usize = 48;
 /// (a tile's 64 bytes per row 192 bytes apart) products from ResNet-18's
 /// k = 192 up took 1.0–1.2× the gemm crate's time on a Zen 3; in these,
 /// 0.85–1.03×, and MobileNetV2's shallow ones 0.6–0.8× (the products alone,
-/// side by side, BENCHMARKS.md "Packed products on AVX2").
+/// side by side, BENCHMARKS.md "16-wide panels on AVX2").
 const AVX2_LANES: usize = 16;
 
 /// The most depth folded per pass: fewer passes store and reload each
