@@ -26,7 +26,8 @@ in the machine's quietest moment. ONNX Runtime is called
 from Python: its per-call overhead (a one-element Identity model's p50) is
 measured in the same run and printed, with the ratio against ORT's time
 minus that overhead ("vs ORT compute"), which is what a C caller of ORT
-would see.
+would see ("-" where ORT's p50 is under twice that overhead, too close
+to it to subtract).
 
 --layers puts the two runtimes side by side per ONNX node instead: the
 --top (12) slowest of the nodes `edgeinfer profile --ops --nodes all`
@@ -258,14 +259,16 @@ def main():
             o_times, e_times = rounds(args.binary, m, sess, feeds, args.runs, args.rounds)
             os_, es = [t[0] for t in o_times], [t[0] for t in e_times]
             ratios = [e / o for o, e in zip(os_, es)]
-            compute = [e / max(o - overhead, 1e-9) for o, e in zip(os_, es)]
+            # Not defined where ORT's p50 is within its own call overhead.
+            compute = [e / (o - overhead) for o, e in zip(os_, es) if o > 2 * overhead]
+            compute = f"{statistics.median(compute):.2f}" if compute else "-"
             minima = min(t[1] for t in e_times) / min(t[1] for t in o_times)
             diff = max_rel_diff(args.binary, m, sess, feeds, tmp)
             name = os.path.basename(m) if "models/" not in m else m
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(f"{name:<28} {statistics.median(os_):>10.1f} {statistics.median(es):>13.1f} "
                   f"{statistics.median(ratios):>14.2f} {spread:>11} "
-                  f"{statistics.median(compute):>15.2f} {minima:>10.2f} {diff:>13.1e}")
+                  f"{compute:>15} {minima:>10.2f} {diff:>13.1e}")
 
 
 if __name__ == "__main__":
