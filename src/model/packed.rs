@@ -75,7 +75,7 @@ pub(super) fn pack_weights(isa: Isa, blocks: &[&[f32]], cout: usize) -> Vec<f32>
 /// panel `p` of a block of `n` positions starts at `p * isa.lanes() *
 /// depth` and holds `depth` rows of `width` floats, position `i` of the
 /// panel at offset `i` of each row.
-pub(super) fn panel(isa: Isa, p: usize, n: usize, depth: usize) -> (usize, usize, usize) {
+fn panel(isa: Isa, p: usize, n: usize, depth: usize) -> (usize, usize, usize) {
     let full = isa.lanes();
     let lanes = (n - p * full).min(full);
     (p * full * depth, lanes, lanes.div_ceil(16) * 16)
