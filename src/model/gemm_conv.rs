@@ -21,7 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
-use super::packed::{self, Isa};
+use super::packed::{self, Columns, Isa};
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2, at half its size.
@@ -98,6 +98,11 @@ pub(crate) struct GemmConv {
 /// layers, timed side by side with these outside the binary, took
 /// 0.8–1.0× their time.
 const PACKED_POSITIONS: usize = 64;
+
+/// The narrowest output rows [`GemmConv::run_planes`] takes, per column a
+/// window adds to a padded row: computing and dropping those columns costs
+/// less than gathering windows above this.
+const PLANES_WIDTH: usize = 4;
 
 /// Output rows at most this wide are gathered from [`Windows::Padded`]:
 /// a run of the image per output row costs more in its bounds and padding
@@ -406,7 +411,11 @@ impl GemmConv {
         }
         if let (Some(packed), Some(isa)) = (&self.packed, Isa::of_this_cpu()) {
             let packed = packed.try_as_plain_ram()?;
-            return self.run_packed(isa, xs, out, packed.as_slice::<f32>()?);
+            let packed = packed.as_slice::<f32>()?;
+            if self.reads_planes(isa) {
+                return self.run_planes(xs[0], out, packed);
+            }
+            return self.run_packed(isa, xs, out, packed);
         }
         let direct = self.reads_input();
         let block = (column_floats() / depth).clamp(64, 1024).min(positions);
@@ -484,6 +493,63 @@ impl GemmConv {
         Ok(())
     }
 
+    /// Whether [`run_planes`](Self::run_planes) runs this op on `isa`: a
+    /// stride-1 convolution on AVX2 whose output rows are at least
+    /// [`PLANES_WIDTH`] per column its kernel adds to a padded row.
+    fn reads_planes(&self, isa: Isa) -> bool {
+        let [_, _, h, w] = self.geo.input;
+        let [oh, ow] = self.geo.output;
+        let [kh, kw] = self.geo.kernel_hw;
+        let [pt, pl] = self.geo.pad_before;
+        let [pb, pr] = self.geo.pad_after;
+        matches!(isa, Isa::Avx2)
+            && !self.reads_input()
+            && self.more.is_empty()
+            && self.geo.strides == [1, 1]
+            && oh + kh == h + pt + pb + 1
+            && ow + kw == w + pl + pr + 1
+            && ow >= PLANES_WIDTH * (kw - 1)
+    }
+
+    /// [`run`](Self::run) for a stride-1 convolution on AVX2, with nothing
+    /// gathered: row `(ci, ky, kx)` of the columns, over output positions
+    /// running through the padded input's rows, is the padded input itself
+    /// from `ci`'s plane, row `ky`, column `kx` on. The `kw - 1` positions
+    /// at the end of each padded row are computed and dropped.
+    fn run_planes(&self, x: &[f32], out: &mut [f32], packed: &[f32]) -> TractResult<()> {
+        let [_, cin, h, w] = self.geo.input;
+        let [oh, ow] = self.geo.output;
+        let [kh, kw] = self.geo.kernel_hw;
+        let cout = self.out_channels();
+        let pw = w + self.geo.pad_before[1] + self.geo.pad_after[1];
+        let plane = (h + self.geo.pad_before[0] + self.geo.pad_after[0]) * pw;
+        let wide = (oh * pw).next_multiple_of(16);
+        let at: Vec<usize> = (0..cin)
+            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| c * plane + y * pw + x)))
+            .collect();
+        // The last tile reads `wide` positions from the last row's last tap.
+        let slack = kw - 1 + wide - oh * pw;
+        let bias = self.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let clamp = self.clamp.map(f32::from_bits);
+        let images = x.chunks_exact(cin * h * w);
+        PADDED.with_borrow_mut(|(planes, _)| {
+            COLUMNS.with_borrow_mut(|sums| {
+                sums.resize(sums.len().max(cout * wide), 0.0);
+                for (image, out) in images.zip(out.chunks_exact_mut(cout * oh * ow)) {
+                    self.pad(image, planes, slack);
+                    let columns = Columns::Planes { planes, at: &at };
+                    packed::product(Isa::Avx2, packed, columns, wide, sums, wide, bias, clamp);
+                    let rows = sums.chunks_exact(wide).flat_map(|s| s.chunks(pw).take(oh));
+                    for (out, row) in out.chunks_exact_mut(ow).zip(rows) {
+                        out.copy_from_slice(&row[..ow]);
+                    }
+                }
+            })
+        });
+        Ok(())
+    }
+
     /// [`run`](Self::run) on [`packed::product`] for `isa`, which packed
     /// `packed`: each block of positions laid out in panels, all products'
     /// rows one after the other.
@@ -550,6 +616,7 @@ impl GemmConv {
                             }
                         }
                         let out = &mut out[start..];
+                        let columns = Columns::Panels(columns);
                         packed::product(isa, packed, columns, len, out, positions, bias, clamp);
                     }
                 });
@@ -605,22 +672,10 @@ impl GemmConv {
         if self.reads_input() || self.geo.output[1] > TABLE_WIDTH {
             return f(&Windows::Image(image));
         }
-        let [_, _, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         let [sh, sw] = self.geo.strides;
-        let [pt, pl] = self.geo.pad_before;
-        let [pb, pr] = self.geo.pad_after;
-        let (ph, pw) = (h + pt + pb, w + pl + pr);
         PADDED.with_borrow_mut(|(planes, at)| {
-            planes.clear();
-            planes.resize(image.len() / (h * w) * ph * pw, 0.0);
-            let padded = planes.chunks_exact_mut(ph * pw);
-            for (plane, padded) in image.chunks_exact(h * w).zip(padded) {
-                let rows = padded[pt * pw + pl..].chunks_mut(pw);
-                for (row, padded) in plane.chunks_exact(w).zip(rows) {
-                    padded[..w].copy_from_slice(row);
-                }
-            }
+            let (plane, pw) = self.pad(image, planes, 0);
             at.clear();
             for oy in 0..oh {
                 let row = oy * sh * pw;
@@ -629,10 +684,30 @@ impl GemmConv {
             f(&Windows::Padded {
                 planes,
                 at,
-                plane: ph * pw,
+                plane,
                 row: pw,
             })
         })
+    }
+
+    /// Copies `image`'s planes into `planes` with the padding around each
+    /// (zeros), and `slack` zeros after the last; returns the padded
+    /// planes' size and row length.
+    fn pad(&self, image: &[f32], planes: &mut Vec<f32>, slack: usize) -> (usize, usize) {
+        let [_, _, h, w] = self.geo.input;
+        let [pt, pl] = self.geo.pad_before;
+        let [pb, pr] = self.geo.pad_after;
+        let (ph, pw) = (h + pt + pb, w + pl + pr);
+        planes.clear();
+        planes.resize(image.len() / (h * w) * ph * pw + slack, 0.0);
+        let padded = planes.chunks_exact_mut(ph * pw);
+        for (plane, padded) in image.chunks_exact(h * w).zip(padded) {
+            let rows = padded[pt * pw + pl..].chunks_mut(pw);
+            for (row, padded) in plane.chunks_exact(w).zip(rows) {
+                padded[..w].copy_from_slice(row);
+            }
+        }
+        (ph * pw, pw)
     }
 
     /// Lays the windows of output positions `start..start + len` out as

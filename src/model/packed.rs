@@ -107,15 +107,27 @@ fn deal<const L: usize>(isa: Isa, row: &[f32], r: usize, depth: usize, columns: 
     }
 }
 
+/// Where [`product`] reads the columns `[k, i]` of a block's positions.
+#[derive(Clone, Copy)]
+pub(super) enum Columns<'a> {
+    /// Laid out by [`put_row`].
+    Panels(&'a [f32]),
+    /// Read in place, on AVX2 only and for a multiple of 16 positions:
+    /// `columns[k, i] = planes[at[k] + i]`. A stride-1 convolution's
+    /// windows over its padded input are this, with positions running
+    /// through the padded rows, so that nothing is gathered.
+    Planes { planes: &'a [f32], at: &'a [usize] },
+}
+
 /// `out[c, i] = clamp(bias[c] + Σ_k W[c, k] · columns[k, i])` for the
 /// `n` positions `i` of a block, channel `c`'s row at `c * stride` in
 /// `out`, on the kernel `isa`, which must run on this CPU: `packed` from
-/// [`pack_weights`], `columns` laid out by [`panel`], both for `isa`.
+/// [`pack_weights`] and `columns` laid out for `isa`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
     isa: Isa,
     packed: &[f32],
-    columns: &[f32],
+    columns: Columns,
     n: usize,
     out: &mut [f32],
     stride: usize,
@@ -127,8 +139,16 @@ pub(super) fn product(
     let depth = packed.len() / (cout.div_ceil(rows) * rows);
     assert!(n > 0 && n <= stride && (cout - 1) * stride + n <= out.len());
     let full = isa.lanes();
-    let (at, _, width) = panel(isa, n.div_ceil(full) - 1, n, depth);
-    assert!(columns.len() >= at + depth * width);
+    match columns {
+        Columns::Panels(columns) => {
+            let (at, _, width) = panel(isa, n.div_ceil(full) - 1, n, depth);
+            assert!(columns.len() >= at + depth * width);
+        }
+        Columns::Planes { planes, at } => {
+            assert!(matches!(isa, Isa::Avx2) && n.is_multiple_of(AVX2_LANES) && at.len() == depth);
+            assert!(at.iter().all(|&a| a + n <= planes.len()));
+        }
+    }
     assert!(isa.runs_here());
     let pass = depth.div_ceil(depth.div_ceil(DEPTH));
     for k0 in (0..depth).step_by(pass) {
@@ -137,7 +157,6 @@ pub(super) fn product(
             let weights = &packed[(g * depth + k0) * rows..][..k * rows];
             for p in 0..n.div_ceil(full) {
                 let (at, lanes, width) = panel(isa, p, n, depth);
-                let cols = &columns[at + k0 * width..][..k * width];
                 let out = &mut out[g * rows * stride + p * full..];
                 let tile = Tile {
                     depth: k,
@@ -148,26 +167,33 @@ pub(super) fn product(
                     clamp: (k0 + k == depth).then_some([low, high]),
                 };
                 // SAFETY: the CPU has the features `isa` names, as
-                // checked; `cols` holds `k` rows of `width` floats and
-                // `weights` `k` rows of `rows`; the tile's `rows` rows of
-                // `lanes` outputs, `stride` apart, lie inside `out`, as
-                // asserted above for the whole block.
+                // checked; the tile reads `k` rows of `width` floats (of
+                // 16 from `planes`), inside the columns as asserted above,
+                // and `weights` holds `k` rows of `rows`; the tile's `rows`
+                // rows of `lanes` outputs, `stride` apart, lie inside
+                // `out`, as asserted above for the whole block.
                 unsafe {
-                    match (isa, width / 16) {
-                        (Isa::Avx512, 1) => tile.run::<1>(cols, weights, out),
-                        (Isa::Avx512, 2) => tile.run::<2>(cols, weights, out),
-                        (Isa::Avx512, _) => tile.run::<3>(cols, weights, out),
+                    match (isa, columns) {
+                        (Isa::Avx512, Columns::Panels(columns)) => {
+                            let cols = &columns[at + k0 * width..][..k * width];
+                            match width / 16 {
+                                1 => tile.run::<1>(cols, weights, out),
+                                2 => tile.run::<2>(cols, weights, out),
+                                _ => tile.run::<3>(cols, weights, out),
+                            }
+                        }
                         // Group by group here too: every group passing
                         // over 16 positions' columns before the next 16
                         // kept those in L1 but ran MobileNetV2's 96 × 12544
                         // expansion 2.1× slower, its stores spread over 96
                         // rows.
-                        (Isa::Avx2, _) => {
-                            for v in (0..lanes).step_by(16) {
-                                let lanes = (lanes - v).min(16);
-                                let tile = Tile { lanes, ..tile };
-                                tile.run_avx2(&cols[v..], width, weights, &mut out[v..]);
-                            }
+                        (Isa::Avx2, Columns::Panels(columns)) => {
+                            let cols = columns[at + k0 * width..].as_ptr();
+                            tile.run_avx2(|t| cols.add(t * width), weights, out);
+                        }
+                        (_, Columns::Planes { planes, at }) => {
+                            let (planes, at) = (planes[p * full..].as_ptr(), &at[k0..k0 + k]);
+                            tile.run_avx2(|t| planes.add(*at.get_unchecked(t)), weights, out);
                         }
                     }
                 }
@@ -290,10 +316,10 @@ impl Tile<'_> {
     }
 
     /// [`run`](Self::run) on AVX2, for [`AVX2_ROWS`] channels and up to
-    /// 16 positions: `cols` rows are `width` floats apart, `weights` rows
-    /// [`AVX2_ROWS`].
+    /// 16 positions: row `t` of the columns starts at `row(t)`, `weights`
+    /// rows are [`AVX2_ROWS`].
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, cols: &[f32], width: usize, weights: &[f32], out: &mut [f32]) {
+    unsafe fn run_avx2(&self, row: impl Fn(usize) -> *const f32, weights: &[f32], out: &mut [f32]) {
         const V: usize = 2;
         // Up to 16 positions: the second vector's mask is empty for 8 or
         // fewer.
@@ -305,7 +331,7 @@ impl Tile<'_> {
             )
         };
         let out = out.as_mut_ptr();
-        let (cols, weights) = (cols.as_ptr(), weights.as_ptr());
+        let weights = weights.as_ptr();
         let mut acc = [[_mm256_setzero_ps(); V]; AVX2_ROWS];
         for (r, acc) in acc.iter_mut().enumerate() {
             if r < self.rows {
@@ -321,8 +347,8 @@ impl Tile<'_> {
             }
         }
         for t in 0..self.depth {
-            let c: [__m256; V] =
-                std::array::from_fn(|v| _mm256_loadu_ps(cols.add(t * width + 8 * v)));
+            let cols = row(t);
+            let c: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(cols.add(8 * v)));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let w = _mm256_broadcast_ss(&*weights.add(t * AVX2_ROWS + r));
                 for (a, &c) in acc.iter_mut().zip(&c) {
@@ -370,6 +396,7 @@ mod tests {
             (16, 9, 33),
             (5, 20, 41),
             (9, 7, 20),
+            (13, 600, 32),
         ];
         let isas = Isa::ALL.into_iter().filter(|isa| isa.runs_here());
         for (isa, (cout, depth, n)) in isas.flat_map(|isa| cases.map(|case| (isa, case))) {
@@ -393,29 +420,69 @@ mod tests {
             }
             let stride = n + 3;
             let mut out = vec![f32::NAN; cout * stride];
+            let columns = Columns::Panels(&columns);
             product(
                 isa,
                 &packed,
-                &columns,
+                columns,
                 n,
                 &mut out,
                 stride,
                 &bias,
                 [low, high],
             );
-            for c in 0..cout {
-                for i in 0..n {
-                    let sum: f32 = (0..depth).map(|k| w[c * depth + k] * x[k * n + i]).sum();
-                    let want = (bias[c] + sum).clamp(low, high);
-                    let got = out[c * stride + i];
-                    assert!(
-                        (want - got).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{isa:?} {cout} {depth} {n}: [{c}, {i}] {want} vs {got}"
-                    );
+            check(&out, stride, &w, &x, &bias, [low, high], [cout, depth, n]);
+            // The same columns read in place from rows of `x` in reverse
+            // order, each a few floats past the last one's end.
+            if matches!(isa, Isa::Avx2) && n.is_multiple_of(AVX2_LANES) {
+                let at: Vec<usize> = (0..depth).map(|k| (depth - 1 - k) * (n + 5)).collect();
+                let mut planes = vec![f32::NAN; depth * (n + 5)];
+                for (k, &a) in at.iter().enumerate() {
+                    planes[a..a + n].copy_from_slice(&x[k * n..][..n]);
                 }
-                let past = &out[c * stride + n..(c + 1) * stride];
-                assert!(past.iter().all(|v| v.is_nan()), "only the block is written");
+                let mut out = vec![f32::NAN; cout * stride];
+                let columns = Columns::Planes {
+                    planes: &planes,
+                    at: &at,
+                };
+                product(
+                    isa,
+                    &packed,
+                    columns,
+                    n,
+                    &mut out,
+                    stride,
+                    &bias,
+                    [low, high],
+                );
+                check(&out, stride, &w, &x, &bias, [low, high], [cout, depth, n]);
             }
+        }
+    }
+
+    /// Asserts that `out` holds `clamp(bias + w · x)` for `n` positions in
+    /// rows `stride` apart, and nothing past them.
+    fn check(
+        out: &[f32],
+        stride: usize,
+        w: &[f32],
+        x: &[f32],
+        bias: &[f32],
+        [low, high]: [f32; 2],
+        [cout, depth, n]: [usize; 3],
+    ) {
+        for c in 0..cout {
+            for i in 0..n {
+                let sum: f32 = (0..depth).map(|k| w[c * depth + k] * x[k * n + i]).sum();
+                let want = (bias[c] + sum).clamp(low, high);
+                let got = out[c * stride + i];
+                assert!(
+                    (want - got).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{cout} {depth} {n}: [{c}, {i}] {want} vs {got}"
+                );
+            }
+            let past = &out[c * stride + n..(c + 1) * stride];
+            assert!(past.iter().all(|v| v.is_nan()), "only the block is written");
         }
     }
 }
