@@ -21,6 +21,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
+use super::narrow;
 use super::packed::{self, Columns, Isa};
 
 /// Floats of the column block one product reads: enough columns to keep
@@ -92,16 +93,33 @@ pub(crate) struct GemmConv {
     packed: Option<Arc<Tensor>>,
 }
 
-/// The fewest output positions [`packed::product`] runs. 7×7 outputs (49
-/// positions: three vectors, and a fourth for one position) are left to
-/// the gemm crate, whose products of ResNet-18's and MobileNetV2's 7×7
-/// layers, timed side by side with these outside the binary, took
-/// 0.8–1.0× their time.
+/// The fewest output positions [`packed::product`] runs: 7×7 outputs (49
+/// positions: three vectors, and a fourth for one position) go to
+/// [`narrow::product`].
 const PACKED_POSITIONS: usize = 64;
 
-/// The narrowest output rows [`GemmConv::run_planes`] takes, per column a
-/// window adds to a padded row: computing and dropping those columns costs
-/// less than gathering windows above this.
+/// The fewest output positions [`narrow::product`] runs: its tiles of
+/// fewer positions hide less of the multiply-add's latency, and a product
+/// of one or two positions is mostly reading the weights.
+const NARROW_POSITIONS: usize = 4;
+
+/// Which product [`GemmConv::run`] runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    /// [`packed::product`] on gathered columns ([`GemmConv::run_packed`]).
+    Panels(Isa),
+    /// [`packed::product`] reading the input's (phase) planes in place
+    /// ([`GemmConv::run_planes`]).
+    Planes,
+    /// [`narrow::product`] ([`GemmConv::run_narrow`]).
+    Narrow,
+    /// The gemm crate.
+    Crate,
+}
+
+/// The narrowest output rows [`GemmConv::run_planes`] takes, per column
+/// computed and dropped at the end of each padded row: above this, that
+/// costs less than gathering the windows.
 const PLANES_WIDTH: usize = 4;
 
 /// Output rows at most this wide are gathered from [`Windows::Padded`]:
@@ -321,21 +339,69 @@ impl GemmConv {
     /// will run there.
     fn packed(mut self) -> TractResult<Self> {
         self.packed = None;
-        let Some(isa) = Isa::of_this_cpu() else {
-            return Ok(self);
+        let rows = match self.kernel() {
+            Kernel::Panels(isa) => isa.rows(),
+            Kernel::Planes => Isa::Avx2.rows(),
+            Kernel::Narrow => narrow::CHANNELS,
+            Kernel::Crate => return Ok(self),
         };
-        if self.geo.outputs() < PACKED_POSITIONS {
-            return Ok(self);
-        }
         let blocks = (std::iter::once(&self.weights).chain(&self.more))
             .map(|w| w.try_as_plain_ram())
             .collect::<TractResult<Vec<_>>>()?;
         let blocks = (blocks.iter())
             .map(|w| w.as_slice::<f32>())
             .collect::<TractResult<Vec<_>>>()?;
-        let packed = packed::pack_weights(isa, &blocks, self.out_channels());
+        let packed = packed::pack_rows(rows, &blocks, self.out_channels());
         self.packed = Some(tensor1(&packed).into_arc_tensor());
         Ok(self)
+    }
+
+    /// Which product [`run`](Self::run) runs on this CPU.
+    fn kernel(&self) -> Kernel {
+        let Some(isa) = Isa::of_this_cpu() else {
+            return Kernel::Crate;
+        };
+        let positions = self.geo.outputs();
+        let avx2 = matches!(isa, Isa::Avx2) && self.more.is_empty();
+        if positions < PACKED_POSITIONS {
+            let reads = self.reads_input() || self.phases().is_some();
+            if avx2 && positions >= NARROW_POSITIONS && reads {
+                return Kernel::Narrow;
+            }
+            return Kernel::Crate;
+        }
+        if avx2 && !self.reads_input() && self.phases().is_some() {
+            let [_, ow] = self.geo.output;
+            let pw = self.padded().1.div_ceil(self.geo.strides[1]);
+            if ow >= PLANES_WIDTH * (pw - ow) {
+                return Kernel::Planes;
+            }
+        }
+        Kernel::Panels(isa)
+    }
+
+    /// The step `s` of the (phase) planes [`pad`](Self::pad) lays the
+    /// input out in, when every window lies in them: equal strides of 1 or
+    /// 2, so that a tap `(ky, kx)` of position `(oy, ox)` is row `oy + ky /
+    /// s`, column `ox + kx / s` of a phase plane.
+    fn phases(&self) -> Option<usize> {
+        let [oh, ow] = self.geo.output;
+        let [kh, kw] = self.geo.kernel_hw;
+        let [sh, s] = self.geo.strides;
+        let (ph, pw) = self.padded();
+        let fits = oh + (kh - 1) / s <= ph.div_ceil(s) && ow + (kw - 1) / s <= pw.div_ceil(s);
+        (sh == s && s <= 2 && fits).then_some(s)
+    }
+
+    /// Where each row `(ci, ky, kx)` of the columns starts in the (phase)
+    /// planes of step `s`, each `plane` floats in rows of `pw`.
+    fn taps(&self, s: usize, plane: usize, pw: usize) -> Vec<usize> {
+        let [_, cin, _, _] = self.geo.input;
+        let [kh, kw] = self.geo.kernel_hw;
+        (0..cin)
+            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
+            .map(|(c, y, x)| ((c * s + y % s) * s + x % s) * plane + y / s * pw + x / s)
+            .collect()
     }
 
     /// The output's shape and channel axis.
@@ -409,13 +475,15 @@ impl GemmConv {
         if positions == 1 && self.geo.input[0] > 1 && self.reads_input() {
             return self.run_rows(xs, out);
         }
-        if let (Some(packed), Some(isa)) = (&self.packed, Isa::of_this_cpu()) {
+        if let Some(packed) = &self.packed {
             let packed = packed.try_as_plain_ram()?;
             let packed = packed.as_slice::<f32>()?;
-            if self.reads_planes(isa) {
-                return self.run_planes(xs[0], out, packed);
+            match self.kernel() {
+                Kernel::Panels(isa) => return self.run_packed(isa, xs, out, packed),
+                Kernel::Planes => return self.run_planes(xs[0], out, packed),
+                Kernel::Narrow => return self.run_narrow(xs[0], out, packed),
+                Kernel::Crate => {}
             }
-            return self.run_packed(isa, xs, out, packed);
         }
         let direct = self.reads_input();
         let block = (column_floats() / depth).clamp(64, 1024).min(positions);
@@ -493,42 +561,23 @@ impl GemmConv {
         Ok(())
     }
 
-    /// Whether [`run_planes`](Self::run_planes) runs this op on `isa`: a
-    /// stride-1 convolution on AVX2 whose output rows are at least
-    /// [`PLANES_WIDTH`] per column its kernel adds to a padded row.
-    fn reads_planes(&self, isa: Isa) -> bool {
-        let [_, _, h, w] = self.geo.input;
-        let [oh, ow] = self.geo.output;
-        let [kh, kw] = self.geo.kernel_hw;
-        let [pt, pl] = self.geo.pad_before;
-        let [pb, pr] = self.geo.pad_after;
-        matches!(isa, Isa::Avx2)
-            && !self.reads_input()
-            && self.more.is_empty()
-            && self.geo.strides == [1, 1]
-            && oh + kh == h + pt + pb + 1
-            && ow + kw == w + pl + pr + 1
-            && ow >= PLANES_WIDTH * (kw - 1)
-    }
-
-    /// [`run`](Self::run) for a stride-1 convolution on AVX2, with nothing
-    /// gathered: row `(ci, ky, kx)` of the columns, over output positions
-    /// running through the padded input's rows, is the padded input itself
-    /// from `ci`'s plane, row `ky`, column `kx` on. The `kw - 1` positions
-    /// at the end of each padded row are computed and dropped.
+    /// [`run`](Self::run) for a convolution on AVX2 with nothing gathered:
+    /// with output positions running through the rows of the padded input
+    /// (of its phase planes, for a stride of 2), row `(ci, ky, kx)` of the
+    /// columns is that input itself, from the (phase) plane of `ci` that
+    /// tap reads, `ky / s` rows and `kx / s` columns in. The positions at
+    /// the end of each padded row are computed and dropped.
     fn run_planes(&self, x: &[f32], out: &mut [f32], packed: &[f32]) -> TractResult<()> {
         let [_, cin, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
-        let [kh, kw] = self.geo.kernel_hw;
+        let s = self.geo.strides[1];
         let cout = self.out_channels();
-        let pw = w + self.geo.pad_before[1] + self.geo.pad_after[1];
-        let plane = (h + self.geo.pad_before[0] + self.geo.pad_after[0]) * pw;
+        let (ph, pw) = self.padded();
+        let (plane, pw) = (ph.div_ceil(s) * pw.div_ceil(s), pw.div_ceil(s));
         let wide = (oh * pw).next_multiple_of(16);
-        let at: Vec<usize> = (0..cin)
-            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| c * plane + y * pw + x)))
-            .collect();
-        // The last tile reads `wide` positions from the last row's last tap.
-        let slack = kw - 1 + wide - oh * pw;
+        let at = self.taps(s, plane, pw);
+        // The last tile reads `wide` positions on from the last tap.
+        let len = at.iter().max().map_or(0, |a| a + wide);
         let bias = self.bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         let clamp = self.clamp.map(f32::from_bits);
@@ -537,7 +586,7 @@ impl GemmConv {
             COLUMNS.with_borrow_mut(|sums| {
                 sums.resize(sums.len().max(cout * wide), 0.0);
                 for (image, out) in images.zip(out.chunks_exact_mut(cout * oh * ow)) {
-                    self.pad(image, planes, slack);
+                    self.pad(image, planes, s, len);
                     let columns = Columns::Planes { planes, at: &at };
                     packed::product(Isa::Avx2, packed, columns, wide, sums, wide, bias, clamp);
                     let rows = sums.chunks_exact(wide).flat_map(|s| s.chunks(pw).take(oh));
@@ -548,6 +597,51 @@ impl GemmConv {
             })
         });
         Ok(())
+    }
+
+    /// [`run`](Self::run) on [`narrow::product`], for few positions: the
+    /// input read in place when it is the product's right matrix, from its
+    /// (phase) planes otherwise.
+    fn run_narrow(&self, x: &[f32], out: &mut [f32], packed: &[f32]) -> TractResult<()> {
+        let [_, cin, h, w] = self.geo.input;
+        let [oh, ow] = self.geo.output;
+        let cout = self.out_channels();
+        let bias = self.bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let clamp = self.clamp.map(f32::from_bits);
+        let images = x
+            .chunks_exact(cin * h * w)
+            .zip(out.chunks_exact_mut(cout * oh * ow));
+        COLUMNS.with_borrow_mut(|sums| {
+            if self.reads_input() {
+                let at: Vec<usize> = (0..cin).map(|c| c * h * w).collect();
+                let positions: Vec<usize> = (0..h * w).collect();
+                for (image, out) in images {
+                    narrow::product(packed, image, &at, &positions, out, bias, clamp, sums);
+                }
+                return Ok(());
+            }
+            let Some(s) = self.phases() else {
+                bail!("no planes for {}", self.geo);
+            };
+            let (ph, pw) = self.padded();
+            let (plane, pw) = (ph.div_ceil(s) * pw.div_ceil(s), pw.div_ceil(s));
+            let at = self.taps(s, plane, pw);
+            let positions: Vec<usize> = (0..oh)
+                .flat_map(|y| (0..ow).map(move |x| y * pw + x))
+                .collect();
+            let len = at
+                .iter()
+                .max()
+                .map_or(0, |a| a + positions[positions.len() - 1] + 1);
+            PADDED.with_borrow_mut(|(planes, _)| {
+                for (image, out) in images {
+                    self.pad(image, planes, s, len);
+                    narrow::product(packed, planes, &at, &positions, out, bias, clamp, sums);
+                }
+            });
+            Ok(())
+        })
     }
 
     /// [`run`](Self::run) on [`packed::product`] for `isa`, which packed
@@ -675,7 +769,7 @@ impl GemmConv {
         let [oh, ow] = self.geo.output;
         let [sh, sw] = self.geo.strides;
         PADDED.with_borrow_mut(|(planes, at)| {
-            let (plane, pw) = self.pad(image, planes, 0);
+            let (plane, pw) = self.pad(image, planes, 1, 0);
             at.clear();
             for oy in 0..oh {
                 let row = oy * sh * pw;
@@ -691,23 +785,45 @@ impl GemmConv {
     }
 
     /// Copies `image`'s planes into `planes` with the padding around each
-    /// (zeros), and `slack` zeros after the last; returns the padded
-    /// planes' size and row length.
-    fn pad(&self, image: &[f32], planes: &mut Vec<f32>, slack: usize) -> (usize, usize) {
+    /// (zeros), each split into `s × s` phase planes when the step `s` is
+    /// over 1: phase `(a, b)` holds the padded plane's rows `a, a + s, …`
+    /// and columns `b, b + s, …`. `planes` holds at least `len` floats;
+    /// returns the size and row length of one (phase) plane.
+    fn pad(&self, image: &[f32], planes: &mut Vec<f32>, s: usize, len: usize) -> (usize, usize) {
         let [_, _, h, w] = self.geo.input;
         let [pt, pl] = self.geo.pad_before;
-        let [pb, pr] = self.geo.pad_after;
-        let (ph, pw) = (h + pt + pb, w + pl + pr);
+        let (ph, pw) = self.padded();
+        let (ph, pw) = (ph.div_ceil(s), pw.div_ceil(s));
         planes.clear();
-        planes.resize(image.len() / (h * w) * ph * pw + slack, 0.0);
-        let padded = planes.chunks_exact_mut(ph * pw);
-        for (plane, padded) in image.chunks_exact(h * w).zip(padded) {
-            let rows = padded[pt * pw + pl..].chunks_mut(pw);
-            for (row, padded) in plane.chunks_exact(w).zip(rows) {
-                padded[..w].copy_from_slice(row);
+        planes.resize((image.len() / (h * w) * s * s * ph * pw).max(len), 0.0);
+        for (c, plane) in image.chunks_exact(h * w).enumerate() {
+            for (y, row) in plane.chunks_exact(w).enumerate() {
+                let (a, y) = ((y + pt) % s, (y + pt) / s);
+                for b in 0..s {
+                    // The first input column whose padded column is `b`
+                    // past a multiple of `s`.
+                    let x = (b + s - pl % s) % s;
+                    let at = ((c * s + a) * s + b) * ph * pw + y * pw + (x + pl) / s;
+                    if s == 1 {
+                        planes[at..at + w].copy_from_slice(row);
+                    } else {
+                        let values = row.get(x..).unwrap_or_default().iter().step_by(s);
+                        for (d, &v) in planes[at..].iter_mut().zip(values) {
+                            *d = v;
+                        }
+                    }
+                }
             }
         }
         (ph * pw, pw)
+    }
+
+    /// The padded input's height and width.
+    fn padded(&self) -> (usize, usize) {
+        let [_, _, h, w] = self.geo.input;
+        let [pt, pl] = self.geo.pad_before;
+        let [pb, pr] = self.geo.pad_after;
+        (h + pt + pb, w + pl + pr)
     }
 
     /// Lays the windows of output positions `start..start + len` out as
@@ -959,6 +1075,7 @@ mod tests {
             PaddingSpec::Explicit(tvec!(0, 2), tvec!(1, 0)),
         ];
         let mut checked = 0;
+        let mut kernels = std::collections::BTreeMap::new();
         for shape in [
             &[1, 3, 40, 41][..],
             &[2, 5, 9, 7],
@@ -987,16 +1104,11 @@ mod tests {
                         assert_eq!(direct_kernels(&mut direct, 1).unwrap(), 1, "{what}");
                         let want = run(untouched, &x);
                         assert_close(&want, &run(direct.clone(), &x), &what);
-                        // The gemm crate's path, which CPUs without
-                        // AVX2 and outputs under 64 positions take.
-                        let batch = if shape.len() == 4 { shape[0] } else { 1 };
-                        let positions = want.len() / cout / batch;
-                        let packs = Isa::of_this_cpu().is_some();
-                        assert_eq!(
-                            unpack(&mut direct),
-                            packs && positions >= PACKED_POSITIONS,
-                            "{what}"
-                        );
+                        // The gemm crate's path, which CPUs without AVX2
+                        // and the shapes no other kernel takes run.
+                        let kernel = only(&mut direct).kernel();
+                        *kernels.entry(format!("{kernel:?}")).or_insert(0) += 1;
+                        assert_eq!(unpack(&mut direct), kernel != Kernel::Crate, "{what}");
                         assert_close(&want, &run(direct, &x), &what);
                         checked += 1;
                     }
@@ -1004,15 +1116,29 @@ mod tests {
             }
         }
         assert_eq!(checked, 400);
+        // Every kernel this CPU has ran some of them.
+        if Isa::of_this_cpu() == Some(Isa::Avx2) {
+            let ran = kernels.keys().map(String::as_str).collect::<Vec<_>>();
+            assert_eq!(
+                ran,
+                ["Crate", "Narrow", "Panels(Avx2)", "Planes"],
+                "{kernels:?}"
+            );
+        }
     }
 
     /// Drops the packed weights of `model`'s one [`GemmConv`], so that it
     /// runs on the gemm crate; returns whether it had them.
     fn unpack(model: &mut TypedModel) -> bool {
+        only(model).packed.take().is_some()
+    }
+
+    /// `model`'s one [`GemmConv`].
+    fn only(model: &mut TypedModel) -> &mut GemmConv {
         let mut ops = (model.nodes_mut().iter_mut()).filter_map(|n| n.op_as_mut::<GemmConv>());
         let op = ops.next().expect("a GemmConv");
         assert!(ops.next().is_none());
-        op.packed.take().is_some()
+        op
     }
 
     /// A Relu or Clip after the convolution folds into it, giving tract's

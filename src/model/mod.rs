@@ -22,6 +22,7 @@ mod info;
 mod kernel;
 pub mod meta;
 #[cfg(target_arch = "x86_64")]
+mod narrow;
 mod packed;
 mod rewrite;
 

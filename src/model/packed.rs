@@ -50,10 +50,14 @@ const AVX2_LANES: usize = 16;
 const DEPTH: usize = 256;
 
 /// Weights `[cout, k]`, given as the row-major blocks of columns
-/// `[cout, k_i]` of each product, laid out for [`product`]: for each group
-/// of `isa`'s channels per tile, for each `k`, the group's weights.
+/// `[cout, k_i]` of each product, laid out for [`product`] on `isa`.
 pub(super) fn pack_weights(isa: Isa, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
-    let rows = isa.rows();
+    pack_rows(isa.rows(), blocks, cout)
+}
+
+/// [`pack_weights`] in groups of `rows` channels: for each group, for each
+/// `k`, the group's weights, zero past the last channel.
+pub(super) fn pack_rows(rows: usize, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
     let depth: usize = blocks.iter().map(|b| b.len() / cout).sum();
     let groups = cout.div_ceil(rows);
     let mut packed = vec![0f32; groups * depth * rows];
@@ -203,7 +207,7 @@ pub(super) fn product(
 }
 
 /// Which kernel [`product`] runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Isa {
     Avx512,
     Avx2,
@@ -229,7 +233,7 @@ impl Isa {
     }
 
     /// Output channels per tile, and per group of packed weights.
-    fn rows(self) -> usize {
+    pub(super) fn rows(self) -> usize {
         match self {
             Isa::Avx512 => ROWS,
             Isa::Avx2 => AVX2_ROWS,
