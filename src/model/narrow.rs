@@ -35,7 +35,7 @@ pub(super) fn runs_here() -> bool {
 /// `out[c, i] = clamp(bias[c] + Σ_k W[c, k] · input[at[k] + positions[i]])`
 /// for each output channel `c` (row `c` of `out`, `positions.len()` long)
 /// and position `i`: `packed` from
-/// [`pack_weights`](super::packed::pack_weights) in groups of
+/// [`pack_rows`](super::packed::pack_rows) in groups of
 /// [`CHANNELS`]; `sums` is scratch space. Must run on a CPU with AVX2 and
 /// FMA ([`runs_here`]).
 #[allow(clippy::too_many_arguments)]
@@ -99,12 +99,18 @@ pub(super) fn product(
             }
         }
     }
-    for (c, out) in out.chunks_exact_mut(n).enumerate() {
-        for (o, sums) in out.iter_mut().zip(sums.chunks_exact(width)) {
-            // Maximum then minimum: a NaN stays NaN, as in the other paths.
-            let s = sums[c];
-            let s = if s < low { low } else { s };
-            *o = if s > high { high } else { s };
+    // Eight channels at a time: one line of each position's sums, written
+    // out to eight rows, where channel by channel each line would be read
+    // eight times, far apart.
+    for (c0, out) in out.chunks_mut(8 * n).enumerate() {
+        for (i, sums) in sums.chunks_exact(width).enumerate() {
+            for (j, out) in out.chunks_exact_mut(n).enumerate() {
+                // Maximum then minimum: a NaN stays NaN, as in the other
+                // paths.
+                let s = sums[8 * c0 + j];
+                let s = if s < low { low } else { s };
+                out[i] = if s > high { high } else { s };
+            }
         }
     }
 }

@@ -50,13 +50,10 @@ const AVX2_LANES: usize = 16;
 const DEPTH: usize = 256;
 
 /// Weights `[cout, k]`, given as the row-major blocks of columns
-/// `[cout, k_i]` of each product, laid out for [`product`] on `isa`.
-pub(super) fn pack_weights(isa: Isa, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
-    pack_rows(isa.rows(), blocks, cout)
-}
-
-/// [`pack_weights`] in groups of `rows` channels: for each group, for each
-/// `k`, the group's weights, zero past the last channel.
+/// `[cout, k_i]` of each product, laid out for [`product`] (with `rows` the
+/// kernel's [`Isa::rows`]) or [`narrow::product`](super::narrow::product):
+/// for each group of `rows` channels, for each `k`, the group's weights,
+/// zero past the last channel.
 pub(super) fn pack_rows(rows: usize, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
     let depth: usize = blocks.iter().map(|b| b.len() / cout).sum();
     let groups = cout.div_ceil(rows);
@@ -126,7 +123,7 @@ pub(super) enum Columns<'a> {
 /// `out[c, i] = clamp(bias[c] + Σ_k W[c, k] · columns[k, i])` for the
 /// `n` positions `i` of a block, channel `c`'s row at `c * stride` in
 /// `out`, on the kernel `isa`, which must run on this CPU: `packed` from
-/// [`pack_weights`] and `columns` laid out for `isa`.
+/// [`pack_rows`] and `columns` laid out for `isa`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
     isa: Isa,
@@ -411,7 +408,7 @@ mod tests {
             let [low, high] = [-1.5f32, 2.0];
             let first: Vec<f32> = w.chunks(depth).flat_map(|r| r[..split].to_vec()).collect();
             let second: Vec<f32> = w.chunks(depth).flat_map(|r| r[split..].to_vec()).collect();
-            let packed = pack_weights(isa, &[&first, &second], cout);
+            let packed = pack_rows(isa.rows(), &[&first, &second], cout);
             let full = isa.lanes();
             let mut columns = vec![f32::NAN; depth * n.div_ceil(full) * full];
             for p in 0..n.div_ceil(full) {
