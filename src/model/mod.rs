@@ -23,6 +23,7 @@ mod kernel;
 pub mod meta;
 #[cfg(target_arch = "x86_64")]
 mod narrow;
+#[cfg(target_arch = "x86_64")]
 mod packed;
 mod rewrite;
 
