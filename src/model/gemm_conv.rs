@@ -23,6 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use super::kernel::{conv_constants, eval_f32, Geometry, UNCLAMPED};
 use super::narrow;
 use super::packed::{self, Columns, Isa};
+use super::windows::Windows;
 
 /// Floats of the column block one product reads: enough columns to keep
 /// the product's tiles busy, few enough to stay in L2, at half its size.
@@ -367,7 +368,7 @@ impl GemmConv {
         // 7×7 ones in 0.75–0.88× the time `narrow` did.
         let window = self.geo.kernel_hw != [1, 1];
         if positions < PACKED_POSITIONS {
-            if avx2 && window && positions >= NARROW_POSITIONS && self.phases().is_some() {
+            if avx2 && window && positions >= NARROW_POSITIONS && self.geo.phases().is_some() {
                 return Kernel::Narrow;
             }
             return Kernel::Crate;
@@ -375,37 +376,13 @@ impl GemmConv {
         // Stride 1 only: on ResNet-18's stride-2 layers and stem, copying
         // the input into phase planes and reading those took 1.03–1.14× the
         // time gathering panels did.
-        if avx2 && window && self.phases() == Some(1) {
+        if avx2 && window && self.geo.phases() == Some(1) {
             let [_, ow] = self.geo.output;
-            if ow >= PLANES_WIDTH * (self.padded().1 - ow) {
+            if ow >= PLANES_WIDTH * (self.geo.padded().1 - ow) {
                 return Kernel::Planes;
             }
         }
         Kernel::Panels(isa)
-    }
-
-    /// The step `s` of the (phase) planes [`pad`](Self::pad) lays the
-    /// input out in, when every window lies in them: equal strides of 1 or
-    /// 2, so that a tap `(ky, kx)` of position `(oy, ox)` is row `oy + ky /
-    /// s`, column `ox + kx / s` of a phase plane.
-    fn phases(&self) -> Option<usize> {
-        let [oh, ow] = self.geo.output;
-        let [kh, kw] = self.geo.kernel_hw;
-        let [sh, s] = self.geo.strides;
-        let (ph, pw) = self.padded();
-        let fits = oh + (kh - 1) / s <= ph.div_ceil(s) && ow + (kw - 1) / s <= pw.div_ceil(s);
-        (sh == s && s <= 2 && fits).then_some(s)
-    }
-
-    /// Where each row `(ci, ky, kx)` of the columns starts in the (phase)
-    /// planes of step `s`, each `plane` floats in rows of `pw`.
-    fn taps(&self, s: usize, plane: usize, pw: usize) -> Vec<usize> {
-        let [_, cin, _, _] = self.geo.input;
-        let [kh, kw] = self.geo.kernel_hw;
-        (0..cin)
-            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
-            .map(|(c, y, x)| ((c * s + y % s) * s + x % s) * plane + y / s * pw + x / s)
-            .collect()
     }
 
     /// The output's shape and channel axis.
@@ -523,7 +500,8 @@ impl GemmConv {
                     let (rhs, rhs_row) = if direct {
                         (&image[start..], positions)
                     } else {
-                        self.gather(windows, start, len, &mut columns[..depth * len]);
+                        self.geo
+                            .gather(windows, start, len, &mut columns[..depth * len]);
                         (&columns[..], len)
                     };
                     // The first product reads the columns (or the image), any
@@ -574,9 +552,9 @@ impl GemmConv {
         let [_, cin, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         let cout = self.out_channels();
-        let (ph, pw) = self.padded();
+        let (ph, pw) = self.geo.padded();
         let wide = (oh * pw).next_multiple_of(16);
-        let at = self.taps(1, ph * pw, pw);
+        let at = self.geo.tap_starts(1, ph * pw, pw);
         // The last tile reads `wide` positions on from the last tap.
         let len = at.iter().max().map_or(0, |a| a + wide);
         let block = (column_floats() / cin).max(MIN_BLOCK).next_multiple_of(16);
@@ -588,7 +566,7 @@ impl GemmConv {
             COLUMNS.with_borrow_mut(|sums| {
                 sums.resize(sums.len().max(cout * wide), 0.0);
                 for (image, out) in images.zip(out.chunks_exact_mut(cout * oh * ow)) {
-                    self.pad(image, planes, 1, len);
+                    self.geo.pad(image, planes, 1, len);
                     // Blocks of positions whose rows of every plane stay in
                     // L2 while all channels' tiles pass over them.
                     for start in (0..wide).step_by(block) {
@@ -620,12 +598,12 @@ impl GemmConv {
         let images = x
             .chunks_exact(cin * h * w)
             .zip(out.chunks_exact_mut(cout * oh * ow));
-        let Some(s) = self.phases() else {
+        let Some(s) = self.geo.phases() else {
             bail!("no planes for {}", self.geo);
         };
-        let (ph, pw) = self.padded();
+        let (ph, pw) = self.geo.padded();
         let (plane, pw) = (ph.div_ceil(s) * pw.div_ceil(s), pw.div_ceil(s));
-        let at = self.taps(s, plane, pw);
+        let at = self.geo.tap_starts(s, plane, pw);
         let positions: Vec<usize> = (0..oh)
             .flat_map(|y| (0..ow).map(move |x| y * pw + x))
             .collect();
@@ -634,7 +612,7 @@ impl GemmConv {
         PADDED.with_borrow_mut(|(planes, _)| {
             COLUMNS.with_borrow_mut(|sums| {
                 for (image, out) in images {
-                    self.pad(image, planes, s, len);
+                    self.geo.pad(image, planes, s, len);
                     narrow::product(packed, planes, &at, &positions, out, bias, clamp, sums);
                 }
             })
@@ -692,7 +670,7 @@ impl GemmConv {
                             let row = if direct {
                                 &image[r * positions + start..][..len]
                             } else {
-                                self.gather_row(windows, r, start, &mut gathered[..len]);
+                                self.geo.gather_row(windows, r, start, &mut gathered[..len]);
                                 &gathered[..len]
                             };
                             packed::put_row(isa, row, r, depth, columns);
@@ -767,7 +745,7 @@ impl GemmConv {
         let [oh, ow] = self.geo.output;
         let [sh, sw] = self.geo.strides;
         PADDED.with_borrow_mut(|(planes, at)| {
-            let (plane, pw) = self.pad(image, planes, 1, 0);
+            let (plane, pw) = self.geo.pad(image, planes, 1, 0);
             at.clear();
             for oy in 0..oh {
                 let row = oy * sh * pw;
@@ -781,143 +759,6 @@ impl GemmConv {
             })
         })
     }
-
-    /// Copies `image`'s planes into `planes` with the padding around each
-    /// (zeros), each split into `s × s` phase planes when the step `s` is
-    /// over 1: phase `(a, b)` holds the padded plane's rows `a, a + s, …`
-    /// and columns `b, b + s, …`. `planes` holds at least `len` floats;
-    /// returns the size and row length of one (phase) plane.
-    fn pad(&self, image: &[f32], planes: &mut Vec<f32>, s: usize, len: usize) -> (usize, usize) {
-        let [_, _, h, w] = self.geo.input;
-        let [pt, pl] = self.geo.pad_before;
-        let (ph, pw) = self.padded();
-        let (ph, pw) = (ph.div_ceil(s), pw.div_ceil(s));
-        planes.clear();
-        planes.resize((image.len() / (h * w) * s * s * ph * pw).max(len), 0.0);
-        for (c, plane) in image.chunks_exact(h * w).enumerate() {
-            for (y, row) in plane.chunks_exact(w).enumerate() {
-                let (a, y) = ((y + pt) % s, (y + pt) / s);
-                for b in 0..s {
-                    // The first input column whose padded column is `b`
-                    // past a multiple of `s`.
-                    let x = (b + s - pl % s) % s;
-                    let at = ((c * s + a) * s + b) * ph * pw + y * pw + (x + pl) / s;
-                    if s == 1 {
-                        planes[at..at + w].copy_from_slice(row);
-                    } else {
-                        // Chunks, not a stride: the compiler vectorises
-                        // these into shuffles, as in `gather_row`.
-                        let values = row.get(x..).unwrap_or_default().chunks(s);
-                        for (d, v) in planes[at..].iter_mut().zip(values) {
-                            *d = v[0];
-                        }
-                    }
-                }
-            }
-        }
-        (ph * pw, pw)
-    }
-
-    /// The padded input's height and width.
-    fn padded(&self) -> (usize, usize) {
-        let [_, _, h, w] = self.geo.input;
-        let [pt, pl] = self.geo.pad_before;
-        let [pb, pr] = self.geo.pad_after;
-        (h + pt + pb, w + pl + pr)
-    }
-
-    /// Lays the windows of output positions `start..start + len` out as
-    /// columns: row `(ci, ky, kx)` of `columns` holds, for each position,
-    /// the input value under that tap (0 in the padding).
-    fn gather(&self, windows: &Windows, start: usize, len: usize, columns: &mut [f32]) {
-        for (r, row) in columns.chunks_exact_mut(len).enumerate() {
-            self.gather_row(windows, r, start, row);
-        }
-    }
-
-    /// Row `r` of [`gather`](Self::gather), for positions `start..start +
-    /// row.len()`.
-    fn gather_row(&self, windows: &Windows, r: usize, start: usize, row: &mut [f32]) {
-        let [kh, kw] = self.geo.kernel_hw;
-        let (ci, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
-        let image = match *windows {
-            Windows::Image(image) => image,
-            Windows::Padded {
-                planes,
-                at,
-                plane,
-                row: pw,
-            } => {
-                let at = &at[start..start + row.len()];
-                let tap = &planes[ci * plane + ky * pw + kx..];
-                for (v, &a) in row.iter_mut().zip(at) {
-                    *v = tap[a as usize];
-                }
-                return;
-            }
-        };
-        let [_, _, h, w] = self.geo.input;
-        let [_, ow] = self.geo.output;
-        let [sh, sw] = self.geo.strides;
-        let [pt, pl] = self.geo.pad_before;
-        let len = row.len();
-        let plane = &image[ci * h * w..][..h * w];
-        // Output columns whose tap lands inside the input row.
-        let first = pl.saturating_sub(kx).div_ceil(sw);
-        let end = (w + pl).saturating_sub(kx).div_ceil(sw);
-        // Stepped, not divided out of `start + done` per run: KWS's
-        // stem has 5-wide output rows, so a run per 5 values, and took
-        // 18.4–21.2 µs stepped against 20.3–24.8 µs divided.
-        let (mut oy, mut ox) = (start / ow, start % ow);
-        let mut done = 0;
-        while done < len {
-            let run = (ow - ox).min(len - done);
-            let dst = &mut row[done..done + run];
-            let iy = (oy * sh + ky).wrapping_sub(pt);
-            let (lo, hi) = (first.clamp(ox, ox + run), end.clamp(ox, ox + run));
-            if iy >= h || lo >= hi {
-                dst.fill(0.0);
-            } else {
-                dst[..lo - ox].fill(0.0);
-                dst[hi - ox..].fill(0.0);
-                let src = &plane[iy * w..][..w];
-                let ix = lo * sw + kx - pl;
-                let dst = &mut dst[lo - ox..hi - ox];
-                if sw == 1 {
-                    dst.copy_from_slice(&src[ix..ix + dst.len()]);
-                } else if sw == 2 && ix + 2 * dst.len() <= w {
-                    // Pairs, not a stride: the compiler vectorises this
-                    // into shuffles, where `step_by` moves one value at a
-                    // time.
-                    for (d, pair) in dst.iter_mut().zip(src[ix..].chunks_exact(2)) {
-                        *d = pair[0];
-                    }
-                } else {
-                    for (d, &s) in dst.iter_mut().zip(src[ix..].iter().step_by(sw)) {
-                        *d = s;
-                    }
-                }
-            }
-            done += run;
-            (oy, ox) = (oy + 1, 0);
-        }
-    }
-}
-
-/// What [`GemmConv::gather_row`] reads one image's windows from.
-enum Windows<'a> {
-    /// The image as it is: each output row's taps are a run of an input
-    /// row, with the padding filled in around it.
-    Image(&'a [f32]),
-    /// The image's planes with their padding, `plane` floats apart and in
-    /// rows of `row`, and `at`, for each output position, where its
-    /// window's first tap lies in a plane.
-    Padded {
-        planes: &'a [f32],
-        at: &'a [u32],
-        plane: usize,
-        row: usize,
-    },
 }
 
 /// Where a matrix's elements lie in its slice: element `(r, c)` at

@@ -26,6 +26,8 @@ mod narrow;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 mod rewrite;
+#[cfg(target_arch = "x86_64")]
+mod windows;
 
 pub use info::{DeclaredInput, ModelInfo, TensorSpec};
 pub use meta::meta_list;

@@ -51,7 +51,8 @@ const DEPTH: usize = 256;
 
 /// Weights `[cout, k]`, given as the row-major blocks of columns
 /// `[cout, k_i]` of each product, laid out for [`product`] (with `rows` the
-/// kernel's [`Isa::rows`]) or [`narrow::product`](super::narrow::product):
+/// kernel's [`Isa::rows`]) or `narrow`'s product (with `rows` its
+/// `CHANNELS`):
 /// for each group of `rows` channels, for each `k`, the group's weights,
 /// zero past the last channel.
 pub(super) fn pack_rows(rows: usize, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
@@ -420,32 +421,8 @@ mod tests {
                 }
             }
             let stride = n + 3;
-            let mut out = vec![f32::NAN; cout * stride];
-            let columns = Columns::Panels(&columns);
-            product(
-                isa,
-                &packed,
-                columns,
-                n,
-                &mut out,
-                stride,
-                &bias,
-                [low, high],
-            );
-            check(&out, stride, &w, &x, &bias, [low, high], [cout, depth, n]);
-            // The same columns read in place from rows of `x` in reverse
-            // order, each a few floats past the last one's end.
-            if matches!(isa, Isa::Avx2) && n.is_multiple_of(AVX2_LANES) {
-                let at: Vec<usize> = (0..depth).map(|k| (depth - 1 - k) * (n + 5)).collect();
-                let mut planes = vec![f32::NAN; depth * (n + 5)];
-                for (k, &a) in at.iter().enumerate() {
-                    planes[a..a + n].copy_from_slice(&x[k * n..][..n]);
-                }
+            let run = |columns: Columns| {
                 let mut out = vec![f32::NAN; cout * stride];
-                let columns = Columns::Planes {
-                    planes: &planes,
-                    at: &at,
-                };
                 product(
                     isa,
                     &packed,
@@ -457,6 +434,20 @@ mod tests {
                     [low, high],
                 );
                 check(&out, stride, &w, &x, &bias, [low, high], [cout, depth, n]);
+            };
+            run(Columns::Panels(&columns));
+            // The same columns read in place from rows of `x` in reverse
+            // order, each a few floats past the last one's end.
+            if matches!(isa, Isa::Avx2) && n.is_multiple_of(AVX2_LANES) {
+                let at: Vec<usize> = (0..depth).map(|k| (depth - 1 - k) * (n + 5)).collect();
+                let mut planes = vec![f32::NAN; depth * (n + 5)];
+                for (k, &a) in at.iter().enumerate() {
+                    planes[a..a + n].copy_from_slice(&x[k * n..][..n]);
+                }
+                run(Columns::Planes {
+                    planes: &planes,
+                    at: &at,
+                });
             }
         }
     }
