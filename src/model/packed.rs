@@ -50,11 +50,10 @@ const AVX2_LANES: usize = 16;
 const DEPTH: usize = 256;
 
 /// Weights `[cout, k]`, given as the row-major blocks of columns
-/// `[cout, k_i]` of each product, laid out for [`product`] (with `rows` the
-/// kernel's [`Isa::rows`]) or `narrow`'s product (with `rows` its
-/// `CHANNELS`):
-/// for each group of `rows` channels, for each `k`, the group's weights,
-/// zero past the last channel.
+/// `[cout, k_i]` of each product, laid out for [`product`] (`rows` the
+/// kernel's [`Isa::rows`]) or for `narrow`'s product (`rows` its
+/// `CHANNELS`): for each group of `rows` channels, for each `k`, the
+/// group's weights, zero past the last channel.
 pub(super) fn pack_rows(rows: usize, blocks: &[&[f32]], cout: usize) -> Vec<f32> {
     let depth: usize = blocks.iter().map(|b| b.len() / cout).sum();
     let groups = cout.div_ceil(rows);
