@@ -552,9 +552,9 @@ impl GemmConv {
         let [_, cin, h, w] = self.geo.input;
         let [oh, ow] = self.geo.output;
         let cout = self.out_channels();
-        let (ph, pw) = self.geo.padded();
+        let (_, pw) = self.geo.padded();
         let wide = (oh * pw).next_multiple_of(16);
-        let at = self.geo.tap_starts(1, ph * pw, pw);
+        let at = self.geo.tap_starts(1);
         // The last tile reads `wide` positions on from the last tap.
         let len = at.iter().max().map_or(0, |a| a + wide);
         let block = (column_floats() / cin).max(MIN_BLOCK).next_multiple_of(16);
@@ -601,9 +601,8 @@ impl GemmConv {
         let Some(s) = self.geo.phases() else {
             bail!("no planes for {}", self.geo);
         };
-        let (ph, pw) = self.geo.padded();
-        let (plane, pw) = (ph.div_ceil(s) * pw.div_ceil(s), pw.div_ceil(s));
-        let at = self.geo.tap_starts(s, plane, pw);
+        let (_, pw) = self.geo.phase_plane(s);
+        let at = self.geo.tap_starts(s);
         let positions: Vec<usize> = (0..oh)
             .flat_map(|y| (0..ow).map(move |x| y * pw + x))
             .collect();

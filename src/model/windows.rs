@@ -35,9 +35,10 @@ impl Geometry {
     }
 
     /// Where each row `(ci, ky, kx)` of the columns starts in the (phase)
-    /// planes of step `s`, each `plane` floats in rows of `pw`.
-    pub(super) fn tap_starts(&self, s: usize, plane: usize, pw: usize) -> Vec<usize> {
+    /// planes of step `s` that [`pad`](Self::pad) lays out.
+    pub(super) fn tap_starts(&self, s: usize) -> Vec<usize> {
         let [_, cin, _, _] = self.input;
+        let (plane, pw) = self.phase_plane(s);
         let [kh, kw] = self.kernel_hw;
         (0..cin)
             .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
@@ -59,10 +60,9 @@ impl Geometry {
     ) -> (usize, usize) {
         let [_, _, h, w] = self.input;
         let [pt, pl] = self.pad_before;
-        let (ph, pw) = self.padded();
-        let (ph, pw) = (ph.div_ceil(s), pw.div_ceil(s));
+        let (size, pw) = self.phase_plane(s);
         planes.clear();
-        planes.resize((image.len() / (h * w) * s * s * ph * pw).max(len), 0.0);
+        planes.resize((image.len() / (h * w) * s * s * size).max(len), 0.0);
         for (c, plane) in image.chunks_exact(h * w).enumerate() {
             for (y, row) in plane.chunks_exact(w).enumerate() {
                 let (a, y) = ((y + pt) % s, (y + pt) / s);
@@ -70,7 +70,7 @@ impl Geometry {
                     // The first input column whose padded column is `b`
                     // past a multiple of `s`.
                     let x = (b + s - pl % s) % s;
-                    let at = ((c * s + a) * s + b) * ph * pw + y * pw + (x + pl) / s;
+                    let at = ((c * s + a) * s + b) * size + y * pw + (x + pl) / s;
                     if s == 1 {
                         planes[at..at + w].copy_from_slice(row);
                     } else {
@@ -84,7 +84,14 @@ impl Geometry {
                 }
             }
         }
-        (ph * pw, pw)
+        (size, pw)
+    }
+
+    /// The size and row length of one of the `s × s` phase planes of the
+    /// padded input (of the padded plane itself, for `s` = 1).
+    pub(super) fn phase_plane(&self, s: usize) -> (usize, usize) {
+        let (ph, pw) = self.padded();
+        (ph.div_ceil(s) * pw.div_ceil(s), pw.div_ceil(s))
     }
 
     /// The padded input's height and width.
